@@ -1,0 +1,176 @@
+"""undistill: find the Pareto front of knowledge-distillation defenses with Ray Tune and Optuna.
+
+    python cli.py sweep                 # the embedded default (MNIST-1D) on a local Ray
+    python cli.py pareto mnist1d        # the front, from the Parquet files alone
+
+Errors become one line and a non-zero exit: 1 for a failure at run time, 2 for bad input.
+Heavy libraries (torch, ray, optuna) load only inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+DEFAULT_STORAGE = "./sweeps"
+FORMATS = ("table", "json", "csv")
+
+
+def _format_option(fn):
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+                        show_default=True, help="Output format (JSON and CSV go to stdout).")(fn)
+
+
+def _storage_option(fn):
+    return click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
+                        type=click.Path(file_okay=False, path_type=Path),
+                        help="Root folder holding sweeps and the shared artifact cache.")(fn)
+
+
+def _run(fn, *args, **kwargs):
+    """Call library code; turn undistill's errors into click's (exit 2 for bad input, 1 else)."""
+    from trainables.errors import ConfigError, UndistillError
+
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except UndistillError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; run the same command again, or `resume NAME`, "
+                                   "to continue where it stopped") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Sweep knowledge-distillation defenses and query their Pareto front of
+    (teacher accuracy ↑, best clone accuracy ↓)."""
+
+
+@main.command()
+@click.option("--preset", default="mnist1d", show_default=True, help="Built-in preset (see `presets`).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Your own preset TOML instead of a built-in one.")
+@click.option("--name", help="Sweep name (default: the preset's name). An existing sweep of "
+                             "that name with the same config is resumed.")
+@_storage_option
+@click.option("--address", help="Join the Ray cluster at ADDRESS (`auto` or HOST:PORT) instead "
+                                "of starting a local one.")
+@click.option("--max-teacher-drop", type=float,
+              help="Points of teacher accuracy a defense may cost; a nasty teacher that loses "
+                   "more is not distilled (status infeasible).")
+@click.option("--concurrency", type=int, help="At most this many trials at once.")
+@_format_option
+def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurrency, fmt):
+    """Run a sweep (or finish an interrupted one) and print its Pareto front."""
+    from orchestrator import SweepOptions, run_sweep
+    from search_spaces import load_preset
+
+    chosen = _run(load_preset, None if config_file else preset, config_file)
+    opts = SweepOptions(chosen, name or chosen.name, storage, address, max_teacher_drop, concurrency)
+    _finish(_run(run_sweep, opts), storage, opts.name, fmt)
+
+
+@main.command()
+@click.argument("name")
+@_storage_option
+@click.option("--address", help="Join the Ray cluster at ADDRESS instead of starting a local one.")
+@click.option("--concurrency", type=int, help="At most this many trials at once.")
+@_format_option
+def resume(name, storage, address, concurrency, fmt):
+    """Finish the sweep NAME with the config it was started with."""
+    from orchestrator import options_from_stored, run_sweep
+
+    opts = _run(options_from_stored, storage, name, address, concurrency)
+    _finish(_run(run_sweep, opts), storage, name, fmt)
+
+
+def _finish(outcome: dict, storage: Path, name: str, fmt: str) -> None:
+    from results import render
+
+    front = outcome["front"]
+    if fmt != "table":
+        click.echo(render(front, fmt))
+        return
+    click.echo(f"\nPareto front of {name!r}: {len(front)} of {len(outcome['trials'])} trials "
+               "(teacher accuracy ↑, best clone accuracy ↓)")
+    click.echo(render(front, "table"))
+    click.echo(f"\nresults: {outcome['sweep_dir'] / 'results'}  (query: python cli.py pareto "
+               f"{name}{'' if str(storage) == DEFAULT_STORAGE else f' --storage {storage}'})")
+
+
+@main.command()
+@click.argument("name")
+@_storage_option
+@click.option("--max-teacher-drop", type=float, help="Only defenses that cost the teacher at most "
+                                                     "this many points.")
+@_format_option
+def pareto(name, storage, max_teacher_drop, fmt):
+    """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch)."""
+    from results import ResultStore, front_hypervolume, pareto_front, render
+    from orchestrator.sweep import read_sweep, sweep_dir
+
+    _run(read_sweep, storage, name)
+    if max_teacher_drop is not None and max_teacher_drop < 0:
+        raise click.UsageError(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
+    store = ResultStore(sweep_dir(storage, name))
+    front = pareto_front(store.trial_rows(), max_teacher_drop)
+    click.echo(render(front, fmt))
+    if fmt == "table":
+        hv, ref = front_hypervolume(front, store.students().to_pylist())
+        click.echo(f"\n{len(front)} defenses on the front · hypervolume {hv:.1f} "
+                   f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best normal-KD clone)",
+                   err=True)
+
+
+@main.command()
+@click.argument("name")
+@_storage_option
+@_format_option
+def status(name, storage, fmt):
+    """Progress of sweep NAME: trials by status, front size, finished or not."""
+    from orchestrator.sweep import read_state, read_sweep, sweep_dir
+    from results import ResultStore, pareto_front, render
+
+    stored = _run(read_sweep, storage, name)
+    rows = ResultStore(sweep_dir(storage, name)).trial_rows()
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "diverged", "infeasible", "error")}
+    info = {
+        "sweep": name,
+        "preset": stored["preset_name"],
+        "trials_done": len(rows),
+        "trials_total": stored["trials"],
+        **counts,
+        "front_size": len(pareto_front(rows)),
+        "finished": bool(_run(read_state, storage, name).get("finished")),
+        "compute_s": round(sum(r["wall_s"] or 0.0 for r in rows), 1),
+        "created_at": stored["created_at"],
+    }
+    if fmt == "table":
+        for key, value in info.items():
+            click.echo(f"{key:<14} {value}")
+    else:
+        click.echo(render([info], fmt, columns=tuple(info)) if fmt == "csv" else json.dumps(info, indent=1))
+
+
+@main.command()
+@_format_option
+def presets(fmt):
+    """List the built-in presets."""
+    from search_spaces import list_presets
+
+    items = [{"preset": k, "description": v} for k, v in list_presets().items()]
+    if fmt == "json":
+        click.echo(json.dumps(items, indent=1))
+    else:
+        from results import render
+
+        click.echo(render(items, fmt, columns=("preset", "description")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Ray Tune for the driver: the Tuner (new or restored), and the callback that writes each
+finished trial to Parquet and prints progress."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+from ray import tune
+
+from results import ResultStore, pareto_front, trial_rows
+from trainables.candidate import TrialContext
+from trainables.trial import tune_trial
+
+from .plan import Plan
+from .search import DefenseSearch
+
+TUNE_DIR = "tune"
+
+
+class SweepCallback(tune.Callback):
+    """Driver side: one atomic Parquet write per finished trial, and a progress line.
+
+    Picklable on purpose: Tune stores callbacks in its experiment state for restore.
+    """
+
+    def __init__(self, sweep: str, sweep_dir: str, columns: dict, total: int):
+        self.sweep, self.sweep_dir, self.columns, self.total = sweep, sweep_dir, columns, total
+        self._t0 = time.time()
+        self._done_at_start = 0
+
+    def setup(self, **info):
+        self._t0 = time.time()
+        self._done_at_start = len(ResultStore(self.sweep_dir).trial_rows())
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial, trial.last_result, None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        cause = getattr(trial, "error_message", None) or "the trial raised an error"
+        self._record(trial, None, str(cause).strip().splitlines()[-1][:500])
+
+    def _record(self, trial, result, error):
+        final = result if result and result.get("final") else None
+        if final is None and error is None:
+            error = "the trial ended without a final result"
+        params = {k: trial.config.get(k) for k in ("defense", "omega", "tau_a", "k")}
+        store = ResultStore(self.sweep_dir)
+        row, students = trial_rows(sweep=self.sweep, trial_id=trial.trial_id, params=params,
+                                   result=final, context=self.columns, error=error)
+        store.write_trial(row, students)
+        self._progress(row, store.trial_rows())
+
+    def _progress(self, row, rows):
+        done = len(rows)
+        elapsed = time.time() - self._t0
+        new = max(1, done - self._done_at_start)
+        eta = elapsed / new * max(0, self.total - done)
+        knobs = (f"ω={row['omega']:.4g} τ_A={row['tau_a']:.3g}" if row["defense"] == "nasty"
+                 else f"k={row['k']}" if row["defense"] == "stingy" else "")
+        accs = f"teacher {_pct(row['teacher_acc'])} · clone {_pct(row['student_acc'])}"
+        print(f"[{done:>3}/{self.total}] {row['defense'] or '?':<6} {knobs:<24} {accs}  "
+              f"{row['status']:<10} front {len(pareto_front(rows))} · {_dur(elapsed)} elapsed"
+              f" · ETA {_dur(eta)}", file=sys.stderr, flush=True)
+
+
+def _pct(x) -> str:
+    return "  –  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:5.2f}"
+
+
+def _dur(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _context(opts, plan: Plan, upstream: dict, folder: Path) -> TrialContext:
+    from .artifacts import ArtifactStore
+    from trainables.phases import MODEL_FILE
+
+    storage = Path(opts.storage).resolve()
+    teacher = upstream[plan.teacher.key]
+    baselines = {}
+    for scratch, kd in zip(plan.scratch, plan.normal_kd):
+        baselines[kd.config.model.label] = {"scratch_acc": upstream[scratch.key]["test_acc"],
+                                            "normal_kd_acc": upstream[kd.key]["test_acc"]}
+    return TrialContext(
+        normal_teacher_weights=str(ArtifactStore(storage).path(plan.teacher.key) / MODEL_FILE),
+        normal_teacher_key=plan.teacher.key,
+        normal_teacher_acc=teacher["test_acc"],
+        nasty_template=plan.nasty_template,
+        kd_templates=plan.kd_templates,
+        baselines=baselines,
+        max_teacher_drop=opts.max_teacher_drop,
+        data_cache=str(storage / "_data"),
+        work_root=str(folder.resolve() / "work"),
+    )
+
+
+def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
+    """Run the trials of the sweep to its budget, restoring Tune's state when there is one."""
+    from . import _cluster
+    from .sweep import versions
+
+    context = _context(opts, plan, upstream, folder)
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), {"cpu": 1})
+    experiment = folder.resolve() / TUNE_DIR
+    if tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+        print(f"resuming {opts.name!r} from {experiment}", file=sys.stderr, flush=True)
+        return _fit(tuner)
+
+    preset = opts.preset
+    columns = {
+        "dataset": preset.dataset["name"],
+        "teacher_arch": plan.teacher.config.model.label,
+        "seed": preset.seed,
+        "kd_temperature": preset.kd_temperature,
+        "kd_alpha": preset.kd_alpha,
+        "preset": preset.name,
+        "config_fingerprint": opts.fingerprint(),
+        "versions": versions(),
+        "normal_teacher_acc": context.normal_teacher_acc,
+    }
+    searcher = DefenseSearch(preset, opts.name, folder, opts.max_teacher_drop)
+    searcher.fail_orphans()
+    done = len(ResultStore(folder).trial_rows())
+    concurrency = min(preset.concurrency, opts.concurrency or preset.concurrency, _cluster.cluster_cpus())
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=preset.trials - done,
+                                    max_concurrent_trials=concurrency),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(folder.resolve()),
+            verbose=0,
+            callbacks=[SweepCallback(opts.name, str(folder), columns, preset.trials)],
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    _fit(tuner)
+
+
+def _fit(tuner) -> None:
+    tuner.fit()

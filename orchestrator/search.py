@@ -1,0 +1,105 @@
+"""The Optuna side of a sweep: a two-objective study in SQLite and a searcher that only lets
+final, finite results into it.
+
+Ray's OptunaSearch tells Optuna COMPLETE with whatever a trial reported last; a NaN makes the
+tell fail and leaves the Optuna trial RUNNING forever. Here:
+    ok                      -> COMPLETE (teacher_acc, student_acc), with the drop constraint
+    infeasible, diverged    -> PRUNED with a violated constraint: the sampler steers away
+    anything else           -> FAIL (errors) or PRUNED (stopped early)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import partial
+from pathlib import Path
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import Preset, start_points, suggest_candidate
+
+OBJECTIVES = ["teacher_acc", "student_acc"]
+MODES = ["max", "min"]
+DROP_CONSTRAINT = "teacher_drop_over_limit"
+DIVERGED_CONSTRAINT = "diverged"
+
+logger = logging.getLogger(__name__)
+
+
+def study_storage(sweep_dir: Path) -> optuna.storages.RDBStorage:
+    """SQLite next to the results; `optuna-dashboard sqlite:///<sweep>/study.db` opens it."""
+    return optuna.storages.RDBStorage(f"sqlite:///{Path(sweep_dir).resolve() / 'study.db'}")
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # Explicit arguments: Optuna 5 changed TPE's defaults. A handful of random start-up trials,
+    # then TPE; constant_liar keeps concurrent trials from being sent to the same spot.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=False,
+                                      constant_liar=True)
+
+
+class DefenseSearch(OptunaSearch):
+    def __init__(self, preset: Preset, sweep_name: str, sweep_dir: Path,
+                 max_teacher_drop: float | None):
+        self._max_teacher_drop = max_teacher_drop
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        super().__init__(
+            space=partial(suggest_candidate, preset=preset),
+            metric=OBJECTIVES,
+            mode=MODES,
+            points_to_evaluate=None,  # enqueued below, once per study, not once per start
+            sampler=make_sampler(preset.sampler, preset.seed),
+            study_name=sweep_name,
+            storage=study_storage(sweep_dir),
+        )
+        self.enqueue_start_points(start_points(preset))
+
+    def enqueue_start_points(self, points: list[dict]) -> None:
+        for point in points:
+            # skip_if_exists: a sweep restarted before Tune saved its state must not queue the
+            # paper's points a second time.
+            self._ot_study.enqueue_trial(point, skip_if_exists=True)
+
+    def fail_orphans(self) -> int:
+        """Mark FAIL every RUNNING Optuna trial this searcher does not track: a driver killed
+        mid-trial leaves one behind, and the restored searcher will never tell it."""
+        tracked = {t.number for t in self._ot_trials.values()}
+        orphans = [t for t in self._ot_study.get_trials(deepcopy=False,
+                                                         states=(optuna.trial.TrialState.RUNNING,))
+                   if t.number not in tracked or _is_done(self, t.number)]
+        for t in orphans:
+            self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        return len(orphans)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        final = bool(result and result.get("final"))
+        status = result.get("status") if final else None
+        if status:
+            ot_trial.set_user_attr("status", status)
+        limit = self._max_teacher_drop
+        if status == "ok" and all(_finite(result.get(m)) for m in OBJECTIVES):
+            if limit is not None:
+                ot_trial.set_constraint(DROP_CONSTRAINT, result["teacher_drop"] - limit)
+            return super().on_trial_complete(trial_id, {m: result[m] for m in OBJECTIVES})
+        if status == "infeasible" and limit is not None:
+            ot_trial.set_constraint(DROP_CONSTRAINT, result["teacher_drop"] - limit)
+        elif status == "diverged":
+            ot_trial.set_constraint(DIVERGED_CONSTRAINT, 1.0)
+        # Partial or non-finite results never enter the study as COMPLETE.
+        return super().on_trial_complete(trial_id, None, error=error or status is None)
+
+
+def _is_done(search: DefenseSearch, number: int) -> bool:
+    return any(t.number == number and tid in search._completed_trials
+               for tid, t in search._ot_trials.items())
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

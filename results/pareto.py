@@ -1,0 +1,60 @@
+"""The Pareto front of (teacher accuracy ↑, best clone accuracy ↓) and its hypervolume.
+
+Two objectives need no library: the front is a sort and a scan, the hypervolume a sum of strips.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """(teacher_acc, student_acc) `a` is at least as good as `b` on both and better on one."""
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+
+
+def front_indices(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated points, by teacher accuracy descending (ties kept)."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], points[i][1]))
+    kept: list[int] = []
+    best_student = math.inf  # lowest clone accuracy among points with higher teacher accuracy
+    for i in order:
+        t, s = points[i]
+        if s < best_student or (kept and points[kept[-1]] == (t, s)):
+            kept.append(i)
+            best_student = min(best_student, s)
+    # A later point with the same teacher accuracy and lower clone accuracy dominates earlier
+    # ones with that teacher accuracy; the sort puts the lowest clone first, so none slip in.
+    return kept
+
+
+def pareto_front(rows: Iterable[dict], max_teacher_drop: float | None = None) -> list[dict]:
+    """The front among finished (`status == "ok"`) trials, optionally only those whose teacher
+    lost at most `max_teacher_drop` points."""
+    eligible = [
+        r for r in rows
+        if r["status"] == "ok"
+        and _finite(r["teacher_acc"]) and _finite(r["student_acc"])
+        and (max_teacher_drop is None or r["teacher_drop"] <= max_teacher_drop)
+    ]
+    points = [(r["teacher_acc"], r["student_acc"]) for r in eligible]
+    return [eligible[i] for i in front_indices(points)]
+
+
+def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area dominated by `points` and bounded by `reference` = (worst teacher acc, worst clone
+    acc); points not strictly better than the reference on both axes add nothing."""
+    t_ref, s_ref = reference
+    inside = [(t, s) for t, s in points if t > t_ref and s < s_ref]
+    front = [inside[i] for i in front_indices(inside)]
+    area, s_prev = 0.0, s_ref
+    for t, s in front:  # teacher accuracy descending, so clone accuracy descending too
+        if s < s_prev:
+            area += (t - t_ref) * (s_prev - s)
+            s_prev = s
+    return area
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)

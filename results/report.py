@@ -1,0 +1,73 @@
+"""Text views of a sweep's results: the front as a table, JSON or CSV, and its hypervolume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+from .pareto import hypervolume
+
+FRONT_COLUMNS = ("trial_id", "defense", "omega", "tau_a", "k", "teacher_acc", "student_acc",
+                 "teacher_drop", "best_student", "status")
+FORMATS = ("table", "json", "csv")
+
+
+def reference_point(student_rows: list[dict]) -> tuple[float, float]:
+    """Hypervolume reference: teacher accuracy 0 %, clone accuracy = the best clone distilled from
+    the *normal* teacher. The volume is then Σ teacher accuracy × points the clone lost, so a
+    defense that does not hurt clones adds nothing."""
+    normal = [r["normal_kd_acc"] for r in student_rows if r.get("normal_kd_acc") is not None]
+    return (0.0, max(normal) if normal else 100.0)
+
+
+def front_hypervolume(front: list[dict], student_rows: list[dict]) -> tuple[float, tuple[float, float]]:
+    ref = reference_point(student_rows)
+    return hypervolume([(r["teacher_acc"], r["student_acc"]) for r in front], ref), ref
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def render(rows: list[dict], fmt: str, columns=FRONT_COLUMNS) -> str:
+    """Rows as `table`, `json` (an array of objects) or `csv`."""
+    picked = [{c: _clean(r.get(c)) for c in columns} for r in rows]
+    if fmt == "json":
+        return json.dumps(picked, indent=1, default=str)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(picked)
+        return out.getvalue().rstrip("\n")
+    return _table(picked, columns)
+
+
+def _fmt(column: str, value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}" if column in ("omega", "tau_a") else f"{value:.2f}"
+    return str(value)
+
+
+def _table(rows: list[dict], columns) -> str:
+    cells = [[_fmt(c, r[c]) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.rjust(w) if _numeric(v) else v.ljust(w)
+                                    for v, w in zip(values, widths)).rstrip()
+    out = [line(list(columns)), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return text == "–"

@@ -1,0 +1,68 @@
+"""Build a trial's Parquet rows from what its trial function reported last."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+
+
+def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, context: dict,
+               error: str | None = None) -> tuple[dict, list[dict]]:
+    """`params`: the candidate's knobs; `result`: the final report (None when the trial failed);
+    `context`: sweep-wide columns (dataset, teacher_arch, seed, kd_temperature, kd_alpha,
+    preset, config_fingerprint, versions, normal_teacher_acc)."""
+    knobs = {
+        "defense": params.get("defense"),
+        "omega": params.get("omega"),
+        "tau_a": params.get("tau_a"),
+        "k": params.get("k"),
+    }
+    result = result or {}
+    status = result.get("status", "error") if error is None else "error"
+    students = result.get("students") or []
+    if isinstance(students, str):  # reported as JSON: Tune's results must be flat scalars
+        students = json.loads(students)
+    trial = {
+        "sweep": sweep,
+        "trial_id": trial_id,
+        **knobs,
+        "dataset": context["dataset"],
+        "teacher_arch": context["teacher_arch"],
+        "seed": context["seed"],
+        "status": status,
+        "teacher_acc": _num(result.get("teacher_acc")),
+        "normal_teacher_acc": context["normal_teacher_acc"],
+        "teacher_drop": _num(result.get("teacher_drop")),
+        "student_acc": _num(result.get("student_acc")) if status == "ok" else None,
+        "best_student": result.get("best_student") or None,
+        "kd_temperature": context["kd_temperature"],
+        "kd_alpha": context["kd_alpha"],
+        "wall_s": _num(result.get("wall_s")),
+        "finished_at": datetime.now(timezone.utc).replace(microsecond=0),
+        "preset": context["preset"],
+        "config_fingerprint": context["config_fingerprint"],
+        "versions": json.dumps(context["versions"], sort_keys=True),
+        "error": error,
+    }
+    student_rows = [
+        {
+            "sweep": sweep,
+            "trial_id": trial_id,
+            **knobs,
+            **{key: s.get(key) for key in ("student_arch", "kd_temperature", "kd_alpha", "status",
+                                           "best_epoch")},
+            **{key: _num(s.get(key)) for key in ("student_acc", "scratch_acc", "normal_kd_acc",
+                                                 "wall_s")},
+        }
+        for s in students
+    ]
+    return trial, student_rows
+
+
+def _num(x) -> float | None:
+    """Floats for Parquet: NaN and missing both become null."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x

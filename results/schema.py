@@ -1,0 +1,63 @@
+"""The two Parquet tables of a sweep: `trials` (one row per trial) and `students` (one row per
+trial × student). Accuracies are percentages; a knob that does not apply to a defense is null.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TRIALS = pa.schema([
+    ("sweep", pa.string()),
+    ("trial_id", pa.string()),
+    ("defense", pa.string()),  # nasty | stingy
+    ("omega", pa.float64()),  # nasty: KL weight ω
+    ("tau_a", pa.float64()),  # nasty: temperature τ_A
+    ("k", pa.int64()),  # stingy: logits kept per sample
+    ("dataset", pa.string()),
+    ("teacher_arch", pa.string()),
+    ("seed", pa.int64()),
+    ("status", pa.string()),  # ok | diverged | infeasible | error
+    ("teacher_acc", pa.float64()),  # the defended teacher, test
+    ("normal_teacher_acc", pa.float64()),
+    ("teacher_drop", pa.float64()),  # normal − defended, points
+    ("student_acc", pa.float64()),  # the best clone: max over students (null unless ok)
+    ("best_student", pa.string()),
+    ("kd_temperature", pa.float64()),  # the attack
+    ("kd_alpha", pa.float64()),
+    ("wall_s", pa.float64()),  # compute seconds of the trial's own phases
+    ("finished_at", pa.timestamp("s", tz="UTC")),
+    ("preset", pa.string()),
+    ("config_fingerprint", pa.string()),
+    ("versions", pa.string()),  # JSON: undistill, torch, ray, optuna, python
+    ("error", pa.string()),
+])
+
+STUDENTS = pa.schema([
+    ("sweep", pa.string()),
+    ("trial_id", pa.string()),
+    ("defense", pa.string()),
+    ("omega", pa.float64()),
+    ("tau_a", pa.float64()),
+    ("k", pa.int64()),
+    ("student_arch", pa.string()),
+    ("kd_temperature", pa.float64()),
+    ("kd_alpha", pa.float64()),
+    ("status", pa.string()),  # ok | diverged | skipped
+    ("student_acc", pa.float64()),  # distilled from the defended teacher
+    ("scratch_acc", pa.float64()),  # the same student trained from labels alone
+    ("normal_kd_acc", pa.float64()),  # the same student distilled from the normal teacher
+    ("best_epoch", pa.int64()),
+    ("wall_s", pa.float64()),
+])
+
+STATUSES = ("ok", "diverged", "infeasible", "error")
+
+
+def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows -> a table of exactly `schema`; missing keys become null, extra keys are an error."""
+    names = set(schema.names)
+    for row in rows:
+        extra = set(row) - names
+        if extra:
+            raise KeyError(f"columns not in the schema: {sorted(extra)}")
+    return pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)

@@ -1,0 +1,64 @@
+"""The Parquet store of a sweep: `<sweep dir>/results/{trials,students}/<trial_id>.parquet`.
+
+Each trial is written once, atomically: both files go to a temporary name first and are renamed
+into place, students first, so a reader that sees a trial row also sees its student rows, and
+no reader ever sees half a file. Writing a trial again replaces its files: a trial is never
+counted twice.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import schema
+
+TRIALS_DIR, STUDENTS_DIR = "trials", "students"
+
+
+class ResultStore:
+    def __init__(self, sweep_dir: str | Path):
+        self.root = Path(sweep_dir) / "results"
+
+    def write_trial(self, trial_row: dict, student_rows: list[dict]) -> None:
+        trial_id = trial_row["trial_id"]
+        _atomic_parquet(schema.table(student_rows, schema.STUDENTS), self.root / STUDENTS_DIR, trial_id)
+        _atomic_parquet(schema.table([trial_row], schema.TRIALS), self.root / TRIALS_DIR, trial_id)
+
+    def has_trial(self, trial_id: str) -> bool:
+        return (self.root / TRIALS_DIR / f"{trial_id}.parquet").exists()
+
+    def trials(self) -> pa.Table:
+        return _read_all(self.root / TRIALS_DIR, schema.TRIALS)
+
+    def students(self) -> pa.Table:
+        return _read_all(self.root / STUDENTS_DIR, schema.STUDENTS)
+
+    def trial_rows(self) -> list[dict]:
+        """Trial rows as dicts, NaN for missing accuracies, in finishing order."""
+        rows = self.trials().to_pylist()
+        for row in rows:
+            for key in ("teacher_acc", "student_acc", "teacher_drop", "omega", "tau_a"):
+                if row[key] is None:
+                    row[key] = math.nan
+        return sorted(rows, key=lambda r: (r["finished_at"] is None, r["finished_at"], r["trial_id"]))
+
+
+def _atomic_parquet(table: pa.Table, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    # A leading dot hides the partial file from readers (and from pyarrow.dataset).
+    tmp = folder / f".{name}.{uuid.uuid4().hex}.partial"
+    pq.write_table(table, tmp)
+    os.replace(tmp, folder / f"{name}.parquet")
+
+
+def _read_all(folder: Path, table_schema: pa.Schema) -> pa.Table:
+    files = sorted(folder.glob("[!.]*.parquet")) if folder.exists() else []
+    if not files:
+        return table_schema.empty_table()
+    return pa.concat_tables([pq.read_table(f, schema=table_schema) for f in files])

@@ -1,0 +1,76 @@
+"""Presets (dataset, architectures, schedules, attack) and each defense's search space.
+
+Public surface: `load_preset`, `list_presets`, `Preset`, `suggest_candidate`, `start_points`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from trainables.errors import ConfigError
+
+from ._schema import DEFENSES, SAMPLERS, Preset, parse_preset
+
+__all__ = ["DEFENSES", "SAMPLERS", "Preset", "list_presets", "load_preset", "start_points",
+           "suggest_candidate"]
+
+
+def _preset_files() -> dict[str, resources.abc.Traversable]:
+    folder = resources.files(__package__) / "presets"
+    return {p.name[: -len(".toml")]: p for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name -> its one-line description."""
+    out = {}
+    for name, path in sorted(_preset_files().items()):
+        doc = tomllib.loads(path.read_text())
+        out[name] = doc.get("description", "")
+    return out
+
+
+def load_preset(name: str | None = None, config_file: str | Path | None = None) -> Preset:
+    """A built-in preset by name, or a user's TOML file (named after the file)."""
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        text, name = path.read_text(), name or path.stem
+    else:
+        files = _preset_files()
+        if name not in files:
+            raise ConfigError(f"unknown preset {name!r}; known: {', '.join(sorted(files))} "
+                              "(or pass --config FILE)")
+        text = files[name].read_text()
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_file or name}: not valid TOML ({exc})") from None
+    return parse_preset(name, doc)
+
+
+def suggest_candidate(trial, preset: Preset) -> dict:
+    """Optuna define-by-run space: one defense and its knobs, conditional on the defense.
+
+    Works on an `optuna.Trial` (or Ray's captor of one); returns nothing extra, every value is
+    suggested so the study records it.
+    """
+    defense = trial.suggest_categorical("defense", list(preset.defenses))
+    if defense == "nasty":
+        trial.suggest_float("omega", *preset.nasty.omega, log=True)
+        trial.suggest_float("tau_a", *preset.nasty.tau_a, log=True)
+    else:
+        trial.suggest_int("k", *preset.stingy.k)
+    return {}
+
+
+def start_points(preset: Preset) -> list[dict]:
+    """The preset's paper-like candidates, evaluated before the sampler takes over."""
+    points = []
+    if preset.nasty and preset.nasty.start:
+        points.append({"defense": "nasty", **preset.nasty.start})
+    if preset.stingy and preset.stingy.start:
+        points.append({"defense": "stingy", **preset.stingy.start})
+    return points

@@ -1,0 +1,263 @@
+"""A preset: what a sweep trains, how, and which defenses it searches; parsed strictly from TOML.
+
+Every problem is reported as one `ConfigError` line naming the key, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables.errors import ConfigError
+
+DEFENSES = ("nasty", "stingy")
+SAMPLERS = ("tpe", "random")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    arch: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, **self.options}
+
+
+@dataclass(frozen=True)
+class NastySpace:
+    omega: tuple[float, float]  # log-uniform
+    tau_a: tuple[float, float]  # log-uniform
+    start: dict[str, float] | None  # the paper-like point, enqueued first
+
+
+@dataclass(frozen=True)
+class StingySpace:
+    k: tuple[int, int]  # inclusive integer range
+    start: dict[str, int] | None
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    seed: int
+    dataset: dict[str, Any]
+    teacher: ModelEntry
+    teacher_schedule: dict[str, Any]
+    students: tuple[ModelEntry, ...]
+    student_schedule: dict[str, Any]
+    kd_temperature: float
+    kd_alpha: float
+    trials: int
+    concurrency: int
+    sampler: str
+    defenses: tuple[str, ...]
+    nasty: NastySpace | None
+    stingy: StingySpace | None
+    num_classes: int
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The resolved preset as plain data (what a sweep stores and fingerprints)."""
+        return json.loads(json.dumps(self.raw, sort_keys=True))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict reading of a TOML mapping
+
+_TOP = {
+    "description": str, "seed": int, "dataset": dict, "teacher": dict, "teacher_schedule": dict,
+    "students": list, "student_schedule": dict, "attack": dict, "search": dict,
+}
+_SCHEDULE = {
+    "optimizer": str, "lr": float, "weight_decay": float, "momentum": float, "epochs": int,
+    "batch_size": int, "lr_schedule": str, "milestones": list, "gamma": float,
+}
+_DATASET = {"name": str, "num_samples": int, "val_fraction": float, "seed": int}
+_ATTACK = {"kd_temperature": float, "kd_alpha": float}
+_SEARCH = {"trials": int, "concurrency": int, "sampler": str, "defenses": list, "nasty": dict,
+           "stingy": dict}
+_NASTY = {"omega": list, "tau_a": list, "start": dict}
+_STINGY = {"k": list, "start": dict}
+
+
+def _check_keys(where: str, table: dict, allowed: dict, required: tuple[str, ...] = ()) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
+    for key in required:
+        if key not in table:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+    for key, kind in allowed.items():
+        if key in table and not _is(table[key], kind):
+            raise ConfigError(
+                f"{where}.{key}: expected {kind.__name__}, got {type(table[key]).__name__} "
+                f"{table[key]!r}"
+            )
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:  # TOML writes 4 for 4.0: accept integers where floats are meant
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _positive(where: str, value: float, *, allow_zero: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where} must be {'≥' if allow_zero else '>'} 0, got {value!r}")
+
+
+def _range(where: str, value: list, *, integer: bool, low: float, high: float) -> tuple:
+    kind = int if integer else float
+    if len(value) != 2 or not all(_is(v, kind) for v in value):
+        raise ConfigError(f"{where} must be [low, high] of {kind.__name__}s, got {value!r}")
+    lo, hi = value
+    if lo > hi:
+        raise ConfigError(f"{where}: low {lo!r} is above high {hi!r}; write [low, high]")
+    if lo < low or hi > high:
+        raise ConfigError(f"{where}: {value!r} must lie within [{low}, {high}]")
+    return (kind(lo), kind(hi))
+
+
+def _model(where: str, table: dict) -> ModelEntry:
+    from trainables.models import check_model_kwargs, list_models  # torch: only when validating
+
+    if "arch" not in table or not isinstance(table["arch"], str):
+        raise ConfigError(f"{where}: missing required key 'arch' (one of {', '.join(list_models())})")
+    options = {k: v for k, v in table.items() if k != "arch"}
+    try:
+        check_model_kwargs(table["arch"], options)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return ModelEntry(table["arch"], options)
+
+
+def _schedule(where: str, table: dict) -> dict:
+    from trainables.loop import LR_SCHEDULES, OPTIMIZERS
+
+    _check_keys(where, table, _SCHEDULE, ("optimizer", "lr", "epochs", "batch_size"))
+    if table["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"{where}.optimizer: {table['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
+    if table.get("lr_schedule", "onecycle") not in LR_SCHEDULES:
+        raise ConfigError(
+            f"{where}.lr_schedule: {table['lr_schedule']!r} is not one of {', '.join(LR_SCHEDULES)}"
+        )
+    _positive(f"{where}.lr", table["lr"])
+    _positive(f"{where}.weight_decay", table.get("weight_decay", 0.0), allow_zero=True)
+    for key in ("epochs", "batch_size"):
+        if table[key] < 1:
+            raise ConfigError(f"{where}.{key} must be ≥ 1, got {table[key]!r}")
+    milestones = table.get("milestones", [])
+    if not all(_is(m, int) and 0 < m < table["epochs"] for m in milestones):
+        raise ConfigError(f"{where}.milestones must be epochs between 1 and epochs−1, got {milestones!r}")
+    return dict(table)
+
+
+def parse_preset(name: str, doc: dict) -> Preset:
+    """Validate a parsed TOML document and build the `Preset` it describes."""
+    from trainables.data import dataset_num_classes, list_datasets
+
+    _check_keys("preset", doc, _TOP, ("dataset", "teacher", "teacher_schedule", "students",
+                                      "student_schedule", "attack", "search"))
+    dataset = doc["dataset"]
+    _check_keys("dataset", dataset, _DATASET, ("name",))
+    if dataset["name"] not in list_datasets():
+        raise ConfigError(f"dataset.name: unknown dataset {dataset['name']!r}; known: {', '.join(list_datasets())}")
+    if not 0 < dataset.get("val_fraction", 0.1) < 1:
+        raise ConfigError(f"dataset.val_fraction must be between 0 and 1, got {dataset['val_fraction']!r}")
+    if dataset.get("num_samples", 10_000) < 100:
+        raise ConfigError(f"dataset.num_samples must be ≥ 100, got {dataset['num_samples']!r}")
+    num_classes = dataset_num_classes(dataset["name"])
+
+    teacher = _model("teacher", doc["teacher"])
+    if not doc["students"]:
+        raise ConfigError("students: list at least one student ([[students]] with an arch)")
+    students = tuple(_model(f"students[{i}]", s) for i, s in enumerate(doc["students"]))
+    teacher_schedule = _schedule("teacher_schedule", doc["teacher_schedule"])
+    student_schedule = _schedule("student_schedule", doc["student_schedule"])
+
+    attack = doc["attack"]
+    _check_keys("attack", attack, _ATTACK, ("kd_temperature", "kd_alpha"))
+    _positive("attack.kd_temperature", attack["kd_temperature"])
+    if not 0 <= attack["kd_alpha"] <= 1:
+        raise ConfigError(f"attack.kd_alpha must be within [0, 1], got {attack['kd_alpha']!r}")
+
+    search = doc["search"]
+    _check_keys("search", search, _SEARCH, ("trials",))
+    trials, concurrency = search["trials"], search.get("concurrency", 2)
+    if trials < 1:
+        raise ConfigError(f"search.trials must be ≥ 1, got {trials!r}")
+    if concurrency < 1:
+        raise ConfigError(f"search.concurrency must be ≥ 1, got {concurrency!r}")
+    sampler = search.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    defenses = tuple(search.get("defenses", list(DEFENSES)))
+    for d in defenses:
+        if d not in DEFENSES:
+            raise ConfigError(f"search.defenses: unknown defense {d!r}; known: {', '.join(DEFENSES)}")
+    if not defenses:
+        raise ConfigError("search.defenses: list at least one defense")
+
+    nasty = stingy = None
+    if "nasty" in defenses:
+        table = search.get("nasty")
+        if table is None:
+            raise ConfigError("search.nasty: missing; give omega = [lo, hi] and tau_a = [lo, hi]")
+        _check_keys("search.nasty", table, _NASTY, ("omega", "tau_a"))
+        omega = _range("search.nasty.omega", table["omega"], integer=False, low=1e-6, high=10.0)
+        tau_a = _range("search.nasty.tau_a", table["tau_a"], integer=False, low=0.1, high=100.0)
+        start = table.get("start")
+        if start is not None:
+            _check_keys("search.nasty.start", start, {"omega": float, "tau_a": float}, ("omega", "tau_a"))
+            _inside("search.nasty.start.omega", start["omega"], omega)
+            _inside("search.nasty.start.tau_a", start["tau_a"], tau_a)
+        nasty = NastySpace(omega, tau_a, start)
+    if "stingy" in defenses:
+        table = search.get("stingy")
+        if table is None:
+            raise ConfigError(f"search.stingy: missing; give k = [lo, hi] with 1 ≤ k < {num_classes}")
+        _check_keys("search.stingy", table, _STINGY, ("k",))
+        k = _range("search.stingy.k", table["k"], integer=True, low=1, high=num_classes - 1)
+        start = table.get("start")
+        if start is not None:
+            _check_keys("search.stingy.start", start, {"k": int}, ("k",))
+            _inside("search.stingy.start.k", start["k"], k)
+        stingy = StingySpace(k, start)
+
+    return Preset(
+        name=name,
+        description=doc.get("description", ""),
+        seed=doc.get("seed", 0),
+        dataset=dict(dataset),
+        teacher=teacher,
+        teacher_schedule=teacher_schedule,
+        students=students,
+        student_schedule=student_schedule,
+        kd_temperature=float(attack["kd_temperature"]),
+        kd_alpha=float(attack["kd_alpha"]),
+        trials=trials,
+        concurrency=concurrency,
+        sampler=sampler,
+        defenses=defenses,
+        nasty=nasty,
+        stingy=stingy,
+        num_classes=num_classes,
+        raw=doc,
+    )
+
+
+def _inside(where: str, value: float, bounds: tuple) -> None:
+    if not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{where} = {value!r} lies outside its search range {list(bounds)!r}")

@@ -1,0 +1,142 @@
+"""Datasets by name, held as tensors on the training device (no loader workers inside trials).
+
+A dataset is split three ways: `train` (fitting), `val` (carved from the training set, used only
+to pick the best epoch) and `test` (the accuracy every result reports).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+_DATASETS: dict[str, Callable[["DatasetSpec", Path | None], dict[str, np.ndarray]]] = {}
+_NUM_CLASSES: dict[str, int] = {}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = "mnist1d"
+    num_samples: int = 10_000  # generated samples before the train/test split (MNIST-1D)
+    val_fraction: float = 0.1  # share of the training split held out for model selection
+    seed: int = 42  # the generator's seed: the same seed gives the same samples everywhere
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DeviceData:
+    """Train/val/test tensors already on `device`. x is (N, channels, length); y is (N,) int64."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    # Batched, on-device augmentation (x, generator) -> x, or None when the data has none; a
+    # dataset without augmentation lets distillation precompute teacher logits once.
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+
+def register_dataset(name: str, num_classes: int):
+    def wrap(fn):
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _DATASETS[name] = fn
+        _NUM_CLASSES[name] = num_classes
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def dataset_num_classes(name: str) -> int:
+    if name not in _NUM_CLASSES:
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+    return _NUM_CLASSES[name]
+
+
+@register_dataset("mnist1d", num_classes=10)
+def _make_mnist1d(spec: DatasetSpec, cache_dir: Path | None) -> dict[str, np.ndarray]:
+    """MNIST-1D, generated offline by the `mnist1d` package (about 4 s for 10,000 samples).
+
+    The generated arrays are cached as .npz under `cache_dir` so that every trial on a node does
+    not pay the generation again.
+    """
+    key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    cache_file = cache_dir / f"mnist1d-{key}.npz" if cache_dir else None
+    if cache_file and cache_file.exists():
+        try:
+            with np.load(cache_file) as z:
+                return {k: z[k] for k in ("x", "y", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError):
+            pass  # a torn or foreign file: regenerate and overwrite it below
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = spec.num_samples
+    args.seed = spec.seed
+    raw = make_dataset(args)  # already centred and scaled to unit std by the generator
+    arrays = {
+        "x": raw["x"].astype(np.float32)[:, None, :],
+        "y": raw["y"].astype(np.int64),
+        "x_test": raw["x_test"].astype(np.float32)[:, None, :],
+        "y_test": raw["y_test"].astype(np.int64),
+    }
+    if cache_file:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache_file)  # atomic: concurrent trials never read half a file
+    return arrays
+
+
+_MEMO: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None = None) -> DeviceData:
+    """The dataset named by `spec`, split into train/val/test and moved to `device` once."""
+    if spec.name not in _DATASETS:
+        raise ConfigError(f"unknown dataset {spec.name!r}; known: {', '.join(list_datasets())}")
+    memo_key = (spec, str(cache_dir))
+    if memo_key not in _MEMO:  # Ray reuses worker processes: generate once per process
+        _MEMO[memo_key] = _DATASETS[spec.name](spec, Path(cache_dir) if cache_dir else None)
+    arrays = _MEMO[memo_key]
+
+    x, y = arrays["x"], arrays["y"]
+    # The validation split is a fixed function of the dataset seed, so every phase and every
+    # trial selects its best epoch on the same held-out samples.
+    order = np.random.default_rng(spec.seed).permutation(len(y))
+    n_val = int(round(len(y) * spec.val_fraction))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+
+    def on_device(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    return DeviceData(
+        train_x=on_device(x[train_idx]),
+        train_y=on_device(y[train_idx]),
+        val_x=on_device(x[val_idx]),
+        val_y=on_device(y[val_idx]),
+        test_x=on_device(arrays["x_test"]),
+        test_y=on_device(arrays["y_test"]),
+        num_classes=dataset_num_classes(spec.name),
+    )

@@ -1,0 +1,28 @@
+"""The one place that decides where tensors live and how many threads torch uses."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def pick_device() -> torch.device:
+    """`cuda:0` when a GPU is visible, else the CPU.
+
+    Inside a Ray worker that holds a (fraction of a) GPU, Ray sets CUDA_VISIBLE_DEVICES to that
+    GPU alone, so it is always `cuda:0` from the worker's point of view.
+    """
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def configure_threads() -> int:
+    """Match torch's intra-op threads to the CPUs this process was given.
+
+    Ray exports OMP_NUM_THREADS equal to a task's CPU count; without this, every concurrent
+    trial would spawn one thread per core and they would fight over the same cores.
+    """
+    wanted = os.environ.get("OMP_NUM_THREADS")
+    threads = max(1, int(wanted)) if wanted and wanted.isdigit() else torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return threads

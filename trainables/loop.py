@@ -1,0 +1,193 @@
+"""One training loop for every phase: shuffle on the device, step, pick the best epoch on val.
+
+The loop is deterministic for a seed (one explicit generator drives shuffling and augmentation),
+writes a resumable checkpoint every `checkpoint_every_s` seconds and at the end, and stops with
+status `diverged` as soon as an epoch sees a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .data import DeviceData
+from .errors import ConfigError
+
+# loss_fn(model, x, y, idx) -> scalar loss; idx are the batch's row numbers in the training
+# split, so a distillation loss can look up teacher logits computed once for the whole set.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+LR_SCHEDULES = ("onecycle", "multistep", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    optimizer: str = "adamw"  # one of OPTIMIZERS
+    lr: float = 1e-2  # peak learning rate (onecycle) or initial one (the others)
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD only
+    epochs: int = 40
+    batch_size: int = 128
+    lr_schedule: str = "onecycle"  # one of LR_SCHEDULES
+    milestones: tuple[int, ...] = ()  # multistep: epochs at which lr is multiplied by gamma
+    gamma: float = 0.1
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class TrainResult:
+    status: str  # "ok" or "diverged"
+    val_acc: float  # percent, at the best epoch
+    test_acc: float  # percent, of the best-val weights; NaN when diverged
+    best_epoch: int
+    epochs_run: int
+    wall_s: float
+    state_dict: dict | None = field(default=None, repr=False)  # best-val weights, on CPU
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+    """Top-1 accuracy in percent."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    for i in range(0, len(y), batch_size):
+        correct += (model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()
+    return 100.0 * correct.item() / max(1, len(y))
+
+
+def _optimizer(model: nn.Module, s: Schedule) -> torch.optim.Optimizer:
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=False
+        )
+    raise ConfigError(f"unknown optimizer {s.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def _scheduler(opt, s: Schedule, steps_per_epoch: int):
+    """(scheduler, steps per batch?) — onecycle moves every batch, the others every epoch."""
+    if s.lr_schedule == "onecycle":
+        total = s.epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=total), True
+    if s.lr_schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, list(s.milestones), gamma=s.gamma), False
+    if s.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs), False
+    if s.lr_schedule == "constant":
+        return None, False
+    raise ConfigError(f"unknown lr_schedule {s.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+
+
+def _cpu_copy(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def train(
+    model: nn.Module,
+    data: DeviceData,
+    loss_fn: LossFn,
+    schedule: Schedule,
+    seed: int,
+    checkpoint: Path | None = None,
+    checkpoint_tag: str = "",
+    checkpoint_every_s: float = 30.0,
+) -> TrainResult:
+    """Train `model` in place; on return it holds the best-val weights (unless it diverged).
+
+    `checkpoint_tag` identifies the run (the phase's config key): a checkpoint with another tag
+    is from a different run and is ignored rather than resumed.
+    """
+    started = time.perf_counter()
+    device = data.train_x.device
+    n = len(data.train_y)
+    steps_per_epoch = math.ceil(n / schedule.batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    opt = _optimizer(model, schedule)
+    sched, per_step = _scheduler(opt, schedule, steps_per_epoch)
+    start_epoch, best_val, best_epoch, best_state = 0, -1.0, -1, None
+
+    if checkpoint is not None and checkpoint.exists():
+        try:
+            saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        except Exception:  # torn or foreign file: starting over is always correct
+            saved = None
+        if saved is not None and saved.get("tag") == checkpoint_tag:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(saved["scheduler"])
+            gen.set_state(saved["generator"])
+            start_epoch, best_val, best_epoch = saved["epoch"], saved["best_val"], saved["best_epoch"]
+            best_state = saved["best_state"]
+
+    def save(epoch: int) -> None:
+        if checkpoint is None:
+            return
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = checkpoint.with_name(checkpoint.name + f".{os.getpid()}.tmp")
+        torch.save(
+            {
+                "tag": checkpoint_tag,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else {},
+                "generator": gen.get_state(),
+                "best_val": best_val,
+                "best_epoch": best_epoch,
+                "best_state": best_state,
+            },
+            tmp,
+        )
+        os.replace(tmp, checkpoint)
+
+    last_save = time.perf_counter()
+    for epoch in range(start_epoch, schedule.epochs):
+        model.train()
+        # Non-finite losses are collected on the device and checked once per epoch, so a GPU
+        # is not forced to synchronise after every step.
+        non_finite = torch.zeros((), dtype=torch.bool, device=device)
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, schedule.batch_size):
+            idx = perm[i : i + schedule.batch_size]
+            x, y = data.train_x[idx], data.train_y[idx]
+            if data.augment is not None:
+                x = data.augment(x, gen)
+            loss = loss_fn(model, x, y, idx)
+            non_finite |= ~torch.isfinite(loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if per_step:
+                sched.step()
+        if sched is not None and not per_step:
+            sched.step()
+        if non_finite.item():
+            return TrainResult("diverged", best_val, math.nan, best_epoch, epoch + 1,
+                               time.perf_counter() - started)
+        val_acc = accuracy(model, data.val_x, data.val_y)
+        if val_acc > best_val:
+            best_val, best_epoch, best_state = val_acc, epoch, _cpu_copy(model.state_dict())
+        if time.perf_counter() - last_save > checkpoint_every_s:
+            save(epoch + 1)
+            last_save = time.perf_counter()
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test_acc = accuracy(model, data.test_x, data.test_y)
+    save(schedule.epochs)
+    return TrainResult("ok", best_val, test_acc, best_epoch, schedule.epochs,
+                       time.perf_counter() - started, best_state)

@@ -1,0 +1,83 @@
+"""The losses of the three kinds of training and the defenses' logit transforms.
+
+Shapes: logits are (N, classes), labels (N,) int64. KL terms use `reduction="batchmean"`, the
+mathematical KL averaged over the batch, as the public Nasty-Teacher and KD code does.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """Hinton KD: α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1 − α)·CE(z_s, y).
+
+    `teacher_logits` may hold −inf (a stingy teacher's masked classes): with a probability target
+    (log_target=False) kl_div treats 0·log 0 as 0, so masked classes add nothing, as they should.
+    """
+    T = temperature
+    teacher_probs = F.softmax(teacher_logits.detach() / T, dim=1)
+    student_log_probs = F.log_softmax(student_logits / T, dim=1)
+    distill = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
+    return alpha * T * T * distill + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+def nasty_loss(
+    nasty_logits: torch.Tensor,
+    adversary_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    omega: float,
+    tau: float,
+) -> torch.Tensor:
+    """Self-undermining loss: CE(z_T, y) − ω·τ²·KL(softmax(z_T/τ) ‖ softmax(z_A/τ)).
+
+    The trainable network's distribution is the *first* KL argument, i.e. kl_div's target, and
+    gradients must flow through it; the adversary (the frozen normal teacher) gets none.
+    """
+    nasty_log_probs = F.log_softmax(nasty_logits / tau, dim=1)
+    adversary_log_probs = F.log_softmax(adversary_logits.detach() / tau, dim=1)
+    # log_target=True keeps the trainable side in log space: no log(0) as its softmax saturates.
+    divergence = F.kl_div(adversary_log_probs, nasty_log_probs, reduction="batchmean", log_target=True)
+    return F.cross_entropy(nasty_logits, labels) - omega * tau * tau * divergence
+
+
+def stingy_logits(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep each row's top-k logits and set the rest to −inf (the Stingy Teacher's sparse output).
+
+    Top-1 survives, so the teacher's predictions, and its accuracy, are unchanged.
+    """
+    if not 1 <= k <= logits.shape[1]:
+        raise ConfigError(f"stingy k={k} must be between 1 and the number of classes ({logits.shape[1]})")
+    top = logits.topk(k, dim=1).indices
+    masked = torch.full_like(logits, float("-inf"))
+    return masked.scatter(1, top, logits.gather(1, top))
+
+
+# What an attacker sees of a teacher: a named transform of its logits, with its parameters.
+LogitTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def logit_transform(name: str, **params) -> LogitTransform:
+    if name == "identity":
+        return lambda z: z
+    if name == "stingy":
+        k = int(params["k"])
+        return lambda z: stingy_logits(z, k)
+    raise ConfigError(f"unknown logit transform {name!r}; known: identity, stingy")

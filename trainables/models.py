@@ -1,0 +1,112 @@
+"""Models by name: `@register_model` on small entry points, `create_model(name, ...)` to build one.
+
+Every entry point takes `num_classes` and `input_shape` (channels, length) plus its own keyword
+arguments, which presets may set (`{arch = "cnn1d", width = 16}`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The keyword arguments `name` accepts, with their defaults."""
+    _check_known(name)
+    params = inspect.signature(_MODELS[name]).parameters
+    return {p: v.default for p, v in params.items() if p not in ("num_classes", "input_shape")}
+
+
+def check_model_kwargs(name: str, kwargs: dict) -> None:
+    options = model_options(name)
+    for key in kwargs:
+        if key not in options:
+            raise ConfigError(
+                f"model {name!r} has no option {key!r}; it takes: {', '.join(options) or 'none'}"
+            )
+
+
+def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    _check_known(name)
+    check_model_kwargs(name, kwargs)
+    return _MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+
+
+def _check_known(name: str) -> None:
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint} (known: {', '.join(list_models())})")
+
+
+class _CNN1d(nn.Module):
+    """Three strided conv layers, then a linear classifier: (N, C, L) -> (N, classes)."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], width: int, kernel: int):
+        super().__init__()
+        channels, length = input_shape
+        self.features = nn.Sequential(
+            nn.Conv1d(channels, width, kernel, stride=2, padding=kernel // 2),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+        )
+        with torch.no_grad():  # infer the flattened size instead of hand-computing strides
+            flat = self.features(torch.zeros(1, channels, length)).numel()
+        self.classifier = nn.Linear(flat, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class _MLP(nn.Module):
+    """Flatten, then `depth` hidden ReLU layers of `hidden` units."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], hidden: int, depth: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = int(torch.tensor(input_shape).prod())
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@register_model
+def cnn1d(num_classes: int, input_shape: tuple[int, ...], width: int = 64, kernel: int = 5):
+    """1-D CNN for MNIST-1D; width 64 is the default teacher, width 16 a small student."""
+    return _CNN1d(num_classes, input_shape, width=width, kernel=kernel)
+
+
+@register_model
+def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: int = 100, depth: int = 2):
+    """Fully connected student; on MNIST-1D it cannot use translation invariance, so it is weak."""
+    return _MLP(num_classes, input_shape, hidden=hidden, depth=depth)

@@ -1,0 +1,204 @@
+"""The four phases. Each reads top to bottom: config, data, model, loss, loop, result.
+
+    teacher  normal teacher, cross-entropy on labels
+    scratch  a student from labels alone (the no-teacher baseline)
+    kd       a student distilled from a frozen teacher seen through a logit transform
+    nasty    a nasty teacher trained from scratch against the frozen normal teacher
+
+`run_phase` is pure: no Ray. It returns a JSON-able result and, for teachers, writes
+`model.pt` (best-val weights) into the output folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import DatasetSpec, load_dataset
+from .device import configure_threads, pick_device
+from .errors import ConfigError
+from .losses import cross_entropy, kd_loss, logit_transform, nasty_loss
+from .loop import Schedule, accuracy, train
+from .models import check_model_kwargs, create_model
+
+PHASES = ("teacher", "scratch", "kd", "nasty")
+# Bump when a change alters what a phase computes: it is part of every artifact key, so cached
+# results from older code are not reused.
+PHASE_CODE_VERSION = 1
+MODEL_FILE = "model.pt"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    options: tuple[tuple[str, Any], ...] = ()  # sorted (name, value) pairs: hashable, stable
+
+    @classmethod
+    def of(cls, arch: str, **options) -> "ModelSpec":
+        check_model_kwargs(arch, options)
+        return cls(arch, tuple(sorted(options.items())))
+
+    @property
+    def label(self) -> str:
+        """`cnn1d` or `cnn1d(width=16)`: the name results use for this architecture."""
+        if not self.options:
+            return self.arch
+        return f"{self.arch}({','.join(f'{k}={v}' for k, v in self.options)})"
+
+    def build(self, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
+        return create_model(self.arch, num_classes, input_shape, **dict(self.options))
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, **dict(self.options)}
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    phase: str  # one of PHASES
+    dataset: DatasetSpec
+    model: ModelSpec
+    schedule: Schedule
+    seed: int
+    teacher_model: ModelSpec | None = None  # kd, nasty: the frozen network's architecture
+    transform: str = "identity"  # kd: what the student sees of the teacher ("identity" | "stingy")
+    k: int | None = None  # kd with the stingy transform: logits kept per sample
+    kd_temperature: float | None = None  # kd
+    kd_alpha: float | None = None  # kd
+    omega: float | None = None  # nasty
+    tau_a: float | None = None  # nasty
+    label_smoothing: float = 0.0  # teacher, scratch
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ConfigError(f"unknown phase {self.phase!r}; known: {', '.join(PHASES)}")
+        needs_teacher = self.phase in ("kd", "nasty")
+        if needs_teacher != (self.teacher_model is not None):
+            raise ConfigError(f"phase {self.phase!r} {'needs' if needs_teacher else 'takes no'} teacher")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        d["teacher_model"] = self.teacher_model.to_dict() if self.teacher_model else None
+        d["schedule"] = self.schedule.to_dict()
+        return d
+
+    def key(self, teacher_key: str | None = None) -> str:
+        """Content key: the phase's full config, its teacher's key and the code version."""
+        blob = json.dumps(
+            {"config": self.to_dict(), "teacher": teacher_key, "code": PHASE_CODE_VERSION},
+            sort_keys=True,
+        )
+        return f"{self.phase}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
+
+
+def provenance() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "phase_code_version": PHASE_CODE_VERSION,
+        "device": str(pick_device()),
+        "hostname": platform.node(),
+    }
+
+
+def _load_frozen(spec: ModelSpec, weights: Path, num_classes: int, input_shape, device):
+    model = spec.build(num_classes, input_shape).to(device)
+    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def run_phase(
+    cfg: PhaseConfig,
+    out_dir: Path,
+    *,
+    teacher_weights: Path | None = None,
+    data_cache: Path | None = None,
+    checkpoint: Path | None = None,
+) -> dict:
+    """Run one phase and return its result; teachers also leave `out_dir/model.pt`."""
+    started = time.perf_counter()
+    configure_threads()
+    device = pick_device()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # data
+    data = load_dataset(cfg.dataset, device, cache_dir=data_cache)
+
+    # model: the same seed gives the same initial weights
+    torch.manual_seed(cfg.seed)
+    model = cfg.model.build(data.num_classes, data.input_shape).to(device)
+
+    # loss
+    frozen = None
+    if cfg.teacher_model is not None:
+        if teacher_weights is None:
+            raise ConfigError(f"phase {cfg.phase!r} needs the teacher's weights")
+        frozen = _load_frozen(cfg.teacher_model, teacher_weights, data.num_classes, data.input_shape, device)
+    extra: dict[str, Any] = {}
+    if cfg.phase in ("teacher", "scratch"):
+        smoothing = cfg.label_smoothing
+
+        def loss_fn(m, x, y, idx):
+            return cross_entropy(m(x), y, label_smoothing=smoothing)
+
+    elif cfg.phase == "kd":
+        transform = logit_transform(cfg.transform, k=cfg.k)
+        # Without augmentation every epoch shows the teacher the same inputs: ask it once.
+        seen = transform(_logits(frozen, data.train_x)) if data.augment is None else None
+        extra["teacher_acc_seen"] = 100.0 * (
+            transform(_logits(frozen, data.test_x)).argmax(1) == data.test_y
+        ).float().mean().item()
+        alpha, temperature = cfg.kd_alpha, cfg.kd_temperature
+
+        def loss_fn(m, x, y, idx):
+            t = seen[idx] if seen is not None else transform(frozen(x))
+            return kd_loss(m(x), t, y, alpha=alpha, temperature=temperature)
+
+    else:  # nasty
+        adversary = _logits(frozen, data.train_x) if data.augment is None else None
+        omega, tau = cfg.omega, cfg.tau_a
+
+        def loss_fn(m, x, y, idx):
+            a = adversary[idx] if adversary is not None else frozen(x)
+            return nasty_loss(m(x), a, y, omega=omega, tau=tau)
+
+    # loop
+    result = train(model, data, loss_fn, cfg.schedule, cfg.seed, checkpoint=checkpoint,
+                   checkpoint_tag=cfg.key())
+
+    # result
+    if result.status == "ok" and cfg.phase in ("teacher", "nasty"):
+        tmp = out_dir / (MODEL_FILE + ".tmp")
+        torch.save(result.state_dict, tmp)
+        tmp.replace(out_dir / MODEL_FILE)
+    return {
+        "phase": cfg.phase,
+        "status": result.status,
+        "model": cfg.model.label,
+        "test_acc": None if math.isnan(result.test_acc) else result.test_acc,
+        "val_acc": result.val_acc,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "train_s": result.wall_s,
+        "wall_s": time.perf_counter() - started,
+        "config": cfg.to_dict(),
+        "provenance": provenance(),
+        **extra,
+    }
