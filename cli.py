@@ -30,6 +30,12 @@ def _storage_option(fn):
                         help="Root folder holding sweeps and the shared artifact cache.")(fn)
 
 
+class BadInput(click.ClickException):
+    """Bad input: one line, exit 2, before any compute starts."""
+
+    exit_code = 2
+
+
 def _run(fn, *args, **kwargs):
     """Call library code; turn undistill's errors into click's (exit 2 for bad input, 1 else)."""
     from trainables.errors import ConfigError, UndistillError
@@ -37,7 +43,7 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     except UndistillError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
@@ -116,7 +122,7 @@ def pareto(name, storage, max_teacher_drop, fmt):
 
     _run(read_sweep, storage, name)
     if max_teacher_drop is not None and max_teacher_drop < 0:
-        raise click.UsageError(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
+        raise BadInput(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
     store = ResultStore(sweep_dir(storage, name))
     front = pareto_front(store.trial_rows(), max_teacher_drop)
     click.echo(render(front, fmt))

@@ -130,7 +130,7 @@ def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=preset.trials - done,
-                                    max_concurrent_trials=concurrency),
+                                    max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=str(folder.resolve()),

@@ -25,7 +25,7 @@ TRIALS = pa.schema([
     ("kd_temperature", pa.float64()),  # the attack
     ("kd_alpha", pa.float64()),
     ("wall_s", pa.float64()),  # compute seconds of the trial's own phases
-    ("finished_at", pa.timestamp("s", tz="UTC")),
+    ("finished_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
     ("preset", pa.string()),
     ("config_fingerprint", pa.string()),
     ("versions", pa.string()),  # JSON: undistill, torch, ray, optuna, python

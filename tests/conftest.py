@@ -1,0 +1,23 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# Ray ≥ 2.59 turns token auth on for local clusters; tests that join one need it off.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture
+def tmp_storage(tmp_path):
+    return tmp_path / "sweeps"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # Tiny models run fastest on one thread, and tests must not fight each other for cores.
+    import torch
+
+    torch.set_num_threads(1)

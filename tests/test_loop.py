@@ -1,0 +1,88 @@
+"""The training loop on real MNIST-1D data: determinism, resume, divergence."""
+
+import math
+
+import pytest
+import torch
+
+from trainables.data import DatasetSpec, load_dataset
+from trainables.loop import Schedule, train
+from trainables.losses import cross_entropy
+from trainables.models import create_model
+
+SPEC = DatasetSpec(num_samples=600)
+SCHEDULE = Schedule(epochs=4, batch_size=64, lr=0.01)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return load_dataset(SPEC, torch.device("cpu"), cache_dir=tmp_path_factory.mktemp("data"))
+
+
+def _ce(model, x, y, idx):
+    return cross_entropy(model(x), y)
+
+
+def _fresh(seed=0):
+    torch.manual_seed(seed)
+    return create_model("cnn1d", 10, (1, 40), width=8)
+
+
+def test_splits_are_disjoint_and_sized(data):
+    assert len(data.val_y) == 48 and len(data.train_y) == 480 - 48 and len(data.test_y) == 120
+    assert data.train_x.shape[1:] == (1, 40)
+
+
+def test_same_seed_same_result(data):
+    a = train(_fresh(), data, _ce, SCHEDULE, seed=3)
+    b = train(_fresh(), data, _ce, SCHEDULE, seed=3)
+    assert a.status == "ok" and a.test_acc == b.test_acc and a.best_epoch == b.best_epoch
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k])
+
+
+def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(data, tmp_path):
+    whole = train(_fresh(), data, _ce, SCHEDULE, seed=1)
+    interrupted = tmp_path / "interrupted.ckpt"
+    calls = {"n": 0}
+
+    def stop_after_two_epochs(model, x, y, idx):
+        calls["n"] += 1
+        if calls["n"] > 2 * math.ceil(len(data.train_y) / SCHEDULE.batch_size):
+            raise KeyboardInterrupt
+        return _ce(model, x, y, idx)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_fresh(), data, stop_after_two_epochs, SCHEDULE, seed=1, checkpoint=interrupted,
+              checkpoint_tag="t", checkpoint_every_s=-1.0)
+    assert torch.load(interrupted, weights_only=True)["epoch"] == 2
+    resumed = train(_fresh(seed=99), data, _ce, SCHEDULE, seed=1, checkpoint=interrupted,
+                    checkpoint_tag="t")
+    assert resumed.test_acc == whole.test_acc
+    for k in whole.state_dict:
+        assert torch.equal(whole.state_dict[k], resumed.state_dict[k])
+
+
+def test_a_checkpoint_of_another_run_is_ignored(data, tmp_path):
+    ckpt = tmp_path / "x.ckpt"
+    train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="other")
+    fresh = train(_fresh(), data, _ce, SCHEDULE, seed=1)
+    again = train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="mine")
+    assert again.test_acc == fresh.test_acc
+
+
+def test_a_truncated_checkpoint_is_recomputed_not_used(data, tmp_path):
+    ckpt = tmp_path / "x.ckpt"
+    train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    fresh = train(_fresh(), data, _ce, SCHEDULE, seed=1)
+    again = train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
+    assert again.epochs_run == SCHEDULE.epochs and again.test_acc == fresh.test_acc
+
+
+def test_non_finite_loss_ends_the_run_as_diverged(data):
+    def exploding(model, x, y, idx):
+        return cross_entropy(model(x), y) * float("inf")
+
+    result = train(_fresh(), data, exploding, SCHEDULE, seed=0)
+    assert result.status == "diverged" and math.isnan(result.test_acc) and result.epochs_run == 1

@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainables.errors import ConfigError
+from trainables.losses import kd_loss, logit_transform, nasty_loss, stingy_logits
+
+
+def _kl(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)
+
+
+def _softmax(z, t=1.0):
+    e = [math.exp(v / t) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def test_nasty_loss_matches_hand_computation_and_kl_direction():
+    z_nasty, z_adv, y = [2.0, 0.5, -1.0], [0.0, 1.0, 3.0], 0
+    omega, tau = 0.04, 4.0
+    p_nasty, p_adv = _softmax(z_nasty, tau), _softmax(z_adv, tau)
+    ce = -math.log(_softmax(z_nasty)[y])
+    expected = ce - omega * tau**2 * _kl(p_nasty, p_adv)  # KL(nasty ‖ adversary)
+    wrong_direction = ce - omega * tau**2 * _kl(p_adv, p_nasty)
+    got = nasty_loss(torch.tensor([z_nasty]), torch.tensor([z_adv]), torch.tensor([y]),
+                     omega=omega, tau=tau).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert abs(got - wrong_direction) > 1e-3  # the test can tell the two directions apart
+
+
+def test_nasty_loss_gradient_reaches_the_nasty_side_only():
+    z_nasty = torch.tensor([[2.0, 0.5, -1.0]], requires_grad=True)
+    z_adv = torch.tensor([[0.0, 1.0, 3.0]], requires_grad=True)
+    nasty_loss(z_nasty, z_adv, torch.tensor([0]), omega=0.04, tau=4.0).backward()
+    assert z_nasty.grad is not None and z_nasty.grad.abs().sum() > 0
+    assert z_adv.grad is None
+    # The KL term is maximised: its gradient alone pushes away from the adversary.
+    z = torch.tensor([[2.0, 0.5, -1.0]], requires_grad=True)
+    ce_only = F.cross_entropy(z, torch.tensor([0]))
+    (g_ce,) = torch.autograd.grad(ce_only, z)
+    assert not torch.allclose(z_nasty.grad, g_ce)
+
+
+def test_kd_loss_matches_hand_computation():
+    zs, zt, y, alpha, T = [1.0, 0.0, -1.0], [3.0, 1.0, 0.0], 2, 0.9, 4.0
+    expected = alpha * T * T * _kl(_softmax(zt, T), _softmax(zs, T)) + (1 - alpha) * -math.log(_softmax(zs)[y])
+    got = kd_loss(torch.tensor([zs]), torch.tensor([zt]), torch.tensor([y]), alpha=alpha, temperature=T)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_kd_loss_does_not_backpropagate_into_the_teacher():
+    zt = torch.tensor([[3.0, 1.0, 0.0]], requires_grad=True)
+    zs = torch.tensor([[1.0, 0.0, -1.0]], requires_grad=True)
+    kd_loss(zs, zt, torch.tensor([0]), alpha=0.9, temperature=4.0).backward()
+    assert zt.grad is None and zs.grad.abs().sum() > 0
+
+
+def test_stingy_keeps_top_k_and_masks_the_rest():
+    z = torch.tensor([[0.1, 3.0, -2.0, 1.5], [4.0, 0.0, 0.5, 0.2]])
+    out = stingy_logits(z, 2)
+    assert torch.equal(torch.isinf(out), torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.bool))
+    assert out[0, 1] == 3.0 and out[0, 3] == 1.5 and out[1, 0] == 4.0 and out[1, 2] == 0.5
+    assert torch.equal(out.argmax(1), z.argmax(1))  # top-1, hence accuracy, unchanged
+    with pytest.raises(ConfigError):
+        stingy_logits(z, 5)
+    assert torch.equal(logit_transform("stingy", k=4)(z), z)
+
+
+def test_kd_through_a_stingy_teacher_is_finite_and_matches_the_renormalised_kl():
+    zt, zs, T = torch.tensor([[3.0, 1.0, 0.0, -1.0]]), torch.tensor([[0.5, 0.2, 0.1, 0.0]]), 4.0
+    masked = stingy_logits(zt, 2)
+    loss = kd_loss(zs, masked, torch.tensor([0]), alpha=1.0, temperature=T)
+    p = _softmax([3.0, 1.0], T) + [0.0, 0.0]  # mass only on the two kept classes
+    expected = T * T * _kl(p, _softmax(zs[0].tolist(), T))
+    assert math.isfinite(loss.item()) and loss.item() == pytest.approx(expected, rel=1e-5)

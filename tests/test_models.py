@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from trainables.errors import ConfigError
+from trainables.models import create_model, list_models
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_runs_forward_and_backward(name):
+    model = create_model(name, num_classes=10, input_shape=(1, 40))
+    out = model(torch.randn(4, 1, 40))
+    assert out.shape == (4, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(ConfigError, match="did you mean cnn1d"):
+        create_model("cnn1", 10, (1, 40))
+    with pytest.raises(ConfigError, match="has no option 'widht'"):
+        create_model("cnn1d", 10, (1, 40), widht=3)

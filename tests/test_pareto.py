@@ -1,0 +1,62 @@
+import itertools
+import math
+import random
+
+import pytest
+
+from results import dominates, front_indices, hypervolume, pareto_front
+
+
+def _brute_front(points):
+    return {i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)}
+
+
+def _brute_hypervolume(points, ref, grid=0.25):
+    """Count grid cells dominated by some point: slow, obviously right."""
+    t_ref, s_ref = ref
+    area = 0.0
+    t = t_ref
+    while t < max([p[0] for p in points] + [t_ref]):
+        s = min([p[1] for p in points] + [s_ref])
+        while s < s_ref:
+            cx, cy = t + grid / 2, s + grid / 2
+            if any(px >= cx and py <= cy for px, py in points):
+                area += grid * grid
+            s += grid
+        t += grid
+    return area
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_front_matches_brute_force(seed):
+    rng = random.Random(seed)
+    points = [(rng.choice([90.0, 91.0, 92.5, 94.0]), rng.choice([60.0, 61.0, 62.0, 65.0]))
+              for _ in range(rng.randint(0, 9))]
+    assert set(front_indices(points)) == _brute_front(points)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_hypervolume_matches_grid_count(seed):
+    rng = random.Random(seed)
+    points = [(rng.randint(80, 96) / 1.0, rng.randint(50, 70) / 1.0) for _ in range(rng.randint(1, 6))]
+    ref = (82.0, 68.0)
+    assert hypervolume(points, ref) == pytest.approx(_brute_hypervolume(points, ref))
+
+
+def test_hypervolume_hand_value():
+    # strips: (95−80)·(80−70) + (90−80)·(70−60) = 150 + 100
+    assert hypervolume([(95, 70), (90, 60), (85, 65)], (80, 80)) == 250
+    assert hypervolume([(70, 50)], (80, 80)) == 0  # worse teacher than the reference adds nothing
+
+
+def test_pareto_front_keeps_ok_rows_and_applies_the_drop_limit():
+    rows = [
+        dict(trial_id="a", status="ok", teacher_acc=96.0, student_acc=90.0, teacher_drop=0.0),
+        dict(trial_id="b", status="ok", teacher_acc=95.5, student_acc=80.0, teacher_drop=0.5),
+        dict(trial_id="c", status="ok", teacher_acc=92.0, student_acc=60.0, teacher_drop=4.0),
+        dict(trial_id="d", status="diverged", teacher_acc=99.0, student_acc=10.0, teacher_drop=-3.0),
+        dict(trial_id="e", status="ok", teacher_acc=math.nan, student_acc=1.0, teacher_drop=math.nan),
+        dict(trial_id="f", status="ok", teacher_acc=95.0, student_acc=85.0, teacher_drop=1.0),
+    ]
+    assert [r["trial_id"] for r in pareto_front(rows)] == ["a", "b", "c"]
+    assert [r["trial_id"] for r in pareto_front(rows, max_teacher_drop=1.0)] == ["a", "b"]

@@ -1,0 +1,73 @@
+import tomllib
+
+import pytest
+
+from search_spaces import list_presets, load_preset, start_points
+from trainables.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", sorted(list_presets()))
+def test_every_preset_loads_and_has_start_points(name):
+    preset = load_preset(name)
+    assert preset.trials >= 1 and preset.students
+    assert {p["defense"] for p in start_points(preset)} <= set(preset.defenses)
+
+
+def _smoke_doc():
+    from importlib import resources
+
+    return tomllib.loads((resources.files("search_spaces") / "presets" / "smoke.toml").read_text())
+
+
+def _write(tmp_path, doc_text):
+    path = tmp_path / "mine.toml"
+    path.write_text(doc_text)
+    return path
+
+
+def _edit(tmp_path, edit):
+    import tomli_w
+
+    doc = _smoke_doc()
+    edit(doc)
+    return _write(tmp_path, tomli_w.dumps(doc))
+
+
+BAD = {
+    "unknown top key": (lambda d: d.update(epochz=3), "unknown key 'epochz'"),
+    "unknown schedule key": (lambda d: d["student_schedule"].update(epoch=3), "did you mean 'epochs'"),
+    "unknown arch": (lambda d: d["teacher"].update(arch="resnet999"), "unknown model 'resnet999'"),
+    "bad model option": (lambda d: d["students"][0].update(depthh=3), "has no option 'depthh'"),
+    "unknown dataset": (lambda d: d["dataset"].update(name="imagenet"), "unknown dataset 'imagenet'"),
+    "omega low > high": (lambda d: d["search"]["nasty"].update(omega=[0.05, 0.01]), "low 0.05 is above high 0.01"),
+    "omega out of range": (lambda d: d["search"]["nasty"].update(omega=[0.0, 0.01]), "must lie within"),
+    "k too large": (lambda d: d["search"]["stingy"].update(k=[1, 10]), "search.stingy.k"),
+    "k zero": (lambda d: d["search"]["stingy"].update(k=[0, 3]), "search.stingy.k"),
+    "start outside range": (lambda d: d["search"]["stingy"].update(start={"k": 9}, k=[1, 3]), "outside its search range"),
+    "wrong type": (lambda d: d["search"].update(trials="many"), "expected int"),
+    "no students": (lambda d: d.update(students=[]), "at least one student"),
+    "unknown defense": (lambda d: d["search"].update(defenses=["nice"]), "unknown defense 'nice'"),
+    "bad optimizer": (lambda d: d["teacher_schedule"].update(optimizer="lion"), "optimizer"),
+    "alpha above one": (lambda d: d["attack"].update(kd_alpha=1.5), "kd_alpha"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_configs_name_the_problem(tmp_path, case):
+    edit, message = BAD[case]
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_preset(config_file=_edit(tmp_path, edit))
+
+
+def test_malformed_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_preset(config_file=_write(tmp_path, "seed = = 3"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_preset(config_file=tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="unknown preset 'mnist2d'"):
+        load_preset("mnist2d")
+
+
+def test_a_valid_user_config_is_named_after_its_file(tmp_path):
+    preset = load_preset(config_file=_edit(tmp_path, lambda d: d["search"].update(trials=2)))
+    assert preset.name == "mine" and preset.trials == 2

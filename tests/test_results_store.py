@@ -1,0 +1,71 @@
+import math
+
+import pyarrow.parquet as pq
+import pytest
+
+from results import STUDENTS, TRIALS, ResultStore, trial_rows
+
+CONTEXT = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
+               preset="smoke", config_fingerprint="abc", versions={"torch": "x"},
+               normal_teacher_acc=96.0)
+RESULT = dict(final=True, status="ok", teacher_acc=95.5, student_acc=80.0, teacher_drop=0.5,
+              best_student="cnn1d", wall_s=12.0,
+              students='[{"student_arch": "mlp", "kd_temperature": 4.0, "kd_alpha": 0.9, '
+                       '"status": "ok", "student_acc": 70.0, "scratch_acc": 72.0, '
+                       '"normal_kd_acc": 72.5, "best_epoch": 3, "wall_s": 2.0}, '
+                       '{"student_arch": "cnn1d", "kd_temperature": 4.0, "kd_alpha": 0.9, '
+                       '"status": "ok", "student_acc": 80.0, "scratch_acc": 93.0, '
+                       '"normal_kd_acc": 94.0, "best_epoch": 9, "wall_s": 5.0}]')
+
+
+def test_rows_round_trip_through_parquet_with_the_schema(tmp_path):
+    store = ResultStore(tmp_path)
+    row, students = trial_rows(sweep="s", trial_id="t1", params={"defense": "nasty", "omega": 0.01,
+                               "tau_a": 4.0}, result=RESULT, context=CONTEXT)
+    store.write_trial(row, students)
+    trials = pq.read_table(tmp_path / "results" / "trials" / "t1.parquet")
+    assert trials.schema.equals(TRIALS)
+    got = trials.to_pylist()[0]
+    assert got["omega"] == 0.01 and got["k"] is None and got["student_acc"] == 80.0
+    assert got["status"] == "ok" and got["teacher_drop"] == 0.5
+    stud = store.students()
+    assert stud.schema.equals(STUDENTS) and stud.num_rows == 2
+    assert sorted(stud.column("student_arch").to_pylist()) == ["cnn1d", "mlp"]
+
+
+def test_writing_a_trial_twice_keeps_one_row_and_leaves_no_partial_files(tmp_path):
+    store = ResultStore(tmp_path)
+    for _ in range(2):
+        row, students = trial_rows(sweep="s", trial_id="t1", params={"defense": "stingy", "k": 2},
+                                   result=RESULT, context=CONTEXT)
+        store.write_trial(row, students)
+    assert store.trials().num_rows == 1 and store.students().num_rows == 2
+    assert not [p for p in (tmp_path / "results").rglob("*") if p.name.startswith(".")]
+
+
+def test_failed_and_gated_trials_get_rows_without_a_clone_accuracy(tmp_path):
+    store = ResultStore(tmp_path)
+    row, students = trial_rows(sweep="s", trial_id="err", params={"defense": "nasty", "omega": 0.1,
+                               "tau_a": 9.0}, result=None, context=CONTEXT, error="boom")
+    store.write_trial(row, students)
+    gated = dict(RESULT, status="infeasible", student_acc=math.nan, students="[]")
+    store.write_trial(*trial_rows(sweep="s", trial_id="gate", params={"defense": "nasty"},
+                                  result=gated, context=CONTEXT))
+    rows = {r["trial_id"]: r for r in store.trial_rows()}
+    assert rows["err"]["status"] == "error" and rows["err"]["error"] == "boom"
+    assert rows["gate"]["status"] == "infeasible" and math.isnan(rows["gate"]["student_acc"])
+
+
+def test_readers_ignore_partial_files(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_trial(*trial_rows(sweep="s", trial_id="t1", params={"defense": "stingy", "k": 2},
+                                  result=RESULT, context=CONTEXT))
+    (tmp_path / "results" / "trials" / ".t2.abc.partial").write_bytes(b"PAR1 half a file")
+    assert store.trials().num_rows == 1
+
+
+def test_unknown_columns_are_refused():
+    from results.schema import table
+
+    with pytest.raises(KeyError, match="not in the schema"):
+        table([{"sweep": "s", "bogus": 1}], TRIALS)
