@@ -1,0 +1,108 @@
+"""Orchestrated vs sequential: the same trials, with and without Ray.
+
+1. Runs a real sweep with the orchestrator (`run_sweep`: local Ray, upstream DAG as tasks,
+   Tune/Optuna trials) into a fresh storage folder, timing it end to end.
+2. Reads back the candidates that sweep evaluated and runs exactly the same phases in a plain
+   loop in one process, no Ray: the upstream phases, then each candidate in turn.
+3. Prints both wall times, their ratio, and slot utilisation = compute seconds of all phases /
+   (wall time × slots), for the orchestrated run.
+
+    python bench/sweep.py --preset smoke
+    python bench/sweep.py --preset mnist1d
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="smoke")
+    parser.add_argument("--storage", help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON too")
+    args = parser.parse_args()
+
+    import torch
+
+    from orchestrator import SweepOptions, run_sweep
+    from orchestrator.artifacts import ArtifactStore
+    from orchestrator.plan import make_plan
+    from results import ResultStore
+    from search_spaces import load_preset
+    from trainables.candidate import TrialContext, run_candidate
+    from trainables.phases import MODEL_FILE, run_phase
+
+    preset = load_preset(args.preset)
+    root = Path(args.storage or tempfile.mkdtemp(prefix="undistill-bench-"))
+    slots = os.cpu_count() or 1
+
+    # 1. orchestrated
+    t0 = time.perf_counter()
+    outcome = run_sweep(SweepOptions(preset, "bench", root / "orchestrated"))
+    orchestrated_s = time.perf_counter() - t0
+    rows = outcome["trials"]
+    plan = make_plan(preset)
+    store = ArtifactStore(root / "orchestrated")
+    upstream_compute = sum(store.get(n.key)["wall_s"] for n in plan.upstream)
+    trial_compute = sum(r["wall_s"] or 0.0 for r in rows)
+    utilisation = (upstream_compute + trial_compute) / (orchestrated_s * slots)
+
+    # 2. sequential, one process, no Ray; torch uses every core, as a plain script would
+    torch.set_num_threads(slots)
+    os.environ["OMP_NUM_THREADS"] = str(slots)
+    seq_root = root / "sequential"
+    data_cache = seq_root / "_data"
+    t0 = time.perf_counter()
+    results = {}
+    for node in plan.upstream:
+        weights = seq_root / node.teacher_key / MODEL_FILE if node.teacher_key else None
+        results[node.key] = run_phase(node.config, seq_root / node.key, teacher_weights=weights,
+                                      data_cache=data_cache)
+    context = TrialContext(
+        normal_teacher_weights=str(seq_root / plan.teacher.key / MODEL_FILE),
+        normal_teacher_key=plan.teacher.key,
+        normal_teacher_acc=results[plan.teacher.key]["test_acc"],
+        nasty_template=plan.nasty_template,
+        kd_templates=plan.kd_templates,
+        data_cache=str(data_cache),
+    )
+    for i, row in enumerate(rows):
+        params = {k: row[k] for k in ("defense", "omega", "tau_a", "k") if row[k] is not None}
+        run_candidate(params, context, seq_root / f"trial-{i}")
+    sequential_s = time.perf_counter() - t0
+
+    report = {
+        "preset": preset.name,
+        "trials": len(rows),
+        "upstream_phases": len(plan.upstream),
+        "orchestrated_s": round(orchestrated_s, 1),
+        "sequential_s": round(sequential_s, 1),
+        "ratio_orchestrated_over_sequential": round(orchestrated_s / sequential_s, 3),
+        "slots": slots,
+        "slot_utilisation": round(utilisation, 3),
+        "concurrency": preset.concurrency,
+        "machine": f"{platform.machine()}, {slots} cores, torch {torch.__version__}",
+        "date": date.today().isoformat(),
+    }
+    print(f"preset {preset.name}: {len(rows)} trials + {len(plan.upstream)} upstream phases")
+    print(f"orchestrated (Ray, {preset.concurrency} concurrent trials): {orchestrated_s:8.1f} s")
+    print(f"sequential (one process, {slots} torch threads):   {sequential_s:8.1f} s")
+    print(f"ratio orchestrated / sequential: {orchestrated_s / sequential_s:.2f}")
+    print(f"slot utilisation (orchestrated): {utilisation:.0%} of {slots} slots")
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

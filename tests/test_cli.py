@@ -1,0 +1,113 @@
+"""The CLI as users run it: help, bad input, and a real sweep on a real local Ray."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = sorted(cli.main.commands)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(cli.main, [command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def _cli(*args, storage=None, timeout=600):
+    cmd = [sys.executable, str(ROOT / "cli.py"), *args]
+    if storage is not None:
+        cmd += ["--storage", str(storage)]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+BAD_INPUT = [
+    (["sweep", "--preset", "nope"], "unknown preset 'nope'"),
+    (["sweep", "--preset", "smoke", "--name", "../x"], "sweep name '../x'"),
+    (["sweep", "--preset", "smoke", "--max-teacher-drop", "-1"], "--max-teacher-drop"),
+    (["sweep", "--config", "missing.toml"], "does not exist"),
+    (["pareto", "ghost"], "no sweep named 'ghost'"),
+    (["status", "ghost"], "no sweep named 'ghost'"),
+    (["resume", "ghost"], "no sweep named 'ghost'"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(tmp_storage, args, message):
+    result = CliRunner().invoke(cli.main, [*args, "--storage", str(tmp_storage)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_unwritable_storage_is_refused_before_any_work(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    result = CliRunner().invoke(cli.main, ["sweep", "--preset", "smoke", "--storage", str(blocked / "x")])
+    assert result.exit_code == 2 and "not writable" in result.output
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end(tmp_storage):
+    run = _cli("sweep", "--preset", "smoke", storage=tmp_storage)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Pareto front of 'smoke'" in run.stdout
+    assert "[  4/4]" in run.stderr
+
+    results = tmp_storage / "smoke" / "results"
+    trials = pq.read_table(results / "trials").to_pylist()
+    students = pq.read_table(results / "students").to_pylist()
+    assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
+    assert len(students) == 4 * 2
+    assert {t["defense"] for t in trials} == {"nasty", "stingy"}
+    paper = [t for t in trials if t["defense"] == "nasty" and t["omega"] == 0.012]
+    assert paper and paper[0]["tau_a"] == 4.0  # the preset's start point ran
+    for t in trials:
+        assert t["status"] == "ok" and 0 < t["teacher_acc"] <= 100 and 0 < t["student_acc"] <= 100
+        mine = [s for s in students if s["trial_id"] == t["trial_id"]]
+        assert t["student_acc"] == max(s["student_acc"] for s in mine)  # the best clone
+        assert t["teacher_drop"] == pytest.approx(t["normal_teacher_acc"] - t["teacher_acc"])
+        if t["defense"] == "stingy":
+            assert t["teacher_acc"] == t["normal_teacher_acc"]  # top-1 survives top-k
+    for s in students:
+        assert s["scratch_acc"] is not None and s["normal_kd_acc"] is not None
+
+    # the study saw every trial exactly once, all COMPLETE
+    import optuna
+
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_storage / 'smoke' / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+    pareto = _cli("pareto", "smoke", "--format", "json", storage=tmp_storage)
+    assert pareto.returncode == 0, pareto.stderr
+    front = json.loads(pareto.stdout)
+    assert front and {"trial_id", "defense", "omega", "tau_a", "k", "teacher_acc", "student_acc",
+                      "teacher_drop"} <= set(front[0])
+    ok = [(t["teacher_acc"], t["student_acc"]) for t in trials]
+    for f in front:  # nothing on the front is dominated by any trial
+        assert not any(a >= f["teacher_acc"] and b <= f["student_acc"] and
+                       (a, b) != (f["teacher_acc"], f["student_acc"]) for a, b in ok)
+
+    # rerunning the finished sweep trains nothing and prints the same front
+    again = _cli("sweep", "--preset", "smoke", "--format", "json", storage=tmp_storage)
+    assert again.returncode == 0 and "already finished" in again.stderr
+    assert json.loads(again.stdout) == front
+
+    # another name with the same preset reuses every upstream phase from the artifact cache
+    other = _cli("sweep", "--preset", "smoke", "--name", "smoke-b", storage=tmp_storage)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert other.stderr.count("(cached)") == 5
+
+    # the same name with a different config is refused, and nothing is lost
+    conflict = _cli("sweep", "--preset", "smoke", "--max-teacher-drop", "1", storage=tmp_storage)
+    assert conflict.returncode == 2 and "different config" in conflict.stderr
+    assert pq.read_table(results / "trials").num_rows == 4
