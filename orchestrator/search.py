@@ -5,7 +5,7 @@ Ray's OptunaSearch tells Optuna COMPLETE with whatever a trial reported last; a 
 tell fail and leaves the Optuna trial RUNNING forever. Here:
     ok                      -> COMPLETE (teacher_acc, student_acc), with the drop constraint
     infeasible, diverged    -> PRUNED with a violated constraint: the sampler steers away
-    anything else           -> FAIL (errors) or PRUNED (stopped early)
+    anything else           -> FAIL (errors, partial or non-finite results)
 """
 
 from __future__ import annotations
@@ -92,8 +92,10 @@ class DefenseSearch(OptunaSearch):
             ot_trial.set_constraint(DROP_CONSTRAINT, result["teacher_drop"] - limit)
         elif status == "diverged":
             ot_trial.set_constraint(DIVERGED_CONSTRAINT, 1.0)
-        # Partial or non-finite results never enter the study as COMPLETE.
-        return super().on_trial_complete(trial_id, None, error=error or status is None)
+        # Partial or non-finite results never enter the study as COMPLETE: gated and diverged
+        # trials are PRUNED (with their violated constraint), anything else is a FAIL.
+        gated = status in ("infeasible", "diverged")
+        return super().on_trial_complete(trial_id, None, error=error or not gated)
 
 
 def _is_done(search: DefenseSearch, number: int) -> bool:

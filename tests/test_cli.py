@@ -102,10 +102,22 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert again.returncode == 0 and "already finished" in again.stderr
     assert json.loads(again.stdout) == front
 
-    # another name with the same preset reuses every upstream phase from the artifact cache
-    other = _cli("sweep", "--preset", "smoke", "--name", "smoke-b", storage=tmp_storage)
+    # another name with the same preset reuses every upstream phase from the artifact cache;
+    # with a teacher-drop limit, nasty teachers beyond it are gated: no students trained
+    other = _cli("sweep", "--preset", "smoke", "--name", "smoke-b", "--max-teacher-drop", "0.5",
+                 storage=tmp_storage)
     assert other.returncode == 0, other.stderr[-3000:]
     assert other.stderr.count("(cached)") == 5
+    gated_trials = pq.read_table(tmp_storage / "smoke-b" / "results" / "trials").to_pylist()
+    gated_students = pq.read_table(tmp_storage / "smoke-b" / "results" / "students").to_pylist()
+    assert len(gated_trials) == 4
+    for t in gated_trials:
+        over = t["teacher_drop"] > 0.5
+        assert (t["status"] == "infeasible") == over
+        trained = [s["status"] for s in gated_students if s["trial_id"] == t["trial_id"]]
+        assert trained == (["skipped"] * 2 if over else ["ok"] * 2)
+    gated_front = json.loads(_cli("pareto", "smoke-b", "--format", "json", storage=tmp_storage).stdout)
+    assert all(f["teacher_drop"] <= 0.5 for f in gated_front)
 
     # the same name with a different config is refused, and nothing is lost
     conflict = _cli("sweep", "--preset", "smoke", "--max-teacher-drop", "1", storage=tmp_storage)

@@ -1,0 +1,60 @@
+"""The searcher's contract with a real Optuna study (SQLite): only final, finite results enter
+it as COMPLETE; gated and diverged trials are PRUNED and marked infeasible."""
+
+import math
+
+import optuna
+import pytest
+
+from orchestrator.search import DefenseSearch, study_storage
+from search_spaces import load_preset
+
+
+@pytest.fixture
+def searcher(tmp_path):
+    return DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=1.0)
+
+
+def _states(search):
+    return [(t.state.name, t.params, t.constraints) for t in search._ot_study.get_trials()]
+
+
+def test_start_points_come_first_and_are_queued_once(tmp_path, searcher):
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert first == {"defense": "nasty", "omega": 0.012, "tau_a": 4.0}
+    assert second == {"defense": "stingy", "k": 2}
+    # a driver restarted before Tune saved its state builds a new searcher on the same study
+    again = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=1.0)
+    waiting = again._ot_study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting == []
+
+
+def test_results_enter_the_study_only_when_final_and_finite(searcher):
+    for tid in "abcdef":
+        searcher.suggest(tid)
+    ok = dict(final=True, status="ok", teacher_acc=95.0, student_acc=80.0, teacher_drop=0.5)
+    searcher.on_trial_complete("a", ok)
+    searcher.on_trial_complete("b", dict(ok, status="infeasible", teacher_drop=3.0, student_acc=math.nan))
+    searcher.on_trial_complete("c", dict(ok, status="diverged", teacher_acc=math.nan, student_acc=math.nan))
+    searcher.on_trial_complete("d", dict(final=False, teacher_acc=math.nan, student_acc=math.nan))
+    searcher.on_trial_complete("e", None, error=True)
+    searcher.on_trial_complete("f", dict(ok, student_acc=math.nan))  # "ok" but not finite
+    trials = searcher._ot_study.get_trials()
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "PRUNED", "PRUNED", "FAIL", "FAIL", "FAIL"]
+    assert trials[0].values == [95.0, 80.0] and trials[0].constraints == {"teacher_drop_over_limit": -0.5}
+    assert trials[1].constraints == {"teacher_drop_over_limit": 2.0}
+    assert trials[2].constraints == {"diverged": 1.0}
+    assert not any(t.state.name == "RUNNING" for t in trials)
+    assert [t.number for t in searcher._ot_study.best_trials] == [0]
+
+
+def test_orphaned_running_trials_are_failed(tmp_path):
+    study = optuna.create_study(study_name="s", storage=study_storage(tmp_path),
+                                directions=["maximize", "minimize"])
+    study.ask()  # a trial a killed driver left RUNNING
+    search = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=None)
+    search.suggest("mine")
+    assert search.fail_orphans() == 1
+    states = sorted(t.state.name for t in search._ot_study.get_trials())
+    assert states == ["FAIL", "RUNNING", "WAITING"]  # ours runs, the orphan failed, a start point waits
