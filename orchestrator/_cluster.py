@@ -86,7 +86,7 @@ def run_upstream(nodes: tuple[Node, ...], storage_root: str, data_cache: str,
             results[node.key] = cached
             on_done(node, cached, True)
             continue
-        deps = [refs[k] for k in node.deps if k in refs]
+        deps = [refs[node.teacher_key]] if node.teacher_key in refs else []
         ref = remote.options(name=node.name).remote(node, storage_root, data_cache, *deps)
         refs[node.key] = ref
         pending[ref] = node

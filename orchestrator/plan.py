@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from search_spaces import Preset
 from trainables.data import DatasetSpec
@@ -35,8 +35,7 @@ class Node:
     name: str  # human label: "teacher", "scratch mlp", "kd cnn1d(width=16)"
     config: PhaseConfig
     key: str
-    teacher_key: str | None = None
-    deps: tuple[str, ...] = field(default=())
+    teacher_key: str | None = None  # the node this one needs first, if any
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,7 @@ def make_plan(preset: Preset) -> Plan:
         kd = PhaseConfig("kd", dataset, student, student_schedule, seed, teacher_model=teacher_model,
                          kd_temperature=preset.kd_temperature, kd_alpha=preset.kd_alpha)
         kd_templates.append(kd)
-        normal_kd.append(Node(f"kd {student.label}", kd, kd.key(teacher.key), teacher.key,
-                              deps=(teacher.key,)))
+        normal_kd.append(Node(f"kd {student.label}", kd, kd.key(teacher.key), teacher.key))
 
     # The nasty teacher trains like the normal one, from scratch, with the same architecture.
     nasty = None

@@ -41,6 +41,10 @@ class SweepError(UndistillError):
     """A sweep could not run to the end (a phase failed, an experiment is damaged)."""
 
 
+class SweepInterrupted(SweepError):
+    """The sweep stopped before its budget (Ctrl-C); everything finished so far is kept."""
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     preset: Preset
@@ -181,8 +185,12 @@ def run_sweep(opts: SweepOptions) -> dict:
         if started_ray:
             _cluster.shutdown()
     rows = store.trial_rows()
-    if len(rows) >= opts.preset.trials:
-        _write_json(folder / "state.json", {"finished": True, "trials": len(rows)})
+    if len(rows) < opts.preset.trials:  # Ctrl-C: Tune stops its trials and returns early
+        raise SweepInterrupted(
+            f"sweep {opts.name!r} stopped after {len(rows)} of {opts.preset.trials} trials; "
+            f"`python cli.py resume {opts.name}` continues it"
+        )
+    _write_json(folder / "state.json", {"finished": True, "trials": len(rows)})
     return {"front": pareto_front(rows), "trials": rows, "sweep_dir": folder}
 
 

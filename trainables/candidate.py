@@ -41,11 +41,19 @@ def run_candidate(params: dict, ctx: TrialContext, work_dir: Path, state: dict |
     """Evaluate one candidate: {"defense": "nasty", "omega", "tau_a"} or {"defense": "stingy", "k"}.
 
     Returns the trial summary with `status` (ok | diverged | infeasible), `teacher_acc`, and
-    `student_acc` = the best clone, i.e. the highest accuracy over the students.
+    `student_acc` = the best clone, i.e. the highest accuracy over the students. Once it has
+    returned, only the nasty teacher's weights stay in `work_dir`, not the mid-phase checkpoints.
     """
+    summary = _evaluate(params, ctx, Path(work_dir), state, on_phase)
+    for stale in Path(work_dir).glob("*.ckpt"):
+        stale.unlink(missing_ok=True)
+    return summary
+
+
+def _evaluate(params: dict, ctx: TrialContext, work_dir: Path, state: dict | None,
+              on_phase: OnPhase) -> dict:
     state = dict(state or {})
     state.setdefault("students", {})
-    work_dir = Path(work_dir)
     defense = params["defense"]
 
     # 1. the defended teacher
@@ -53,7 +61,8 @@ def run_candidate(params: dict, ctx: TrialContext, work_dir: Path, state: dict |
         nasty_cfg = replace(ctx.nasty_template, omega=float(params["omega"]), tau_a=float(params["tau_a"]))
         teacher_key = nasty_cfg.key(ctx.normal_teacher_key)
         teacher_weights = work_dir / "nasty" / MODEL_FILE
-        if "teacher" not in state or not teacher_weights.exists():
+        lost_weights = "teacher" in state and state["teacher"]["status"] == "ok" and not teacher_weights.exists()
+        if "teacher" not in state or lost_weights:
             result = run_phase(nasty_cfg, work_dir / "nasty", teacher_weights=Path(ctx.normal_teacher_weights),
                                data_cache=_path(ctx.data_cache), checkpoint=work_dir / "nasty.ckpt")
             state["teacher"] = result
