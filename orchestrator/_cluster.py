@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,21 @@ from .plan import Node
 
 class ClusterError(UndistillError):
     """Ray could not be started or reached."""
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an address nobody answers at: ray.init would retry for minutes."""
+    if address == "auto" or address.startswith("ray://"):
+        return  # `auto` is resolved by Ray from a local `ray start`; it fails fast on its own
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address!r}: expected HOST:PORT (the head's GCS port, "
+                           "6379 by default) or `auto`")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one "
+                           "with `ray start --head` or check the address") from None
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
@@ -30,6 +46,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, **quiet)
             return False
         ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1", **quiet)

@@ -172,12 +172,11 @@ def run_sweep(opts: SweepOptions) -> dict:
         _log(f"sweep {opts.name!r} is already finished: nothing to train")
         return {"front": front_of(opts.storage, opts.name), "trials": store.trial_rows(),
                 "sweep_dir": folder}
-    _create(folder, opts)
-
     from . import _cluster, _driver
 
-    started_ray = _cluster.connect(opts.address)
+    started_ray = _cluster.connect(opts.address)  # an unreachable cluster fails before any write
     try:
+        _create(folder, opts)
         plan = make_plan(opts.preset)
         upstream = _run_upstream(plan, opts)
         _driver.search(opts, plan, upstream, folder)

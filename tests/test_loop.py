@@ -86,3 +86,16 @@ def test_non_finite_loss_ends_the_run_as_diverged(data):
 
     result = train(_fresh(), data, exploding, SCHEDULE, seed=0)
     assert result.status == "diverged" and math.isnan(result.test_acc) and result.epochs_run == 1
+
+
+def test_generated_and_cached_data_have_the_same_layout(tmp_path):
+    """CPU convolutions round differently for other strides: both paths must match exactly."""
+    from trainables import data as data_module
+
+    spec = DatasetSpec(num_samples=300, seed=7)
+    fresh = load_dataset(spec, torch.device("cpu"), cache_dir=tmp_path)  # generates, writes cache
+    data_module._MEMO.clear()
+    cached = load_dataset(spec, torch.device("cpu"), cache_dir=tmp_path)  # reads the .npz
+    for name in ("train_x", "val_x", "test_x"):
+        a, b = getattr(fresh, name), getattr(cached, name)
+        assert torch.equal(a, b) and a.stride() == b.stride() == torch.empty(a.shape).stride()

@@ -96,9 +96,9 @@ def _make_mnist1d(spec: DatasetSpec, cache_dir: Path | None) -> dict[str, np.nda
     args.seed = spec.seed
     raw = make_dataset(args)  # already centred and scaled to unit std by the generator
     arrays = {
-        "x": raw["x"].astype(np.float32)[:, None, :],
+        "x": raw["x"].astype(np.float32).reshape(len(raw["x"]), 1, -1),  # (N, channels=1, 40)
         "y": raw["y"].astype(np.int64),
-        "x_test": raw["x_test"].astype(np.float32)[:, None, :],
+        "x_test": raw["x_test"].astype(np.float32).reshape(len(raw["x_test"]), 1, -1),
         "y_test": raw["y_test"].astype(np.int64),
     }
     if cache_file:
@@ -129,7 +129,10 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
     val_idx, train_idx = order[:n_val], order[n_val:]
 
     def on_device(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+        # Copy into canonical strides. A view such as x[:, None, :] has stride 0 on its size-1
+        # axis, and CPU convolutions pick another kernel for it: same values, other rounding, so
+        # a run would depend on whether its data came from the cache or not.
+        return torch.from_numpy(a).to(device).clone(memory_format=torch.contiguous_format)
 
     return DeviceData(
         train_x=on_device(x[train_idx]),

@@ -32,7 +32,7 @@ from .models import check_model_kwargs, create_model
 PHASES = ("teacher", "scratch", "kd", "nasty")
 # Bump when a change alters what a phase computes: it is part of every artifact key, so cached
 # results from older code are not reused.
-PHASE_CODE_VERSION = 1
+PHASE_CODE_VERSION = 2
 MODEL_FILE = "model.pt"
 
 
