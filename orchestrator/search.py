@@ -6,6 +6,7 @@ tell fail and leaves the Optuna trial RUNNING forever. Here:
     ok                      -> COMPLETE (teacher_acc, student_acc), with the drop constraint
     infeasible, diverged    -> PRUNED with a violated constraint: the sampler steers away
     anything else           -> FAIL (errors, partial or non-finite results)
+    a repeated candidate    -> PRUNED with user attribute `repeat_of`, never run (see `suggest`)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ OBJECTIVES = ["teacher_acc", "student_acc"]
 MODES = ["max", "min"]
 DROP_CONSTRAINT = "teacher_drop_over_limit"
 DIVERGED_CONSTRAINT = "diverged"
+_REDRAWS = 40  # asks per suggestion before accepting a repeat; half from the sampler, half random
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,45 @@ class DefenseSearch(OptunaSearch):
             self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         return len(orphans)
 
+    def suggest(self, trial_id: str) -> dict | None:
+        """The sampler's next candidate, never one this sweep has already run or is running.
+
+        Trials are deterministic for a candidate, so a repeat (TPE proposes the best discrete k
+        again and again) would only spend budget. A repeat is told to Optuna as PRUNED, which
+        TPE ranks below finished trials, and the sampler is asked again; if it keeps insisting,
+        a random draw takes its place.
+        """
+        sampler = self._ot_study.sampler
+        try:
+            for attempt in range(_REDRAWS):
+                if attempt == _REDRAWS // 2:  # the sampler insists: draw at random instead
+                    self._ot_study.sampler = optuna.samplers.RandomSampler(seed=attempt)
+                params = super().suggest(trial_id)
+                repeat = self._repeat_of(params, self._ot_trials[trial_id].number)
+                if repeat is None:
+                    return params
+                ot_trial = self._ot_trials.pop(trial_id)
+                ot_trial.set_user_attr("repeat_of", repeat)
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        finally:
+            self._ot_study.sampler = sampler
+        return super().suggest(trial_id)  # nothing new found: a repeat is better than stalling
+
+    def _repeat_of(self, params: dict, number: int) -> int | None:
+        key = candidate_key(params)
+        for t in self._ot_study.get_trials(deepcopy=False):
+            if (t.number != number and t.state != optuna.trial.TrialState.FAIL
+                    and "repeat_of" not in t.user_attrs and candidate_key(t.params) == key):
+                return t.number
+        return None
+
+    def restore(self, checkpoint_path: str):
+        """Tune calls this when it restores an experiment: fail what a killed driver orphaned."""
+        super().restore(checkpoint_path)
+        failed = self.fail_orphans()
+        if failed:
+            logger.warning("marked %d Optuna trial(s) left RUNNING by an earlier driver as FAIL", failed)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
@@ -96,6 +137,11 @@ class DefenseSearch(OptunaSearch):
         # trials are PRUNED (with their violated constraint), anything else is a FAIL.
         gated = status in ("infeasible", "diverged")
         return super().on_trial_complete(trial_id, None, error=error or not gated)
+
+
+def candidate_key(params: dict) -> tuple:
+    """What makes two candidates the same: the defense and its knobs (floats to 9 digits)."""
+    return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
 
 
 def _is_done(search: DefenseSearch, number: int) -> bool:

@@ -236,6 +236,9 @@ def parse_preset(name: str, doc: dict) -> Preset:
             _inside("search.stingy.start.k", start["k"], k)
         stingy = StingySpace(k, start)
 
+    if defenses == ("stingy",) and trials > stingy.k[1] - stingy.k[0] + 1:
+        raise ConfigError(f"search.trials = {trials} exceeds the {stingy.k[1] - stingy.k[0] + 1} "
+                          "distinct stingy candidates in search.stingy.k; lower trials")
     return Preset(
         name=name,
         description=doc.get("description", ""),

@@ -49,6 +49,8 @@ BAD = {
     "unknown defense": (lambda d: d["search"].update(defenses=["nice"]), "unknown defense 'nice'"),
     "bad optimizer": (lambda d: d["teacher_schedule"].update(optimizer="lion"), "optimizer"),
     "alpha above one": (lambda d: d["attack"].update(kd_alpha=1.5), "kd_alpha"),
+    "budget beyond a finite space": (lambda d: d["search"].update(defenses=["stingy"], trials=12),
+                                     "exceeds the 9 distinct stingy candidates"),
 }
 
 

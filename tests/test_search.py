@@ -58,3 +58,39 @@ def test_orphaned_running_trials_are_failed(tmp_path):
     assert search.fail_orphans() == 1
     states = sorted(t.state.name for t in search._ot_study.get_trials())
     assert states == ["FAIL", "RUNNING", "WAITING"]  # ours runs, the orphan failed, a start point waits
+
+
+def test_restoring_a_saved_searcher_fails_what_it_does_not_track(tmp_path):
+    search = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=None)
+    search.suggest("a")
+    search.save(str(tmp_path / "searcher.pkl"))
+    search._ot_study.ask()  # asked after the save: the driver died before saving again
+    restored = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=None)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    states = [t.state.name for t in restored._ot_study.get_trials()]
+    assert states[:2] == ["RUNNING", "FAIL"]  # "a" is Tune's to resume; the orphan failed
+
+
+def test_a_candidate_is_never_run_twice(tmp_path):
+    """Only stingy, k in [1, 3]: three suggestions must be three different k, and TPE's urge to
+    repeat the best one is recorded as PRUNED repeats, not run."""
+    import tomli_w
+    import tomllib
+    from importlib import resources
+
+    doc = tomllib.loads((resources.files("search_spaces") / "presets" / "smoke.toml").read_text())
+    doc["search"].update(defenses=["stingy"], trials=3)
+    doc["search"]["stingy"].update(k=[1, 3], start={"k": 2})
+    path = tmp_path / "stingy.toml"
+    path.write_text(tomli_w.dumps(doc))
+    search = DefenseSearch(load_preset(config_file=path), "s", tmp_path, max_teacher_drop=None)
+    seen = []
+    for tid in "abc":
+        params = search.suggest(tid)
+        seen.append(params["k"])
+        search.on_trial_complete(tid, dict(final=True, status="ok", teacher_acc=95.0,
+                                           student_acc=80.0 + params["k"], teacher_drop=0.0))
+    assert sorted(seen) == [1, 2, 3] and seen[0] == 2
+    trials = search._ot_study.get_trials()
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3
+    assert all("repeat_of" in t.user_attrs for t in trials if t.state.name == "PRUNED")
