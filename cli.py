@@ -10,7 +10,6 @@ Heavy libraries (torch, ray, optuna) load only inside the commands that need the
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -85,13 +84,12 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
 @click.argument("name")
 @_storage_option
 @click.option("--address", help="Join the Ray cluster at ADDRESS instead of starting a local one.")
-@click.option("--concurrency", type=int, help="At most this many trials at once.")
 @_format_option
-def resume(name, storage, address, concurrency, fmt):
+def resume(name, storage, address, fmt):
     """Finish the sweep NAME with the config it was started with."""
     from orchestrator import options_from_stored, run_sweep
 
-    opts = _run(options_from_stored, storage, name, address, concurrency)
+    opts = _run(options_from_stored, storage, name, address)
     _finish(_run(run_sweep, opts), storage, name, fmt)
 
 
@@ -106,7 +104,7 @@ def _finish(outcome: dict, storage: Path, name: str, fmt: str) -> None:
                "(teacher accuracy ↑, best clone accuracy ↓)")
     click.echo(render(front, "table"))
     click.echo(f"\nresults: {outcome['sweep_dir'] / 'results'}  (query: python cli.py pareto "
-               f"{name}{'' if str(storage) == DEFAULT_STORAGE else f' --storage {storage}'})")
+               f"{name}{'' if Path(storage) == Path(DEFAULT_STORAGE) else f' --storage {storage}'})")
 
 
 @main.command()
@@ -118,7 +116,7 @@ def _finish(outcome: dict, storage: Path, name: str, fmt: str) -> None:
 def pareto(name, storage, max_teacher_drop, fmt):
     """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch)."""
     from results import ResultStore, front_hypervolume, pareto_front, render
-    from orchestrator.sweep import read_sweep, sweep_dir
+    from orchestrator.layout import read_sweep, sweep_dir
 
     _run(read_sweep, storage, name)
     if max_teacher_drop is not None and max_teacher_drop < 0:
@@ -139,12 +137,12 @@ def pareto(name, storage, max_teacher_drop, fmt):
 @_format_option
 def status(name, storage, fmt):
     """Progress of sweep NAME: trials by status, front size, finished or not."""
-    from orchestrator.sweep import read_state, read_sweep, sweep_dir
-    from results import ResultStore, pareto_front, render
+    from orchestrator.layout import read_state, read_sweep, sweep_dir
+    from results import STATUSES, ResultStore, pareto_front, render
 
     stored = _run(read_sweep, storage, name)
     rows = ResultStore(sweep_dir(storage, name)).trial_rows()
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "diverged", "infeasible", "error")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     info = {
         "sweep": name,
         "preset": stored["preset_name"],

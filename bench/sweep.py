@@ -38,13 +38,15 @@ def main() -> None:
     from orchestrator import SweepOptions, run_sweep
     from orchestrator.artifacts import ArtifactStore
     from orchestrator.plan import make_plan
-    from results import ResultStore
     from search_spaces import load_preset
     from trainables.candidate import TrialContext, run_candidate
     from trainables.phases import MODEL_FILE, run_phase
 
     preset = load_preset(args.preset)
     root = Path(args.storage or tempfile.mkdtemp(prefix="undistill-bench-"))
+    if root.exists() and any(root.iterdir()):
+        # cached phases would be counted as compute the orchestrated run never spent
+        sys.exit(f"--storage {root} is not empty; the benchmark needs a fresh folder")
     slots = os.cpu_count() or 1
 
     # 1. orchestrated

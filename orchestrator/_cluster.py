@@ -1,17 +1,13 @@
-"""Ray core for the driver: start or join a cluster, and run the upstream phase DAG as tasks."""
+"""Ray core for the driver: start or join a cluster."""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
-from pathlib import Path
-from typing import Callable
 
 from trainables.errors import UndistillError
 
-from .artifacts import ArtifactStore
-from .plan import Node
 
 
 class ClusterError(UndistillError):
@@ -66,50 +62,3 @@ def cluster_cpus() -> int:
     import ray
 
     return int(ray.cluster_resources().get("CPU", 1))
-
-
-def _run_node(node: Node, storage_root: str, data_cache: str, *_deps) -> dict:
-    """Worker side: compute one upstream phase unless an intact artifact already holds it."""
-    from trainables.phases import MODEL_FILE, run_phase
-
-    store = ArtifactStore(storage_root)
-    cached = store.get(node.key)
-    if cached is not None:
-        return cached
-    staged = store.staging(node.key)
-    weights = store.path(node.teacher_key) / MODEL_FILE if node.teacher_key else None
-    result = run_phase(node.config, staged, teacher_weights=weights, data_cache=Path(data_cache),
-                       checkpoint=store.partial_checkpoint(node.key))
-    return store.publish(node.key, staged, result)
-
-
-def run_upstream(nodes: tuple[Node, ...], storage_root: str, data_cache: str,
-                 on_done: Callable[[Node, dict, bool], None]) -> dict[str, dict]:
-    """Run every node not already in the artifact store, in parallel where the DAG allows.
-
-    A node's dependencies are passed to its task as object refs, so Ray starts it only once
-    they have finished. `on_done(node, result, cached)` is called as each one completes.
-    """
-    import ray
-
-    store = ArtifactStore(storage_root)
-    remote = ray.remote(num_cpus=1, max_retries=2)(_run_node)
-    results: dict[str, dict] = {}
-    pending: dict = {}
-    refs: dict[str, object] = {}
-    for node in nodes:
-        cached = store.get(node.key)
-        if cached is not None:
-            results[node.key] = cached
-            on_done(node, cached, True)
-            continue
-        deps = [refs[node.teacher_key]] if node.teacher_key in refs else []
-        ref = remote.options(name=node.name).remote(node, storage_root, data_cache, *deps)
-        refs[node.key] = ref
-        pending[ref] = node
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        node = pending.pop(ready[0])
-        results[node.key] = ray.get(ready[0])
-        on_done(node, results[node.key], False)
-    return results

@@ -12,13 +12,11 @@ from ray import tune
 
 from results import ResultStore, pareto_front, trial_rows
 from trainables.candidate import TrialContext
-from trainables.trial import tune_trial
 
+from ._trial import tune_trial
+from .layout import TUNE_DIR
 from .plan import Plan
 from .search import DefenseSearch
-
-TUNE_DIR = "tune"
-
 
 class SweepCallback(tune.Callback):
     """Driver side: one atomic Parquet write per finished trial, and a progress line.
@@ -39,8 +37,8 @@ class SweepCallback(tune.Callback):
         self._record(trial, trial.last_result, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        cause = getattr(trial, "error_message", None) or "the trial raised an error"
-        self._record(trial, None, str(cause).strip().splitlines()[-1][:500])
+        cause = str(trial.get_error() or "the trial raised an error").strip().splitlines()
+        self._record(trial, None, cause[-1][:500] if cause else "the trial raised an error")
 
     def _record(self, trial, result, error):
         final = result if result and result.get("final") else None
@@ -107,9 +105,12 @@ def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), {"cpu": 1})
     experiment = folder.resolve() / TUNE_DIR
     if tune.Tuner.can_restore(str(experiment)):
-        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+        # Errored trials are not resumed: they used up their retries (FailureConfig), have an
+        # `error` row, and the searcher has told Optuna they failed.
+        tuner = tune.Tuner.restore(str(experiment), trainable)
         print(f"resuming {opts.name!r} from {experiment}", file=sys.stderr, flush=True)
-        return _fit(tuner)
+        tuner.fit()
+        return
 
     preset = opts.preset
     columns = {
@@ -122,6 +123,9 @@ def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
         "config_fingerprint": opts.fingerprint(),
         "versions": versions(),
         "normal_teacher_acc": context.normal_teacher_acc,
+        "students": [{"student_arch": t.model.label, "kd_temperature": t.kd_temperature,
+                      "kd_alpha": t.kd_alpha, **context.baselines[t.model.label]}
+                     for t in context.kd_templates],
     }
     searcher = DefenseSearch(preset, opts.name, folder, opts.max_teacher_drop)
     searcher.fail_orphans()
@@ -140,8 +144,4 @@ def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    _fit(tuner)
-
-
-def _fit(tuner) -> None:
     tuner.fit()

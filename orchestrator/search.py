@@ -21,8 +21,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import Preset, start_points, suggest_candidate
 
-OBJECTIVES = ["teacher_acc", "student_acc"]
-MODES = ["max", "min"]
+from ._trial import OBJECTIVES
+
+MODES = ["max", "min"]  # for OBJECTIVES: teacher accuracy up, best clone accuracy down
 DROP_CONSTRAINT = "teacher_drop_over_limit"
 DIVERGED_CONSTRAINT = "diverged"
 _REDRAWS = 40  # asks per suggestion before accepting a repeat; half from the sampler, half random
@@ -51,7 +52,7 @@ class DefenseSearch(OptunaSearch):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         super().__init__(
             space=partial(suggest_candidate, preset=preset),
-            metric=OBJECTIVES,
+            metric=list(OBJECTIVES),
             mode=MODES,
             points_to_evaluate=None,  # enqueued below, once per study, not once per start
             sampler=make_sampler(preset.sampler, preset.seed),

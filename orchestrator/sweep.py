@@ -1,23 +1,12 @@
 """The sweep driver: validate, run the upstream DAG once, then the Tune/Optuna search over
 defense candidates, writing each finished trial to the Parquet store as it completes.
-
-Directory layout under the storage root:
-    _artifacts/<key>/        upstream phases, shared by every sweep with the same config
-    _data/                   generated datasets
-    <sweep>/sweep.json       the resolved config (its identity) and options
-    <sweep>/state.json       finished or not
-    <sweep>/study.db         the Optuna study (SQLite)
-    <sweep>/tune/            Tune's experiment state, for resume
-    <sweep>/work/<trial>/    in-phase checkpoints of running trials
-    <sweep>/results/         Parquet: trials/ and students/
+The files it keeps are described in `layout`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import re
 import sys
 import time
@@ -27,11 +16,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from results import ResultStore, pareto_front, trial_rows
+from results import ResultStore, pareto_front
 from search_spaces import Preset
 from search_spaces._schema import parse_preset
 from trainables.errors import ConfigError, UndistillError
 
+from .layout import TUNE_DIR, read_state, read_sweep, sweep_dir, write_json
 from .plan import Plan, make_plan
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -73,44 +63,10 @@ def versions() -> dict:
     return out
 
 
-def sweep_dir(storage: Path, name: str) -> Path:
-    return Path(storage) / name
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def read_sweep(storage: Path, name: str) -> dict:
-    """The stored sweep.json of `name`, or a ConfigError that lists the sweeps there are."""
-    path = sweep_dir(storage, name) / "sweep.json"
-    if not path.exists():
-        known = list_sweeps(storage)
-        hint = f"; sweeps in {storage}: {', '.join(known)}" if known else f"; {storage} holds no sweep"
-        raise ConfigError(f"no sweep named {name!r}{hint} (use --storage to look elsewhere)")
-    return json.loads(path.read_text())
-
-
-def read_state(storage: Path, name: str) -> dict:
-    path = sweep_dir(storage, name) / "state.json"
-    return json.loads(path.read_text()) if path.exists() else {"finished": False}
-
-
-def list_sweeps(storage: Path) -> list[str]:
-    root = Path(storage)
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.name for p in root.glob("*/sweep.json"))
-
-
-def options_from_stored(storage: Path, name: str, address: str | None = None,
-                        concurrency: int | None = None) -> SweepOptions:
+def options_from_stored(storage: Path, name: str, address: str | None = None) -> SweepOptions:
     stored = read_sweep(storage, name)
     preset = parse_preset(stored["preset_name"], stored["identity"]["preset"])
-    return SweepOptions(preset, name, Path(storage), address, stored["identity"]["max_teacher_drop"],
-                        concurrency)
+    return SweepOptions(preset, name, Path(storage), address, stored["identity"]["max_teacher_drop"])
 
 
 def check_options(opts: SweepOptions) -> Path:
@@ -133,19 +89,28 @@ def check_options(opts: SweepOptions) -> Path:
                           "pass --storage DIR") from None
     folder = sweep_dir(storage, opts.name)
     if (folder / "sweep.json").exists():
-        stored = json.loads((folder / "sweep.json").read_text())
-        if stored["fingerprint"] != opts.fingerprint():
+        stored = read_sweep(storage, opts.name)
+        if stored["fingerprint"] != opts.fingerprint() and _has_started(folder):
             raise ConfigError(
                 f"sweep {opts.name!r} already exists in {storage} with a different config; "
                 f"resume it with `resume {opts.name}` or choose another --name"
             )
+        if opts.concurrency is not None and (folder / TUNE_DIR).exists():
+            raise ConfigError(f"--concurrency cannot change while resuming {opts.name!r}: Tune "
+                              "restores the concurrency the sweep started with")
     return folder
+
+
+def _has_started(folder: Path) -> bool:
+    """Trials have begun: the config can no longer change. Before that (say, a first run that
+    failed in its upstream phases) a corrected config may take the name over."""
+    return (folder / TUNE_DIR).exists() or bool(ResultStore(folder).trial_rows())
 
 
 def _create(folder: Path, opts: SweepOptions) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "sweep.json").exists():
-        _write_json(folder / "sweep.json", {
+    if not _has_started(folder):
+        write_json(folder / "sweep.json", {
             "name": opts.name,
             "preset_name": opts.preset.name,
             "identity": opts.identity(),
@@ -154,10 +119,6 @@ def _create(folder: Path, opts: SweepOptions) -> None:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(),
         })
-
-
-def front_of(storage: Path, name: str, max_teacher_drop: float | None = None) -> list[dict]:
-    return pareto_front(ResultStore(sweep_dir(storage, name)).trial_rows(), max_teacher_drop)
 
 
 def _log(message: str) -> None:
@@ -170,8 +131,8 @@ def run_sweep(opts: SweepOptions) -> dict:
     store = ResultStore(folder)
     if read_state(opts.storage, opts.name).get("finished"):
         _log(f"sweep {opts.name!r} is already finished: nothing to train")
-        return {"front": front_of(opts.storage, opts.name), "trials": store.trial_rows(),
-                "sweep_dir": folder}
+        rows = store.trial_rows()
+        return {"front": pareto_front(rows), "trials": rows, "sweep_dir": folder}
     from . import _cluster, _driver
 
     started_ray = _cluster.connect(opts.address)  # an unreachable cluster fails before any write
@@ -189,12 +150,12 @@ def run_sweep(opts: SweepOptions) -> dict:
             f"sweep {opts.name!r} stopped after {len(rows)} of {opts.preset.trials} trials; "
             f"`python cli.py resume {opts.name}` continues it"
         )
-    _write_json(folder / "state.json", {"finished": True, "trials": len(rows)})
+    write_json(folder / "state.json", {"finished": True, "trials": len(rows)})
     return {"front": pareto_front(rows), "trials": rows, "sweep_dir": folder}
 
 
 def _run_upstream(plan: Plan, opts: SweepOptions) -> dict[str, dict]:
-    from . import _cluster
+    from . import dag
 
     storage = str(Path(opts.storage).resolve())
     t0 = time.perf_counter()
@@ -208,7 +169,7 @@ def _run_upstream(plan: Plan, opts: SweepOptions) -> dict[str, dict]:
         _log(f"  {node.name:<28} {acc_s:>8}  ({how})")
 
     try:
-        results = _cluster.run_upstream(plan.upstream, storage, str(Path(storage) / "_data"), done)
+        results = dag.run_upstream(plan.upstream, storage, str(Path(storage) / "_data"), done)
     except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
         raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
     teacher = results[plan.teacher.key]

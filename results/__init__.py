@@ -3,13 +3,13 @@
 Never imports torch: reading results must work wherever pyarrow does.
 """
 
-from .report import FORMATS, front_hypervolume, reference_point, render
+from .report import front_hypervolume, reference_point, render
 from .pareto import dominates, front_indices, hypervolume, pareto_front
 from .rows import trial_rows
 from .schema import STATUSES, STUDENTS, TRIALS
 from .store import ResultStore
 
 __all__ = [
-    "FORMATS", "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "dominates", "front_hypervolume",
+    "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "dominates", "front_hypervolume",
     "front_indices", "hypervolume", "pareto_front", "reference_point", "render", "trial_rows",
 ]

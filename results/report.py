@@ -11,13 +11,13 @@ from .pareto import hypervolume
 
 FRONT_COLUMNS = ("trial_id", "defense", "omega", "tau_a", "k", "teacher_acc", "student_acc",
                  "teacher_drop", "best_student", "status")
-FORMATS = ("table", "json", "csv")
 
 
 def reference_point(student_rows: list[dict]) -> tuple[float, float]:
     """Hypervolume reference: teacher accuracy 0 %, clone accuracy = the best clone distilled from
-    the *normal* teacher. The volume is then Σ teacher accuracy × points the clone lost, so a
-    defense that does not hurt clones adds nothing."""
+    the *normal* teacher. The volume is the area of (teacher accuracy, clone points lost) that
+    the front dominates: a single defense adds its teacher accuracy × the points its clone
+    lost, and a defense that does not hurt clones adds nothing."""
     normal = [r["normal_kd_acc"] for r in student_rows if r.get("normal_kd_acc") is not None]
     return (0.0, max(normal) if normal else 100.0)
 

@@ -11,7 +11,8 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
                error: str | None = None) -> tuple[dict, list[dict]]:
     """`params`: the candidate's knobs; `result`: the final report (None when the trial failed);
     `context`: sweep-wide columns (dataset, teacher_arch, seed, kd_temperature, kd_alpha,
-    preset, config_fingerprint, versions, normal_teacher_acc)."""
+    preset, config_fingerprint, versions, normal_teacher_acc) and `students`, each student's
+    baseline row (student_arch, kd_temperature, kd_alpha, scratch_acc, normal_kd_acc)."""
     knobs = {
         "defense": params.get("defense"),
         "omega": params.get("omega"),
@@ -23,6 +24,8 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
     students = result.get("students") or []
     if isinstance(students, str):  # reported as JSON: Tune's results must be flat scalars
         students = json.loads(students)
+    if not students:  # a failed trial still gets its trial × student rows, with the baselines
+        students = [{**s, "status": "error"} for s in context.get("students", [])]
     trial = {
         "sweep": sweep,
         "trial_id": trial_id,

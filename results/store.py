@@ -16,9 +16,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trainables.errors import UndistillError
+
 from . import schema
 
 TRIALS_DIR, STUDENTS_DIR = "trials", "students"
+
+
+class DamagedResultsError(UndistillError):
+    """A results file exists but cannot be read."""
 
 
 class ResultStore:
@@ -29,9 +35,6 @@ class ResultStore:
         trial_id = trial_row["trial_id"]
         _atomic_parquet(schema.table(student_rows, schema.STUDENTS), self.root / STUDENTS_DIR, trial_id)
         _atomic_parquet(schema.table([trial_row], schema.TRIALS), self.root / TRIALS_DIR, trial_id)
-
-    def has_trial(self, trial_id: str) -> bool:
-        return (self.root / TRIALS_DIR / f"{trial_id}.parquet").exists()
 
     def trials(self) -> pa.Table:
         return _read_all(self.root / TRIALS_DIR, schema.TRIALS)
@@ -53,7 +56,10 @@ def _atomic_parquet(table: pa.Table, folder: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     # A leading dot hides the partial file from readers (and from pyarrow.dataset).
     tmp = folder / f".{name}.{uuid.uuid4().hex}.partial"
-    pq.write_table(table, tmp)
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename makes it visible: no torn file after a crash
     os.replace(tmp, folder / f"{name}.parquet")
 
 
@@ -61,4 +67,11 @@ def _read_all(folder: Path, table_schema: pa.Schema) -> pa.Table:
     files = sorted(folder.glob("[!.]*.parquet")) if folder.exists() else []
     if not files:
         return table_schema.empty_table()
-    return pa.concat_tables([pq.read_table(f, schema=table_schema) for f in files])
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f, schema=table_schema))
+        except (OSError, pa.ArrowException) as exc:
+            raise DamagedResultsError(f"{f} cannot be read ({exc}); move it away to read the "
+                                      "rest, or rerun the sweep to rewrite it") from None
+    return pa.concat_tables(tables)

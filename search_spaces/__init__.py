@@ -37,7 +37,10 @@ def load_preset(name: str | None = None, config_file: str | Path | None = None) 
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        text, name = path.read_text(), name or path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), name or path.stem
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read as UTF-8 text ({exc})") from None
     else:
         files = _preset_files()
         if name not in files:

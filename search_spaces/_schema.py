@@ -6,7 +6,6 @@ Every problem is reported as one `ConfigError` line naming the key, the bad valu
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -59,14 +58,12 @@ class Preset:
     nasty: NastySpace | None
     stingy: StingySpace | None
     num_classes: int
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    resolved: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def to_dict(self) -> dict:
-        """The resolved preset as plain data (what a sweep stores and fingerprints)."""
-        return json.loads(json.dumps(self.raw, sort_keys=True))
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """The preset with every default filled in, as a TOML-shaped document: what a sweep
+        stores and fingerprints, so writing a default out explicitly changes nothing."""
+        return json.loads(json.dumps(self.resolved, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,22 +127,28 @@ def _range(where: str, value: list, *, integer: bool, low: float, high: float) -
     return (kind(lo), kind(hi))
 
 
-def _model(where: str, table: dict) -> ModelEntry:
-    from trainables.models import check_model_kwargs, list_models  # torch: only when validating
+def _model(where: str, table: object, num_classes: int, input_shape: tuple[int, ...]) -> ModelEntry:
+    """A model entry, checked by building the model once (cheap, on the CPU), so that a bad
+    option value fails here rather than inside a Ray worker after the sweep has started."""
+    from trainables.models import create_model, list_models  # torch: only when validating
 
-    if "arch" not in table or not isinstance(table["arch"], str):
-        raise ConfigError(f"{where}: missing required key 'arch' (one of {', '.join(list_models())})")
+    if not isinstance(table, dict) or not isinstance(table.get("arch"), str):
+        raise ConfigError(f"{where}: expected a table with arch = one of {', '.join(list_models())}")
     options = {k: v for k, v in table.items() if k != "arch"}
     try:
-        check_model_kwargs(table["arch"], options)
+        create_model(table["arch"], num_classes, input_shape, **options)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{where}: {table['arch']} cannot be built with {options}: {exc}") from None
     return ModelEntry(table["arch"], options)
 
 
 def _schedule(where: str, table: dict) -> dict:
     from trainables.loop import LR_SCHEDULES, OPTIMIZERS
 
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
     _check_keys(where, table, _SCHEDULE, ("optimizer", "lr", "epochs", "batch_size"))
     if table["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"{where}.optimizer: {table['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
@@ -166,7 +169,7 @@ def _schedule(where: str, table: dict) -> dict:
 
 def parse_preset(name: str, doc: dict) -> Preset:
     """Validate a parsed TOML document and build the `Preset` it describes."""
-    from trainables.data import dataset_num_classes, list_datasets
+    from trainables.data import dataset_shape, list_datasets
 
     _check_keys("preset", doc, _TOP, ("dataset", "teacher", "teacher_schedule", "students",
                                       "student_schedule", "attack", "search"))
@@ -178,12 +181,13 @@ def parse_preset(name: str, doc: dict) -> Preset:
         raise ConfigError(f"dataset.val_fraction must be between 0 and 1, got {dataset['val_fraction']!r}")
     if dataset.get("num_samples", 10_000) < 100:
         raise ConfigError(f"dataset.num_samples must be ≥ 100, got {dataset['num_samples']!r}")
-    num_classes = dataset_num_classes(dataset["name"])
+    num_classes, input_shape = dataset_shape(dataset["name"])
 
-    teacher = _model("teacher", doc["teacher"])
+    teacher = _model("teacher", doc["teacher"], num_classes, input_shape)
     if not doc["students"]:
         raise ConfigError("students: list at least one student ([[students]] with an arch)")
-    students = tuple(_model(f"students[{i}]", s) for i, s in enumerate(doc["students"]))
+    students = tuple(_model(f"students[{i}]", s, num_classes, input_shape)
+                     for i, s in enumerate(doc["students"]))
     teacher_schedule = _schedule("teacher_schedule", doc["teacher_schedule"])
     student_schedule = _schedule("student_schedule", doc["student_schedule"])
 
@@ -207,8 +211,8 @@ def parse_preset(name: str, doc: dict) -> Preset:
     for d in defenses:
         if d not in DEFENSES:
             raise ConfigError(f"search.defenses: unknown defense {d!r}; known: {', '.join(DEFENSES)}")
-    if not defenses:
-        raise ConfigError("search.defenses: list at least one defense")
+    if not defenses or len(set(defenses)) != len(defenses):
+        raise ConfigError(f"search.defenses: list each defense once, at least one; got {list(defenses)}")
 
     nasty = stingy = None
     if "nasty" in defenses:
@@ -239,15 +243,34 @@ def parse_preset(name: str, doc: dict) -> Preset:
     if defenses == ("stingy",) and trials > stingy.k[1] - stingy.k[0] + 1:
         raise ConfigError(f"search.trials = {trials} exceeds the {stingy.k[1] - stingy.k[0] + 1} "
                           "distinct stingy candidates in search.stingy.k; lower trials")
+    from trainables.data import DatasetSpec
+    from trainables.loop import Schedule
+
+    resolved = {
+        "seed": doc.get("seed", 0),
+        "dataset": {**DatasetSpec().to_dict(), **dataset},
+        "teacher": teacher.to_dict(),
+        "teacher_schedule": {**Schedule().to_dict(), **teacher_schedule},
+        "students": [s.to_dict() for s in students],
+        "student_schedule": {**Schedule().to_dict(), **student_schedule},
+        "attack": {"kd_temperature": float(attack["kd_temperature"]), "kd_alpha": float(attack["kd_alpha"])},
+        "search": {"trials": trials, "concurrency": concurrency, "sampler": sampler,
+                   "defenses": list(defenses)},
+    }
+    if nasty:
+        resolved["search"]["nasty"] = {"omega": list(nasty.omega), "tau_a": list(nasty.tau_a),
+                                       **({"start": nasty.start} if nasty.start else {})}
+    if stingy:
+        resolved["search"]["stingy"] = {"k": list(stingy.k), **({"start": stingy.start} if stingy.start else {})}
     return Preset(
         name=name,
         description=doc.get("description", ""),
         seed=doc.get("seed", 0),
-        dataset=dict(dataset),
+        dataset=resolved["dataset"],
         teacher=teacher,
-        teacher_schedule=teacher_schedule,
+        teacher_schedule=resolved["teacher_schedule"],
         students=students,
-        student_schedule=student_schedule,
+        student_schedule=resolved["student_schedule"],
         kd_temperature=float(attack["kd_temperature"]),
         kd_alpha=float(attack["kd_alpha"]),
         trials=trials,
@@ -257,7 +280,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
         nasty=nasty,
         stingy=stingy,
         num_classes=num_classes,
-        raw=doc,
+        resolved=resolved,
     )
 
 

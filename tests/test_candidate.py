@@ -62,3 +62,15 @@ def test_a_retry_skips_the_phases_it_finished(context, tmp_path):
                           state=after_first_student, on_phase=lambda state: calls.append(1))
     assert len(calls) == len(context.kd_templates) - 1
     assert again["student_acc"] == first["student_acc"] and again["teacher_acc"] == first["teacher_acc"]
+
+
+def test_the_best_clone_is_chosen_among_finished_students_only(context):
+    from trainables.candidate import _summary
+
+    first, second = (t.model.label for t in context.kd_templates)
+    state = {"students": {
+        first: {"status": "diverged", "test_acc": None, "best_epoch": 0, "wall_s": 1.0},
+        second: {"status": "ok", "test_acc": 61.0, "best_epoch": 3, "wall_s": 1.0},
+    }}
+    out = _summary({"defense": "stingy", "k": 2}, context, state, "ok", 90.0)
+    assert out["best_student"] == second and out["student_acc"] == 61.0

@@ -69,7 +69,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
     assert len(students) == 4 * 2
     assert {t["defense"] for t in trials} == {"nasty", "stingy"}
-    paper = [t for t in trials if t["defense"] == "nasty" and t["omega"] == 0.012]
+    paper = [t for t in trials if t["defense"] == "nasty" and t["omega"] == 0.1]
     assert paper and paper[0]["tau_a"] == 4.0  # the preset's start point ran
     for t in trials:
         assert t["status"] == "ok" and 0 < t["teacher_acc"] <= 100 and 0 < t["student_acc"] <= 100
@@ -111,6 +111,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     gated_trials = pq.read_table(tmp_storage / "smoke-b" / "results" / "trials").to_pylist()
     gated_students = pq.read_table(tmp_storage / "smoke-b" / "results" / "students").to_pylist()
     assert len(gated_trials) == 4
+    assert any(t["status"] == "infeasible" for t in gated_trials)
     for t in gated_trials:
         over = t["teacher_drop"] > 0.5
         assert (t["status"] == "infeasible") == over
@@ -118,6 +119,16 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         assert trained == (["skipped"] * 2 if over else ["ok"] * 2)
     gated_front = json.loads(_cli("pareto", "smoke-b", "--format", "json", storage=tmp_storage).stdout)
     assert all(f["teacher_drop"] <= 0.5 for f in gated_front)
+
+    # pareto and status read Parquet only: they must not load torch or Ray
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, cli\n"
+         "try:\n    cli.main(['pareto', 'smoke', '--storage', sys.argv[1]])\n"
+         "except SystemExit:\n    pass\n"
+         "cli.main(['status', 'smoke', '--storage', sys.argv[1]], standalone_mode=False)\n"
+         "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n",
+         str(tmp_storage)], capture_output=True, text=True, cwd=ROOT)
+    assert probe.returncode == 0, probe.stderr[-2000:]
 
     # the same name with a different config is refused, and nothing is lost
     conflict = _cli("sweep", "--preset", "smoke", "--max-teacher-drop", "1", storage=tmp_storage)

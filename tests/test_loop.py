@@ -31,6 +31,8 @@ def _fresh(seed=0):
 def test_splits_are_disjoint_and_sized(data):
     assert len(data.val_y) == 48 and len(data.train_y) == 480 - 48 and len(data.test_y) == 120
     assert data.train_x.shape[1:] == (1, 40)
+    train = {tuple(row.flatten().tolist()) for row in data.train_x}
+    assert not any(tuple(row.flatten().tolist()) in train for row in data.val_x)
 
 
 def test_same_seed_same_result(data):
@@ -65,7 +67,9 @@ def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(data, tmp_path)
 
 def test_a_checkpoint_of_another_run_is_ignored(data, tmp_path):
     ckpt = tmp_path / "x.ckpt"
-    train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="other")
+    # another run: other seed, other lr, so its weights would change the result if loaded
+    train(_fresh(seed=5), data, _ce, Schedule(epochs=4, batch_size=64, lr=0.05), seed=2,
+          checkpoint=ckpt, checkpoint_tag="other")
     fresh = train(_fresh(), data, _ce, SCHEDULE, seed=1)
     again = train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="mine")
     assert again.test_acc == fresh.test_acc
@@ -76,8 +80,16 @@ def test_a_truncated_checkpoint_is_recomputed_not_used(data, tmp_path):
     train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     fresh = train(_fresh(), data, _ce, SCHEDULE, seed=1)
-    again = train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
-    assert again.epochs_run == SCHEDULE.epochs and again.test_acc == fresh.test_acc
+    steps = []
+
+    def counting(model, x, y, idx):
+        steps.append(1)
+        return _ce(model, x, y, idx)
+
+    again = train(_fresh(), data, counting, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
+    # every epoch was trained again (a usable checkpoint at the end would have skipped them all)
+    assert len(steps) == SCHEDULE.epochs * math.ceil(len(data.train_y) / SCHEDULE.batch_size)
+    assert again.test_acc == fresh.test_acc
 
 
 def test_non_finite_loss_ends_the_run_as_diverged(data):

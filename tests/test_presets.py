@@ -73,3 +73,31 @@ def test_malformed_toml_and_missing_file(tmp_path):
 def test_a_valid_user_config_is_named_after_its_file(tmp_path):
     preset = load_preset(config_file=_edit(tmp_path, lambda d: d["search"].update(trials=2)))
     assert preset.name == "mine" and preset.trials == 2
+
+
+def test_writing_a_default_out_explicitly_changes_nothing(tmp_path):
+    def spell_out_defaults(d):
+        d["dataset"]["val_fraction"] = 0.1
+        d["student_schedule"]["momentum"] = 0.9
+        d["search"]["sampler"] = "tpe"
+
+    implicit = load_preset(config_file=_edit(tmp_path, lambda d: None))
+    explicit = load_preset(config_file=_edit(tmp_path, spell_out_defaults))
+    assert implicit.to_dict() == explicit.to_dict()
+
+
+@pytest.mark.parametrize("bad", [
+    lambda d: d.update(students=[1]),
+    lambda d: d["students"][0].update(hidden="wide"),
+    lambda d: d["search"].update(defenses=["nasty", "nasty"]),
+])
+def test_malformed_entries_are_config_errors_not_tracebacks(tmp_path, bad):
+    with pytest.raises(ConfigError):
+        load_preset(config_file=_edit(tmp_path, bad))
+
+
+def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path):
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not valid TOML|cannot be read"):
+        load_preset(config_file=path)

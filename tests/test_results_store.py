@@ -7,7 +7,9 @@ from results import STUDENTS, TRIALS, ResultStore, trial_rows
 
 CONTEXT = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
                preset="smoke", config_fingerprint="abc", versions={"torch": "x"},
-               normal_teacher_acc=96.0)
+               normal_teacher_acc=96.0,
+               students=[{"student_arch": "mlp", "kd_temperature": 4.0, "kd_alpha": 0.9,
+                          "scratch_acc": 72.0, "normal_kd_acc": 72.5}])
 RESULT = dict(final=True, status="ok", teacher_acc=95.5, student_acc=80.0, teacher_drop=0.5,
               best_student="cnn1d", wall_s=12.0,
               students='[{"student_arch": "mlp", "kd_temperature": 4.0, "kd_alpha": 0.9, '
@@ -53,6 +55,9 @@ def test_failed_and_gated_trials_get_rows_without_a_clone_accuracy(tmp_path):
                                   result=gated, context=CONTEXT))
     rows = {r["trial_id"]: r for r in store.trial_rows()}
     assert rows["err"]["status"] == "error" and rows["err"]["error"] == "boom"
+    failed = [r for r in store.students().to_pylist() if r["trial_id"] == "err"]
+    assert [(r["student_arch"], r["status"], r["student_acc"], r["scratch_acc"]) for r in failed] == [
+        ("mlp", "error", None, 72.0)]
     assert rows["gate"]["status"] == "infeasible" and math.isnan(rows["gate"]["student_acc"])
 
 
@@ -60,8 +65,20 @@ def test_readers_ignore_partial_files(tmp_path):
     store = ResultStore(tmp_path)
     store.write_trial(*trial_rows(sweep="s", trial_id="t1", params={"defense": "stingy", "k": 2},
                                   result=RESULT, context=CONTEXT))
-    (tmp_path / "results" / "trials" / ".t2.abc.partial").write_bytes(b"PAR1 half a file")
+    # a half-written file, named like a finished one but for the leading dot
+    (tmp_path / "results" / "trials" / ".t2.parquet").write_bytes(b"PAR1 half a file")
     assert store.trials().num_rows == 1
+
+
+def test_a_damaged_results_file_is_a_clear_error(tmp_path):
+    from results.store import DamagedResultsError
+
+    store = ResultStore(tmp_path)
+    store.write_trial(*trial_rows(sweep="s", trial_id="t1", params={"defense": "stingy", "k": 2},
+                                  result=RESULT, context=CONTEXT))
+    (tmp_path / "results" / "trials" / "t1.parquet").write_bytes(b"PAR1 torn")
+    with pytest.raises(DamagedResultsError, match="t1.parquet cannot be read"):
+        store.trials()
 
 
 def test_unknown_columns_are_refused():

@@ -21,7 +21,7 @@ def _states(search):
 
 def test_start_points_come_first_and_are_queued_once(tmp_path, searcher):
     first, second = searcher.suggest("a"), searcher.suggest("b")
-    assert first == {"defense": "nasty", "omega": 0.012, "tau_a": 4.0}
+    assert first == {"defense": "nasty", "omega": 0.1, "tau_a": 4.0}
     assert second == {"defense": "stingy", "k": 2}
     # a driver restarted before Tune saved its state builds a new searcher on the same study
     again = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=1.0)

@@ -12,9 +12,6 @@ from typing import Callable
 
 from .phases import MODEL_FILE, PhaseConfig, run_phase
 
-STATUSES = ("ok", "diverged", "infeasible", "error")
-
-
 @dataclass(frozen=True)
 class TrialContext:
     """Everything a trial needs besides its knobs; built once by the orchestrator."""
@@ -120,14 +117,14 @@ def _summary(params: dict, ctx: TrialContext, state: dict, status: str, teacher_
             "best_epoch": r["best_epoch"] if r else -1,
             "wall_s": r["wall_s"] if r else 0.0,
         })
-    accs = [s["student_acc"] for s in students if s["status"] == "ok"]
-    best = max(range(len(students)), key=lambda i: students[i]["student_acc"]) if accs else None
+    finished = [s for s in students if s["status"] == "ok"]
+    best = max(finished, key=lambda s: s["student_acc"]) if finished else None
     teacher_acc = math.nan if teacher_acc is None else float(teacher_acc)
     return {
         "status": status,
         "teacher_acc": teacher_acc,
-        "student_acc": max(accs) if accs and status == "ok" else math.nan,
-        "best_student": students[best]["student_arch"] if best is not None else "",
+        "student_acc": best["student_acc"] if best and status == "ok" else math.nan,
+        "best_student": best["student_arch"] if best else "",
         "normal_teacher_acc": ctx.normal_teacher_acc,
         "teacher_drop": ctx.normal_teacher_acc - teacher_acc,
         # compute time of the trial's own phases, summed so that a retried trial counts each once

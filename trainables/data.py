@@ -19,7 +19,7 @@ import torch
 from .errors import ConfigError
 
 _DATASETS: dict[str, Callable[["DatasetSpec", Path | None], dict[str, np.ndarray]]] = {}
-_NUM_CLASSES: dict[str, int] = {}
+_SHAPES: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (classes, input shape)
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,12 @@ class DeviceData:
         return tuple(self.train_x.shape[1:])
 
 
-def register_dataset(name: str, num_classes: int):
+def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...]):
     def wrap(fn):
         if name in _DATASETS:
             raise ValueError(f"dataset {name!r} is registered twice")
         _DATASETS[name] = fn
-        _NUM_CLASSES[name] = num_classes
+        _SHAPES[name] = (num_classes, input_shape)
         return fn
 
     return wrap
@@ -68,13 +68,14 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def dataset_num_classes(name: str) -> int:
-    if name not in _NUM_CLASSES:
+def dataset_shape(name: str) -> tuple[int, tuple[int, ...]]:
+    """(number of classes, input shape of one sample) of a registered dataset."""
+    if name not in _SHAPES:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
-    return _NUM_CLASSES[name]
+    return _SHAPES[name]
 
 
-@register_dataset("mnist1d", num_classes=10)
+@register_dataset("mnist1d", num_classes=10, input_shape=(1, 40))
 def _make_mnist1d(spec: DatasetSpec, cache_dir: Path | None) -> dict[str, np.ndarray]:
     """MNIST-1D, generated offline by the `mnist1d` package (about 4 s for 10,000 samples).
 
@@ -141,5 +142,5 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
         val_y=on_device(y[val_idx]),
         test_x=on_device(arrays["x_test"]),
         test_y=on_device(arrays["y_test"]),
-        num_classes=dataset_num_classes(spec.name),
+        num_classes=dataset_shape(spec.name)[0],
     )

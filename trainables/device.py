@@ -13,7 +13,12 @@ def pick_device() -> torch.device:
     Inside a Ray worker that holds a (fraction of a) GPU, Ray sets CUDA_VISIBLE_DEVICES to that
     GPU alone, so it is always `cuda:0` from the worker's point of view.
     """
-    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    # Same seed, same result: cuDNN's autotuner and non-deterministic kernels would break that.
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    return torch.device("cuda:0")
 
 
 def configure_threads() -> int:

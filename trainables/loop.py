@@ -176,8 +176,8 @@ def train(
         if sched is not None and not per_step:
             sched.step()
         if non_finite.item():
-            return TrainResult("diverged", best_val, math.nan, best_epoch, epoch + 1,
-                               time.perf_counter() - started)
+            return TrainResult("diverged", best_val if best_epoch >= 0 else math.nan, math.nan,
+                               best_epoch, epoch + 1, time.perf_counter() - started)
         val_acc = accuracy(model, data.val_x, data.val_y)
         if val_acc > best_val:
             best_val, best_epoch, best_state = val_acc, epoch, _cpu_copy(model.state_dict())

@@ -16,7 +16,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .data import DatasetSpec, load_dataset
 from .device import configure_threads, pick_device
 from .errors import ConfigError
 from .losses import cross_entropy, kd_loss, logit_transform, nasty_loss
-from .loop import Schedule, accuracy, train
+from .loop import Schedule, train
 from .models import check_model_kwargs, create_model
 
 PHASES = ("teacher", "scratch", "kd", "nasty")

@@ -1,4 +1,4 @@
-"""The Tune function trainable: a thin shell around `run_candidate`.
+"""The Tune function trainable: a thin shell around `trainables.candidate.run_candidate`.
 
 It restores the phases a retried trial already finished from `tune.get_checkpoint()`, reports
 a checkpoint after every phase, and reports the summary last with `final=True`. Every report
@@ -15,9 +15,11 @@ from pathlib import Path
 
 from ray import tune
 
-from .candidate import TrialContext, run_candidate
-from .phases import MODEL_FILE
+from trainables.candidate import TrialContext, run_candidate
+from trainables.phases import MODEL_FILE
 
+# The two searcher metrics. Every report carries both (NaN until the last one), else Tune
+# aborts the fit; the orchestrator's searcher reads them from the final report.
 OBJECTIVES = ("teacher_acc", "student_acc")
 _STATE_FILE = "state.json"
 
