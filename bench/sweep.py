@@ -30,6 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="smoke")
     parser.add_argument("--storage", help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--sequential-threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads of the sequential loop (default: every core)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
     args = parser.parse_args()
 
@@ -60,9 +62,10 @@ def main() -> None:
     trial_compute = sum(r["wall_s"] or 0.0 for r in rows)
     utilisation = (upstream_compute + trial_compute) / (orchestrated_s * slots)
 
-    # 2. sequential, one process, no Ray; torch uses every core, as a plain script would
-    torch.set_num_threads(slots)
-    os.environ["OMP_NUM_THREADS"] = str(slots)
+    # 2. sequential, one process, no Ray; by default torch uses every core, as a plain script would
+    threads = args.sequential_threads
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # run_phase sets torch's threads from this
     seq_root = root / "sequential"
     data_cache = seq_root / "_data"
     t0 = time.perf_counter()
@@ -92,6 +95,7 @@ def main() -> None:
         "sequential_s": round(sequential_s, 1),
         "ratio_orchestrated_over_sequential": round(orchestrated_s / sequential_s, 3),
         "slots": slots,
+        "sequential_threads": threads,
         "slot_utilisation": round(utilisation, 3),
         "concurrency": preset.concurrency,
         "machine": f"{platform.machine()}, {slots} cores, torch {torch.__version__}",
@@ -99,7 +103,7 @@ def main() -> None:
     }
     print(f"preset {preset.name}: {len(rows)} trials + {len(plan.upstream)} upstream phases")
     print(f"orchestrated (Ray, {preset.concurrency} concurrent trials): {orchestrated_s:8.1f} s")
-    print(f"sequential (one process, {slots} torch threads):   {sequential_s:8.1f} s")
+    print(f"sequential (one process, {threads} torch threads):   {sequential_s:8.1f} s")
     print(f"ratio orchestrated / sequential: {orchestrated_s / sequential_s:.2f}")
     print(f"slot utilisation (orchestrated): {utilisation:.0%} of {slots} slots")
     if args.json:
