@@ -126,7 +126,8 @@ def pareto(name, storage, max_teacher_drop, fmt):
     click.echo(render(front, fmt))
     if fmt == "table":
         hv, ref = front_hypervolume(front, store.students().to_pylist())
-        click.echo(f"\n{len(front)} defenses on the front · hypervolume {hv:.1f} "
+        noun = "defense" if len(front) == 1 else "defenses"
+        click.echo(f"\n{len(front)} {noun} on the front · hypervolume {hv:.1f} "
                    f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best normal-KD clone)",
                    err=True)
 

@@ -12,11 +12,15 @@ from ray import tune
 
 from results import ResultStore, pareto_front, trial_rows
 from trainables.candidate import TrialContext
+from trainables.phases import MODEL_FILE
 
+from . import _cluster
 from ._trial import tune_trial
+from .artifacts import ArtifactStore
 from .layout import TUNE_DIR
 from .plan import Plan
 from .search import DefenseSearch
+
 
 class SweepCallback(tune.Callback):
     """Driver side: one atomic Parquet write per finished trial, and a progress line.
@@ -74,9 +78,6 @@ def _dur(seconds: float) -> str:
 
 
 def _context(opts, plan: Plan, upstream: dict, folder: Path) -> TrialContext:
-    from .artifacts import ArtifactStore
-    from trainables.phases import MODEL_FILE
-
     storage = Path(opts.storage).resolve()
     teacher = upstream[plan.teacher.key]
     baselines = {}
@@ -98,8 +99,7 @@ def _context(opts, plan: Plan, upstream: dict, folder: Path) -> TrialContext:
 
 def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
     """Run the trials of the sweep to its budget, restoring Tune's state when there is one."""
-    from . import _cluster
-    from .sweep import versions
+    from .sweep import versions  # sweep imports this module: import back lazily
 
     context = _context(opts, plan, upstream, folder)
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), {"cpu": 1})
