@@ -119,13 +119,13 @@ def pareto(name, storage, max_teacher_drop, fmt):
     from orchestrator.layout import read_sweep, sweep_dir
 
     _run(read_sweep, storage, name)
-    if max_teacher_drop is not None and max_teacher_drop < 0:
+    if max_teacher_drop is not None and not max_teacher_drop >= 0:  # also refuses nan
         raise BadInput(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
     store = ResultStore(sweep_dir(storage, name))
-    front = pareto_front(store.trial_rows(), max_teacher_drop)
+    front = pareto_front(_run(store.trial_rows), max_teacher_drop)
     click.echo(render(front, fmt))
     if fmt == "table":
-        hv, ref = front_hypervolume(front, store.students().to_pylist())
+        hv, ref = front_hypervolume(front, _run(store.students).to_pylist())
         noun = "defense" if len(front) == 1 else "defenses"
         click.echo(f"\n{len(front)} {noun} on the front · hypervolume {hv:.1f} "
                    f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best normal-KD clone)",
@@ -142,7 +142,7 @@ def status(name, storage, fmt):
     from results import STATUSES, ResultStore, pareto_front, render
 
     stored = _run(read_sweep, storage, name)
-    rows = ResultStore(sweep_dir(storage, name)).trial_rows()
+    rows = _run(ResultStore(sweep_dir(storage, name)).trial_rows)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     info = {
         "sweep": name,

@@ -139,7 +139,8 @@ def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
             name=TUNE_DIR,
             storage_path=str(folder.resolve()),
             verbose=0,
-            callbacks=[SweepCallback(opts.name, str(folder), columns, preset.trials)],
+            # absolute: Tune pickles callbacks, and a resume may start in another directory
+            callbacks=[SweepCallback(opts.name, str(folder.resolve()), columns, preset.trials)],
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

@@ -95,10 +95,17 @@ def check_options(opts: SweepOptions) -> Path:
                 f"sweep {opts.name!r} already exists in {storage} with a different config; "
                 f"resume it with `resume {opts.name}` or choose another --name"
             )
-        if opts.concurrency is not None and (folder / TUNE_DIR).exists():
-            raise ConfigError(f"--concurrency cannot change while resuming {opts.name!r}: Tune "
-                              "restores the concurrency the sweep started with")
     return folder
+
+
+def _check_resumable(folder: Path, opts: SweepOptions) -> None:
+    """A sweep Tune has started keeps its concurrency: Tune restores its own."""
+    if not (folder / TUNE_DIR).exists():
+        return
+    started_with = read_sweep(opts.storage, opts.name).get("concurrency")
+    if opts.concurrency not in (None, started_with):
+        raise ConfigError(f"--concurrency cannot change while resuming {opts.name!r} (it started "
+                          f"with {started_with or 'the preset default'}); leave the flag out")
 
 
 def _has_started(folder: Path) -> bool:
@@ -116,6 +123,7 @@ def _create(folder: Path, opts: SweepOptions) -> None:
             "identity": opts.identity(),
             "fingerprint": opts.fingerprint(),
             "trials": opts.preset.trials,
+            "concurrency": opts.concurrency,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(),
         })
@@ -133,6 +141,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         _log(f"sweep {opts.name!r} is already finished: nothing to train")
         rows = store.trial_rows()
         return {"front": pareto_front(rows), "trials": rows, "sweep_dir": folder}
+    _check_resumable(folder, opts)
     from . import _cluster, _driver
 
     started_ray = _cluster.connect(opts.address)  # an unreachable cluster fails before any write

@@ -72,6 +72,6 @@ def _read_all(folder: Path, table_schema: pa.Schema) -> pa.Table:
         try:
             tables.append(pq.read_table(f, schema=table_schema))
         except (OSError, pa.ArrowException) as exc:
-            raise DamagedResultsError(f"{f} cannot be read ({exc}); move it away to read the "
-                                      "rest, or rerun the sweep to rewrite it") from None
+            raise DamagedResultsError(f"{f} cannot be read ({exc}); move it out of the folder "
+                                      "to read the rest") from None
     return pa.concat_tables(tables)

@@ -181,6 +181,11 @@ def parse_preset(name: str, doc: dict) -> Preset:
         raise ConfigError(f"dataset.val_fraction must be between 0 and 1, got {dataset['val_fraction']!r}")
     if dataset.get("num_samples", 10_000) < 100:
         raise ConfigError(f"dataset.num_samples must be ≥ 100, got {dataset['num_samples']!r}")
+    if dataset.get("num_samples", 10_000) * dataset.get("val_fraction", 0.1) < 20:
+        raise ConfigError("dataset.val_fraction × num_samples must be ≥ 20: the validation split "
+                          "picks every phase's best epoch")
+    if dataset.get("seed", 0) < 0:
+        raise ConfigError(f"dataset.seed must be ≥ 0, got {dataset['seed']!r}")
     num_classes, input_shape = dataset_shape(dataset["name"])
 
     teacher = _model("teacher", doc["teacher"], num_classes, input_shape)
@@ -188,6 +193,10 @@ def parse_preset(name: str, doc: dict) -> Preset:
         raise ConfigError("students: list at least one student ([[students]] with an arch)")
     students = tuple(_model(f"students[{i}]", s, num_classes, input_shape)
                      for i, s in enumerate(doc["students"]))
+    labels = [json.dumps(s.to_dict(), sort_keys=True) for s in students]
+    if len(set(labels)) != len(labels):
+        raise ConfigError("students: the same architecture with the same options is listed twice; "
+                          "list each student once")
     teacher_schedule = _schedule("teacher_schedule", doc["teacher_schedule"])
     student_schedule = _schedule("student_schedule", doc["student_schedule"])
 

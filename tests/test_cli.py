@@ -97,8 +97,13 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         assert not any(a >= f["teacher_acc"] and b <= f["student_acc"] and
                        (a, b) != (f["teacher_acc"], f["student_acc"]) for a, b in ok)
 
-    # rerunning the finished sweep trains nothing and prints the same front
-    again = _cli("sweep", "--preset", "smoke", "--format", "json", storage=tmp_storage)
+    nan_limit = _cli("pareto", "smoke", "--max-teacher-drop", "nan", storage=tmp_storage)
+    assert nan_limit.returncode == 2 and "must be ≥ 0" in nan_limit.stderr
+
+    # rerunning the finished sweep (same flags or a new --concurrency) trains nothing and
+    # prints the same front
+    again = _cli("sweep", "--preset", "smoke", "--format", "json", "--concurrency", "1",
+                 storage=tmp_storage)
     assert again.returncode == 0 and "already finished" in again.stderr
     assert json.loads(again.stdout) == front
 
@@ -129,6 +134,15 @@ def test_smoke_sweep_end_to_end(tmp_storage):
          "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n",
          str(tmp_storage)], capture_output=True, text=True, cwd=ROOT)
     assert probe.returncode == 0, probe.stderr[-2000:]
+
+    # a damaged results file is one line and exit 1 for the readers, not a traceback
+    damaged = tmp_storage / "smoke-b" / "results" / "trials"
+    victim = sorted(damaged.glob("*.parquet"))[0]
+    victim.write_bytes(b"PAR1 torn")
+    for command in ("pareto", "status"):
+        broken = _cli(command, "smoke-b", storage=tmp_storage)
+        assert broken.returncode == 1 and "cannot be read" in broken.stderr
+        assert "Traceback" not in broken.stderr
 
     # the same name with a different config is refused, and nothing is lost
     conflict = _cli("sweep", "--preset", "smoke", "--max-teacher-drop", "1", storage=tmp_storage)

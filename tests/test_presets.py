@@ -49,6 +49,10 @@ BAD = {
     "unknown defense": (lambda d: d["search"].update(defenses=["nice"]), "unknown defense 'nice'"),
     "bad optimizer": (lambda d: d["teacher_schedule"].update(optimizer="lion"), "optimizer"),
     "alpha above one": (lambda d: d["attack"].update(kd_alpha=1.5), "kd_alpha"),
+    "negative data seed": (lambda d: d["dataset"].update(seed=-1), "dataset.seed"),
+    "empty validation split": (lambda d: d["dataset"].update(num_samples=100, val_fraction=0.01),
+                               "val_fraction"),
+    "same student twice": (lambda d: d["students"].append(dict(d["students"][0])), "listed twice"),
     "budget beyond a finite space": (lambda d: d["search"].update(defenses=["stingy"], trials=12),
                                      "exceeds the 9 distinct stingy candidates"),
 }
