@@ -9,7 +9,6 @@ import socket
 from trainables.errors import UndistillError
 
 
-
 class ClusterError(UndistillError):
     """Ray could not be started or reached."""
 

@@ -14,12 +14,10 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
+from results.store import atomic_write
 from trainables.errors import ConfigError, UndistillError
-
 
 TUNE_DIR = "tune"
 
@@ -34,12 +32,8 @@ def sweep_dir(storage: str | Path, name: str) -> Path:
 
 def write_json(path: Path, data: dict) -> None:
     """Atomically: a reader sees the old file or the new one, even after a power loss."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=1, sort_keys=True, default=str))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1, sort_keys=True, default=str)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _read_json(path: Path) -> dict:

@@ -12,6 +12,7 @@ import math
 import os
 import uuid
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,15 +53,21 @@ class ResultStore:
         return sorted(rows, key=lambda r: (r["finished_at"] is None, r["finished_at"], r["trial_id"]))
 
 
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` so that readers see the old file or the whole new one, even after a crash:
+    into a dot-named temporary beside it (hidden from readers and from pyarrow.dataset), synced
+    to disk, then renamed into place."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def _atomic_parquet(table: pa.Table, folder: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    # A leading dot hides the partial file from readers (and from pyarrow.dataset).
-    tmp = folder / f".{name}.{uuid.uuid4().hex}.partial"
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename makes it visible: no torn file after a crash
-    os.replace(tmp, folder / f"{name}.parquet")
+    atomic_write(folder / f"{name}.parquet", lambda f: pq.write_table(table, f))
 
 
 def _read_all(folder: Path, table_schema: pa.Schema) -> pa.Table:
