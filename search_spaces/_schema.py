@@ -169,22 +169,23 @@ def _schedule(where: str, table: dict) -> dict:
 
 def parse_preset(name: str, doc: dict) -> Preset:
     """Validate a parsed TOML document and build the `Preset` it describes."""
-    from trainables.data import dataset_shape, list_datasets
+    from trainables.data import DatasetSpec, dataset_shape, list_datasets
+    from trainables.loop import Schedule
 
     _check_keys("preset", doc, _TOP, ("dataset", "teacher", "teacher_schedule", "students",
                                       "student_schedule", "attack", "search"))
-    dataset = doc["dataset"]
-    _check_keys("dataset", dataset, _DATASET, ("name",))
+    _check_keys("dataset", doc["dataset"], _DATASET, ("name",))
+    dataset = {**DatasetSpec().to_dict(), **doc["dataset"]}  # defaults filled in, then checked
     if dataset["name"] not in list_datasets():
         raise ConfigError(f"dataset.name: unknown dataset {dataset['name']!r}; known: {', '.join(list_datasets())}")
-    if not 0 < dataset.get("val_fraction", 0.1) < 1:
+    if not 0 < dataset["val_fraction"] < 1:
         raise ConfigError(f"dataset.val_fraction must be between 0 and 1, got {dataset['val_fraction']!r}")
-    if dataset.get("num_samples", 10_000) < 100:
+    if dataset["num_samples"] < 100:
         raise ConfigError(f"dataset.num_samples must be ≥ 100, got {dataset['num_samples']!r}")
-    if dataset.get("num_samples", 10_000) * dataset.get("val_fraction", 0.1) < 20:
+    if dataset["num_samples"] * dataset["val_fraction"] < 20:
         raise ConfigError("dataset.val_fraction × num_samples must be ≥ 20: the validation split "
                           "picks every phase's best epoch")
-    if dataset.get("seed", 0) < 0:
+    if dataset["seed"] < 0:
         raise ConfigError(f"dataset.seed must be ≥ 0, got {dataset['seed']!r}")
     num_classes, input_shape = dataset_shape(dataset["name"])
 
@@ -252,12 +253,9 @@ def parse_preset(name: str, doc: dict) -> Preset:
     if defenses == ("stingy",) and trials > stingy.k[1] - stingy.k[0] + 1:
         raise ConfigError(f"search.trials = {trials} exceeds the {stingy.k[1] - stingy.k[0] + 1} "
                           "distinct stingy candidates in search.stingy.k; lower trials")
-    from trainables.data import DatasetSpec
-    from trainables.loop import Schedule
-
     resolved = {
         "seed": doc.get("seed", 0),
-        "dataset": {**DatasetSpec().to_dict(), **dataset},
+        "dataset": dataset,
         "teacher": teacher.to_dict(),
         "teacher_schedule": {**Schedule().to_dict(), **teacher_schedule},
         "students": [s.to_dict() for s in students],
