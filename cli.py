@@ -25,8 +25,21 @@ def _format_option(fn):
 
 def _storage_option(fn):
     return click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="Root folder holding sweeps and the shared artifact cache.")(fn)
+                        help="Where sweeps and the shared artifact cache live: a folder (local, or "
+                             "NFS on a cluster) or a bucket URI such as s3://bucket/sweeps.")(fn)
+
+
+def _resource_options(fn):
+    fn = click.option("--gpus-per-trial", type=float,
+                      help="GPU share of each process of a trial (its own and each student's): "
+                           "a fraction up to 1, or a whole number. Default: the preset's (0).")(fn)
+    fn = click.option("--cpus-per-trial", type=float,
+                      help="CPUs of each process of a trial. Default: the preset's (1).")(fn)
+    fn = click.option("--study-storage",
+                      help="Where the Optuna study lives: an RDB URL (postgresql://…), or a "
+                           "journal file path or bucket URI. Default: SQLite in the sweep folder "
+                           "(a journal on a bucket storage).")(fn)
+    return fn
 
 
 class BadInput(click.ClickException):
@@ -68,15 +81,22 @@ def main():
 @click.option("--max-teacher-drop", type=float,
               help="Points of teacher accuracy a defense may cost; a nasty teacher that loses "
                    "more is not distilled (status infeasible).")
-@click.option("--concurrency", type=int, help="At most this many trials at once.")
+@click.option("--concurrency", type=int, help="At most this many trials at once (default: as "
+                                                "many as the cluster's resources hold).")
+@_resource_options
+@click.option("--shared-storage", is_flag=True,
+              help="The --storage folder is mounted at the same path on every node (NFS); "
+                   "needed for a local path on a cluster of several machines.")
 @_format_option
-def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurrency, fmt):
+def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurrency,
+          gpus_per_trial, cpus_per_trial, study_storage, shared_storage, fmt):
     """Run a sweep (or finish an interrupted one) and print its Pareto front."""
     from orchestrator import SweepOptions, run_sweep
     from search_spaces import load_preset
 
     chosen = _run(load_preset, None if config_file else preset, config_file)
-    opts = SweepOptions(chosen, name or chosen.name, storage, address, max_teacher_drop, concurrency)
+    opts = SweepOptions(chosen, name or chosen.name, storage, address, max_teacher_drop, concurrency,
+                        cpus_per_trial, gpus_per_trial, study_storage, shared_storage)
     _finish(_run(run_sweep, opts), storage, opts.name, fmt)
 
 
@@ -84,16 +104,18 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
 @click.argument("name")
 @_storage_option
 @click.option("--address", help="Join the Ray cluster at ADDRESS instead of starting a local one.")
+@_resource_options
 @_format_option
-def resume(name, storage, address, fmt):
-    """Finish the sweep NAME with the config it was started with."""
+def resume(name, storage, address, gpus_per_trial, cpus_per_trial, study_storage, fmt):
+    """Finish the sweep NAME with the config it was started with (resources may change)."""
     from orchestrator import options_from_stored, run_sweep
 
-    opts = _run(options_from_stored, storage, name, address)
+    opts = _run(options_from_stored, storage, name, address, cpus_per_trial=cpus_per_trial,
+                gpus_per_trial=gpus_per_trial, study_storage=study_storage)
     _finish(_run(run_sweep, opts), storage, name, fmt)
 
 
-def _finish(outcome: dict, storage: Path, name: str, fmt: str) -> None:
+def _finish(outcome: dict, storage: str, name: str, fmt: str) -> None:
     from results import render
 
     front = outcome["front"]
@@ -103,8 +125,8 @@ def _finish(outcome: dict, storage: Path, name: str, fmt: str) -> None:
     click.echo(f"\nPareto front of {name!r}: {len(front)} of {len(outcome['trials'])} trials "
                "(teacher accuracy ↑, best clone accuracy ↓)")
     click.echo(render(front, "table"))
-    click.echo(f"\nresults: {outcome['sweep_dir'] / 'results'}  (query: python cli.py pareto "
-               f"{name}{'' if Path(storage) == Path(DEFAULT_STORAGE) else f' --storage {storage}'})")
+    click.echo(f"\nresults: {outcome['results']}  (query: python cli.py pareto "
+               f"{name}{'' if storage == DEFAULT_STORAGE else f' --storage {storage}'})")
 
 
 @main.command()
@@ -116,12 +138,13 @@ def _finish(outcome: dict, storage: Path, name: str, fmt: str) -> None:
 def pareto(name, storage, max_teacher_drop, fmt):
     """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch)."""
     from results import ResultStore, front_hypervolume, pareto_front, render
-    from orchestrator.layout import read_sweep, sweep_dir
+    from orchestrator.layout import read_sweep
 
-    _run(read_sweep, storage, name)
+    where = _open_storage(storage)
+    _run(read_sweep, where, name)
     if max_teacher_drop is not None and not max_teacher_drop >= 0:  # also refuses nan
         raise BadInput(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
-    store = ResultStore(sweep_dir(storage, name))
+    store = ResultStore(where, name)
     front = pareto_front(_run(store.trial_rows), max_teacher_drop)
     click.echo(render(front, fmt))
     if fmt == "table":
@@ -132,18 +155,30 @@ def pareto(name, storage, max_teacher_drop, fmt):
                    err=True)
 
 
+def _open_storage(location: str):
+    from results import Storage
+
+    return _run(Storage, location)
+
+
 @main.command()
 @click.argument("name")
 @_storage_option
 @_format_option
 def status(name, storage, fmt):
-    """Progress of sweep NAME: trials by status, front size, finished or not."""
-    from orchestrator.layout import read_state, read_sweep, sweep_dir
+    """Progress of sweep NAME: trials by status, front size, and where the work ran."""
+    from orchestrator.layout import read_json, read_state, read_sweep
     from results import STATUSES, ResultStore, pareto_front, render
+    from results.usage import node_usage
 
-    stored = _run(read_sweep, storage, name)
-    rows = _run(ResultStore(sweep_dir(storage, name)).trial_rows)
+    where = _open_storage(storage)
+    stored = _run(read_sweep, where, name)
+    store = ResultStore(where, name)
+    rows = _run(store.trial_rows)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    upstream = _run(read_json, where, name, "upstream.json", {"phases": []})["phases"]
+    runs = _run(read_json, where, name, "cluster.json", {"runs": []})["runs"]
+    nodes, active_s = node_usage(rows, _run(store.students).to_pylist(), upstream, runs)
     info = {
         "sweep": name,
         "preset": stored["preset_name"],
@@ -151,15 +186,23 @@ def status(name, storage, fmt):
         "trials_total": stored["trials"],
         **counts,
         "front_size": len(pareto_front(rows)),
-        "finished": bool(_run(read_state, storage, name).get("finished")),
-        "compute_s": round(sum(r["wall_s"] or 0.0 for r in rows), 1),
+        "finished": bool(_run(read_state, where, name).get("finished")),
+        "compute_s": round(sum(r["compute_s"] or 0.0 for r in rows), 1),
+        "active_s": round(active_s, 1),
         "created_at": stored["created_at"],
     }
     if fmt == "table":
         for key, value in info.items():
             click.echo(f"{key:<14} {value}")
+        if nodes:
+            click.echo("\nwhere it ran (utilisation: resource-seconds trained / offered while active)")
+            shown = [{**n, "utilisation": "–" if n["utilisation"] is None else f"{n['utilisation']:.0%}"}
+                     for n in nodes]
+            click.echo(render(shown, "table", columns=tuple(nodes[0])))
+    elif fmt == "csv":
+        click.echo(render([info], fmt, columns=tuple(info)))
     else:
-        click.echo(render([info], fmt, columns=tuple(info)) if fmt == "csv" else json.dumps(info, indent=1))
+        click.echo(json.dumps({**info, "nodes": nodes}, indent=1))
 
 
 @main.command()

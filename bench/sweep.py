@@ -38,11 +38,13 @@ def main() -> None:
     import torch
 
     from orchestrator import SweepOptions, run_sweep
+    from orchestrator._worker import run_job
     from orchestrator.artifacts import ArtifactStore
+    from orchestrator.layout import read_json
     from orchestrator.plan import make_plan
+    from results import Storage
     from search_spaces import load_preset
     from trainables.candidate import TrialContext, run_candidate
-    from trainables.phases import MODEL_FILE, run_phase
 
     preset = load_preset(args.preset)
     root = Path(args.storage or tempfile.mkdtemp(prefix="undistill-bench-"))
@@ -53,38 +55,36 @@ def main() -> None:
 
     # 1. orchestrated
     t0 = time.perf_counter()
-    outcome = run_sweep(SweepOptions(preset, "bench", root / "orchestrated"))
+    outcome = run_sweep(SweepOptions(preset, "bench", str(root / "orchestrated")))
     orchestrated_s = time.perf_counter() - t0
     rows = outcome["trials"]
     plan = make_plan(preset)
-    store = ArtifactStore(root / "orchestrated")
+    store = ArtifactStore(Storage(root / "orchestrated"))
     upstream_compute = sum(store.get(n.key)["wall_s"] for n in plan.upstream)
-    trial_compute = sum(r["wall_s"] or 0.0 for r in rows)
+    trial_compute = sum(r["compute_s"] or 0.0 for r in rows)
     utilisation = (upstream_compute + trial_compute) / (orchestrated_s * slots)
+    cluster_runs = read_json(Storage(root / "orchestrated"), "bench", "cluster.json")["runs"]
 
     # 2. sequential, one process, no Ray; by default torch uses every core, as a plain script would
     threads = args.sequential_threads
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # run_phase sets torch's threads from this
-    seq_root = root / "sequential"
-    data_cache = seq_root / "_data"
+    seq_storage = Storage(root / "sequential")
+
+    def in_process(jobs):
+        return [run_job(job, seq_storage, threads, 0) for job in jobs]
+
     t0 = time.perf_counter()
-    results = {}
-    for node in plan.upstream:
-        weights = seq_root / node.teacher_key / MODEL_FILE if node.teacher_key else None
-        results[node.key] = run_phase(node.config, seq_root / node.key, teacher_weights=weights,
-                                      data_cache=data_cache)
+    results = {node.key: in_process([node])[0] for node in plan.upstream}
     context = TrialContext(
-        normal_teacher_weights=str(seq_root / plan.teacher.key / MODEL_FILE),
         normal_teacher_key=plan.teacher.key,
         normal_teacher_acc=results[plan.teacher.key]["test_acc"],
         nasty_template=plan.nasty_template,
         kd_templates=plan.kd_templates,
-        data_cache=str(data_cache),
     )
-    for i, row in enumerate(rows):
+    for row in rows:
         params = {k: row[k] for k in ("defense", "omega", "tau_a", "k") if row[k] is not None}
-        run_candidate(params, context, seq_root / f"trial-{i}")
+        run_candidate(params, context, in_process, in_process)
     sequential_s = time.perf_counter() - t0
 
     report = {
@@ -97,12 +97,13 @@ def main() -> None:
         "slots": slots,
         "sequential_threads": threads,
         "slot_utilisation": round(utilisation, 3),
-        "concurrency": preset.concurrency,
+        "concurrency": max(run["concurrency"] for run in cluster_runs),
         "machine": f"{platform.machine()}, {slots} cores, torch {torch.__version__}",
         "date": date.today().isoformat(),
     }
     print(f"preset {preset.name}: {len(rows)} trials + {len(plan.upstream)} upstream phases")
-    print(f"orchestrated (Ray, {preset.concurrency} concurrent trials): {orchestrated_s:8.1f} s")
+    print(f"orchestrated (Ray, {report['concurrency']} concurrent trials, students side by side): "
+          f"{orchestrated_s:8.1f} s")
     print(f"sequential (one process, {threads} torch threads):   {sequential_s:8.1f} s")
     print(f"ratio orchestrated / sequential: {orchestrated_s / sequential_s:.2f}")
     print(f"slot utilisation (orchestrated): {utilisation:.0%} of {slots} slots")

@@ -6,7 +6,10 @@ import logging
 import os
 import socket
 
-from trainables.errors import UndistillError
+from results.storage import Storage
+from trainables.errors import ConfigError, UndistillError
+
+from ._resources import Resources
 
 
 class ClusterError(UndistillError):
@@ -29,8 +32,9 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
-    """Join the cluster at `address`, or start a local one. True when we started it (and so
-    must stop it). The dashboard is off locally; it would bind to 127.0.0.1 only."""
+    """Join the cluster at `address`, or start a local one with `num_cpus` CPU slots. True when
+    we started it (and so must stop it). The dashboard is off locally; it would bind to
+    127.0.0.1 only."""
     import ray
 
     # Silence Tune's per-trial CSV/JSON/TensorBoard loggers: results go to our Parquet store.
@@ -51,13 +55,55 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         raise ClusterError(f"could not start or reach {where}: {str(exc).splitlines()[0]}") from None
 
 
+def alive_nodes() -> list[dict]:
+    """The cluster's live nodes that offer resources: id, host, address, CPUs and GPUs."""
+    import ray
+
+    nodes = []
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        res = n.get("Resources", {})
+        nodes.append({"node_id": n["NodeID"], "hostname": n.get("NodeManagerHostname", ""),
+                      "address": n.get("NodeManagerAddress", ""), "CPU": res.get("CPU", 0.0),
+                      "GPU": res.get("GPU", 0.0)})
+    return nodes
+
+
+def describe(nodes: list[dict]) -> str:
+    cpus, gpus = sum(n["CPU"] for n in nodes), sum(n["GPU"] for n in nodes)
+    return (f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPU slots"
+            + (f", {gpus:g} GPUs" if gpus else ""))
+
+
+def check_fits(nodes: list[dict], resources: Resources, cap: int | None) -> int:
+    """How many trials run at once: what the cluster holds, at most `cap`. A ConfigError, before
+    any work, when not even one trial fits."""
+    fits = resources.capacity(nodes)
+    if fits < 1:
+        need_gpu = resources.gpus * resources.bundles
+        if resources.gpus and sum(n["GPU"] for n in nodes) < need_gpu:
+            raise ConfigError(
+                f"--gpus-per-trial {resources.gpus:g}: one trial needs {need_gpu:g} GPUs "
+                f"({resources.describe()}), the cluster has {describe(nodes)}; lower "
+                "--gpus-per-trial or add GPU nodes")
+        raise ConfigError(
+            f"one trial needs {resources.describe()}, which the cluster ({describe(nodes)}) "
+            "cannot place; lower --cpus-per-trial/--gpus-per-trial")
+    return min(fits, cap) if cap else fits
+
+
+def check_storage_shared(nodes: list[dict], storage: Storage, declared_shared: bool) -> None:
+    """A local path on a cluster of several machines is only safe on a shared mount."""
+    hosts = {n["address"] for n in nodes}
+    if storage.is_local and len(hosts) > 1 and not declared_shared:
+        raise ConfigError(
+            f"--storage {storage} is a local path, but the cluster spans {len(hosts)} machines; "
+            "use a bucket (s3://…, gs://…), or a folder every node mounts at the same path and "
+            "pass --shared-storage")
+
+
 def shutdown() -> None:
     import ray
 
     ray.shutdown()
-
-
-def cluster_cpus() -> int:
-    import ray
-
-    return int(ray.cluster_resources().get("CPU", 1))

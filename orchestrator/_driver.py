@@ -6,17 +6,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 
 from ray import tune
 
-from results import ResultStore, pareto_front, trial_rows
+from results import ResultStore, Storage, pareto_front, trial_rows
 from trainables.candidate import TrialContext
-from trainables.phases import MODEL_FILE
 
-from . import _cluster
-from ._trial import tune_trial
-from .artifacts import ArtifactStore
+from ._resources import Resources
+from ._trial import TrialRuntime, tune_trial
 from .layout import TUNE_DIR
 from .plan import Plan
 from .search import DefenseSearch
@@ -28,14 +25,14 @@ class SweepCallback(tune.Callback):
     Picklable on purpose: Tune stores callbacks in its experiment state for restore.
     """
 
-    def __init__(self, sweep: str, sweep_dir: str, columns: dict, total: int):
-        self.sweep, self.sweep_dir, self.columns, self.total = sweep, sweep_dir, columns, total
+    def __init__(self, sweep: str, storage: Storage, columns: dict, total: int):
+        self.sweep, self.storage, self.columns, self.total = sweep, storage, columns, total
         self._t0 = time.time()
         self._done_at_start = 0
 
     def setup(self, **info):
         self._t0 = time.time()
-        self._done_at_start = len(ResultStore(self.sweep_dir).trial_rows())
+        self._done_at_start = len(ResultStore(self.storage, self.sweep).trial_rows())
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, trial.last_result, None)
@@ -49,7 +46,7 @@ class SweepCallback(tune.Callback):
         if final is None and error is None:
             error = "the trial ended without a final result"
         params = {k: trial.config.get(k) for k in ("defense", "omega", "tau_a", "k")}
-        store = ResultStore(self.sweep_dir)
+        store = ResultStore(self.storage, self.sweep)
         row, students = trial_rows(sweep=self.sweep, trial_id=trial.trial_id, params=params,
                                    result=final, context=self.columns, error=error)
         store.write_trial(row, students)
@@ -77,38 +74,38 @@ def _dur(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def _context(opts, plan: Plan, upstream: dict, folder: Path) -> TrialContext:
-    storage = Path(opts.storage).resolve()
-    teacher = upstream[plan.teacher.key]
+def _context(opts, plan: Plan, upstream: dict) -> TrialContext:
     baselines = {}
     for scratch, kd in zip(plan.scratch, plan.normal_kd):
         baselines[kd.config.model.label] = {"scratch_acc": upstream[scratch.key]["test_acc"],
                                             "normal_kd_acc": upstream[kd.key]["test_acc"]}
     return TrialContext(
-        normal_teacher_weights=str(ArtifactStore(storage).path(plan.teacher.key) / MODEL_FILE),
         normal_teacher_key=plan.teacher.key,
-        normal_teacher_acc=teacher["test_acc"],
+        normal_teacher_acc=upstream[plan.teacher.key]["test_acc"],
         nasty_template=plan.nasty_template,
         kd_templates=plan.kd_templates,
         baselines=baselines,
         max_teacher_drop=opts.max_teacher_drop,
-        data_cache=str(storage / "_data"),
-        work_root=str(folder.resolve() / "work"),
     )
 
 
-def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
+def search(opts, storage: Storage, plan: Plan, upstream: dict, resources: Resources,
+           concurrency: int) -> None:
     """Run the trials of the sweep to its budget, restoring Tune's state when there is one."""
+    from ._study import open_study_storage
     from .sweep import versions  # sweep imports this module: import back lazily
 
-    context = _context(opts, plan, upstream, folder)
-    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), {"cpu": 1})
-    experiment = folder.resolve() / TUNE_DIR
-    if tune.Tuner.can_restore(str(experiment)):
+    context = _context(opts, plan, upstream)
+    runtime = TrialRuntime(storage, resources)
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context, runtime=runtime),
+                                    resources.placement_group_factory())
+    experiment = storage.path(opts.name, TUNE_DIR)
+    if tune.Tuner.can_restore(experiment, storage_filesystem=storage.fs):
         # Errored trials are not resumed: they used up their retries (FailureConfig), have an
         # `error` row, and the searcher has told Optuna they failed.
-        tuner = tune.Tuner.restore(str(experiment), trainable)
-        print(f"resuming {opts.name!r} from {experiment}", file=sys.stderr, flush=True)
+        tuner = tune.Tuner.restore(experiment, trainable, storage_filesystem=storage.fs)
+        print(f"resuming {opts.name!r} from {storage.uri(opts.name, TUNE_DIR)}", file=sys.stderr,
+              flush=True)
         tuner.fit()
         return
 
@@ -127,22 +124,21 @@ def search(opts, plan: Plan, upstream: dict, folder: Path) -> None:
                       "kd_alpha": t.kd_alpha, **context.baselines[t.model.label]}
                      for t in context.kd_templates],
     }
-    searcher = DefenseSearch(preset, opts.name, folder, opts.max_teacher_drop)
+    study_storage = open_study_storage(opts.study_storage, storage, opts.name)
+    searcher = DefenseSearch(preset, opts.name, study_storage, opts.max_teacher_drop)
     searcher.fail_orphans()
-    done = len(ResultStore(folder).trial_rows())
-    concurrency = min(preset.concurrency, opts.concurrency or preset.concurrency, _cluster.cluster_cpus())
+    done = len(ResultStore(storage, opts.name).trial_rows())
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=preset.trials - done,
                                     max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
-            storage_path=str(folder.resolve()),
+            storage_path=storage.path(opts.name),
+            storage_filesystem=storage.fs,
             verbose=0,
-            # absolute: Tune pickles callbacks, and a resume may start in another directory
-            callbacks=[SweepCallback(opts.name, str(folder.resolve()), columns, preset.trials)],
+            callbacks=[SweepCallback(opts.name, storage, columns, preset.trials)],
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     tuner.fit()

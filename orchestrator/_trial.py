@@ -1,51 +1,58 @@
 """The Tune function trainable: a thin shell around `trainables.candidate.run_candidate`.
 
-It restores the phases a retried trial already finished from `tune.get_checkpoint()`, reports
-a checkpoint after every phase, and reports the summary last with `final=True`. Every report
-carries both searcher metrics (NaN until the last one): Tune aborts a fit whose report lacks one.
+The trial's own process (bundle 0 of its placement group) trains the defended teacher; the
+students then run side by side as Ray child tasks, which land in the trial's placement group,
+one per student bundle. Every phase goes through the artifact store by key, so a retried trial
+(`FailureConfig`) or a restored sweep picks up each finished phase instead of training it again.
+The trial reports once, at the end, with `final=True`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import shutil
-import tempfile
-from pathlib import Path
+import time
+from dataclasses import dataclass
 
 from ray import tune
 
+from results.storage import Storage
 from trainables.candidate import TrialContext, run_candidate
-from trainables.phases import MODEL_FILE
+from trainables.phases import PhaseJob
 
-# The two searcher metrics. Every report carries both (NaN until the last one), else Tune
-# aborts the fit; the orchestrator's searcher reads them from the final report.
+from ._resources import Resources
+from ._worker import placement, run_job
+
+# The two searcher metrics; the orchestrator's searcher reads them from the final report.
 OBJECTIVES = ("teacher_acc", "student_acc")
-_STATE_FILE = "state.json"
 
 
-def tune_trial(config: dict, context: TrialContext) -> None:
-    trial_id = tune.get_context().get_trial_id()
-    work_dir = Path(context.work_root) / trial_id
-    nasty_weights = work_dir / "nasty" / MODEL_FILE
+@dataclass(frozen=True)
+class TrialRuntime:
+    """Where phases keep their outputs and what each phase process holds."""
 
-    state: dict = {}
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a retry: bring back what the earlier attempt finished
-        with checkpoint.as_directory() as saved:
-            state = json.loads((Path(saved) / _STATE_FILE).read_text())
-            if (Path(saved) / MODEL_FILE).exists():
-                nasty_weights.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(Path(saved) / MODEL_FILE, nasty_weights)
+    storage: Storage
+    resources: Resources
 
-    def report_phase(state: dict) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / _STATE_FILE).write_text(json.dumps(state))
-            if nasty_weights.exists():
-                shutil.copyfile(nasty_weights, Path(tmp) / MODEL_FILE)
-            done = len(state.get("students", {})) + ("teacher" in state)
-            tune.report({**{m: math.nan for m in OBJECTIVES}, "final": False, "phases_done": done},
-                        checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    summary = run_candidate(config, context, work_dir, state=state, on_phase=report_phase)
-    tune.report({**summary, "students": json.dumps(summary["students"]), "final": True})
+def tune_trial(config: dict, context: TrialContext, runtime: TrialRuntime) -> None:
+    import ray
+
+    res = runtime.resources
+    ran = {**placement(), "cpus": res.cpus, "gpus": res.gpus, "started_at": time.time()}
+
+    def run_here(jobs: list[PhaseJob]) -> list[dict]:
+        return [run_job(job, runtime.storage, res.cpus, res.gpus) for job in jobs]
+
+    def run_side_by_side(jobs: list[PhaseJob]) -> list[dict]:
+        # Child tasks of a trial are captured by its placement group: each takes a student bundle.
+        task = ray.remote(max_retries=2)(run_job)
+        refs = [task.options(name=job.name, **res.task_options()).remote(
+            job, runtime.storage, res.cpus, res.gpus) for job in jobs]
+        return ray.get(refs)
+
+    summary = run_candidate(config, context, run_here, run_side_by_side)
+    ran["finished_at"] = time.time()
+    ran["wall_s"] = ran["finished_at"] - ran["started_at"]
+    # Tune's results are flat scalars: lists and dicts travel as JSON.
+    tune.report({**summary, "students": json.dumps(summary["students"]), "ran": json.dumps(ran),
+                 "final": True})

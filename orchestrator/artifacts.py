@@ -1,22 +1,35 @@
-"""A content-addressed store for phase outputs: `<storage>/_artifacts/<key>/`.
+"""A content-addressed store for phase outputs: `_artifacts/<key>/` on the sweep's storage.
 
-A key is a hash of a phase's full config (see `PhaseConfig.key`), so any sweep that needs the
-same phase finds it here. An artifact is staged in a temporary folder, given a manifest of
-SHA-256 checksums, and renamed into place in one step; one that fails its checksums is treated
-as missing and recomputed, never used.
+A key is a hash of a phase's full config (see `PhaseConfig.key`), so any sweep, trial or node
+that needs the same phase finds it here. A phase runs into a local scratch folder; `publish`
+copies its files up, then `result.json`, then `MANIFEST.json` with every file's SHA-256 and
+size. The manifest is written last, so it marks a complete artifact; a file that fails its
+checksum makes the artifact count as missing, and it is recomputed, never used.
+
+On a bucket, files are read through a node-local cache (checked against the manifest), so each
+node downloads a teacher once however many students it distils.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
+from typing import Callable
+
+from results.storage import Storage
 
 MANIFEST = "MANIFEST.json"
 RESULT = "result.json"
+FOLDER = "_artifacts"
+
+
+def node_cache_root() -> Path:
+    """Node-local scratch for phases and downloads: survives the process, not the machine."""
+    return Path(tempfile.gettempdir()) / "undistill"
 
 
 def _sha256(path: Path) -> str:
@@ -28,47 +41,79 @@ def _sha256(path: Path) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, storage_root: str | Path):
-        self.root = Path(storage_root) / "_artifacts"
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self._cache = node_cache_root() / "artifacts" / hashlib.sha256(
+            storage.location.encode()).hexdigest()[:12]
 
-    def path(self, key: str) -> Path:
-        return self.root / key
+    def get(self, key: str) -> dict | None:
+        """The artifact's result if it is present and every file is intact, else None."""
+        try:
+            manifest = json.loads(self.storage.read_bytes(FOLDER, key, MANIFEST))
+            for name, entry in manifest.items():
+                if self._verified(key, name, entry) is None:
+                    return None
+            return json.loads(self.storage.read_bytes(FOLDER, key, RESULT))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
 
-    def partial_checkpoint(self, key: str) -> Path:
-        """Where a running phase keeps its mid-training checkpoint, so a rerun resumes it."""
-        return self.root / ".partial" / f"{key}.ckpt"
+    def file(self, key: str, name: str) -> Path:
+        """A local path to an intact file of a published artifact (to torch.load from)."""
+        manifest = json.loads(self.storage.read_bytes(FOLDER, key, MANIFEST))
+        path = self._verified(key, name, manifest[name])
+        if path is None:
+            raise FileNotFoundError(f"{self.storage.uri(FOLDER, key, name)} is damaged")
+        return path
 
-    def staging(self, key: str) -> Path:
-        path = self.root / ".staging" / f"{key}-{uuid.uuid4().hex[:8]}"
+    def _verified(self, key: str, name: str, entry: dict) -> Path | None:
+        """A local copy of the file whose checksum matches the manifest, or None."""
+        if self.storage.is_local:
+            path = self.storage.local_path(FOLDER, key, name)
+            return path if path.is_file() and _sha256(path) == entry["sha256"] else None
+        if self.storage.size(FOLDER, key, name) != entry["size"]:
+            return None
+        cached = self._cache / key / name
+        if cached.is_file() and _sha256(cached) == entry["sha256"]:
+            return cached
+        self.storage.download((FOLDER, key, name), cached)
+        if _sha256(cached) != entry["sha256"]:
+            cached.unlink(missing_ok=True)
+            return None
+        return cached
+
+    def scratch(self, key: str) -> Path:
+        """A fresh local folder for a phase to write its outputs into before `publish`."""
+        path = node_cache_root() / "scratch" / f"{key}-{uuid.uuid4().hex[:8]}"
         path.mkdir(parents=True)
         return path
 
-    def get(self, key: str) -> dict | None:
-        """The artifact's result if it is present and intact, else None."""
-        folder = self.path(key)
+    def publish(self, key: str, scratch: Path, result: dict) -> dict:
+        """Seal the files in `scratch` (plus `result`) under `key` and remove `scratch`. If an
+        intact copy is already there (another trial or sweep got there first) keep that one."""
         try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-            for name, digest in manifest.items():
-                if _sha256(folder / name) != digest:
-                    return None
-            return json.loads((folder / RESULT).read_text())
-        except (OSError, ValueError):
-            return None
+            existing = self.get(key)
+            if existing is not None:
+                return existing
+            (scratch / RESULT).write_text(json.dumps(result, indent=1, sort_keys=True))
+            files = sorted(p for p in scratch.iterdir() if p.is_file())
+            manifest = {p.name: {"sha256": _sha256(p), "size": p.stat().st_size} for p in files}
+            self.storage.delete(FOLDER, key, MANIFEST)  # a damaged copy stops counting as one
+            for p in files:
+                self.storage.upload(p, FOLDER, key, p.name)
+            self.storage.write_bytes((FOLDER, key, MANIFEST),
+                                     json.dumps(manifest, indent=1, sort_keys=True).encode())
+            self.storage.delete(FOLDER, ".partial", f"{key}.ckpt")
+            return result
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
-    def publish(self, key: str, staged: Path, result: dict) -> dict:
-        """Seal `staged` (plus `result`) under `key`. If an intact copy is already there (another
-        sweep got there first) keep that one; a damaged copy is replaced."""
-        (staged / RESULT).write_text(json.dumps(result, indent=1, sort_keys=True))
-        manifest = {p.name: _sha256(p) for p in sorted(staged.iterdir()) if p.is_file()}
-        (staged / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        final = self.path(key)
-        existing = self.get(key)
-        if existing is not None:
-            shutil.rmtree(staged, ignore_errors=True)
-            return existing
-        if final.exists():  # damaged: move it aside first so the rename below can succeed
-            shutil.rmtree(final, ignore_errors=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, final)
-        self.partial_checkpoint(key).unlink(missing_ok=True)
-        return result
+    def partial(self, key: str) -> tuple[Path, Callable[[Path], None] | None]:
+        """Where a running phase keeps its mid-training checkpoint so that a rerun on any node
+        resumes it: (local path, upload hook after each save, or None when the path is already
+        on the storage)."""
+        if self.storage.is_local:
+            return self.storage.local_path(FOLDER, ".partial", f"{key}.ckpt"), None
+        local = node_cache_root() / "partial" / f"{key}.ckpt"
+        if self.storage.exists(FOLDER, ".partial", f"{key}.ckpt"):
+            self.storage.download((FOLDER, ".partial", f"{key}.ckpt"), local)
+        return local, lambda path: self.storage.upload(path, FOLDER, ".partial", f"{key}.ckpt")

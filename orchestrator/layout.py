@@ -1,22 +1,23 @@
 """Where a sweep keeps its files, and reading them back. Light on purpose: `pareto` and
-`status` import this, and must not pay for torch or Ray.
+`status` import this, and must not pay for torch or Ray. Paths are inside the sweep's storage
+(a local or NFS folder, or a bucket; see `results.storage`):
 
-    <storage>/_artifacts/<key>/        upstream phases, shared by every sweep with that config
-    <storage>/_data/                   generated datasets
-    <storage>/<sweep>/sweep.json       the resolved config (the sweep's identity) and options
-    <storage>/<sweep>/state.json       finished or not
-    <storage>/<sweep>/study.db         the Optuna study (SQLite)
-    <storage>/<sweep>/tune/            Tune's experiment state, for resume
-    <storage>/<sweep>/work/<trial>/    each trial's nasty teacher (model.pt) and live checkpoints
-    <storage>/<sweep>/results/         Parquet: trials/ and students/
+    _artifacts/<key>/          every phase's output, shared by every sweep with that config
+    _data/                     generated datasets (local storage; a bucket's nodes cache locally)
+    <sweep>/sweep.json         the resolved config (the sweep's identity) and run options
+    <sweep>/state.json         finished or not
+    <sweep>/cluster.json       the nodes (and their CPUs and GPUs) each run of the sweep saw
+    <sweep>/upstream.json      the upstream phases: accuracy, where they ran, how long
+    <sweep>/study.db           the Optuna study (SQLite; `study.journal/` on a bucket)
+    <sweep>/tune/              Tune's experiment state, for resume
+    <sweep>/results/           Parquet: trials/ and students/
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from results.store import atomic_write
+from results.storage import Storage
 from trainables.errors import ConfigError, UndistillError
 
 TUNE_DIR = "tune"
@@ -26,41 +27,37 @@ class DamagedSweepError(UndistillError):
     """A sweep's own bookkeeping file cannot be read."""
 
 
-def sweep_dir(storage: str | Path, name: str) -> Path:
-    return Path(storage) / name
-
-
-def write_json(path: Path, data: dict) -> None:
+def write_json(storage: Storage, sweep: str, name: str, data: dict) -> None:
     """Atomically: a reader sees the old file or the new one, even after a power loss."""
     text = json.dumps(data, indent=1, sort_keys=True, default=str)
-    atomic_write(path, lambda f: f.write(text.encode()))
+    storage.write_bytes((sweep, name), text.encode())
 
 
-def _read_json(path: Path) -> dict:
+def read_json(storage: Storage, sweep: str, name: str, default: dict | None = None) -> dict:
+    """`<sweep>/<name>` parsed; `default` when it does not exist (if given)."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_bytes(sweep, name))
+    except FileNotFoundError:
+        if default is not None:
+            return default
+        raise DamagedSweepError(f"{storage.uri(sweep, name)} is missing") from None
     except (OSError, ValueError) as exc:
-        raise DamagedSweepError(f"{path} cannot be read ({exc}); restore it from a backup or "
-                                "start the sweep under another --name") from None
+        raise DamagedSweepError(f"{storage.uri(sweep, name)} cannot be read ({exc}); restore it "
+                                "from a backup or start the sweep under another --name") from None
 
 
-def list_sweeps(storage: str | Path) -> list[str]:
-    root = Path(storage)
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.name for p in root.glob("*/sweep.json"))
+def list_sweeps(storage: Storage) -> list[str]:
+    return [name for name in storage.list(dirs=True) if storage.exists(name, "sweep.json")]
 
 
-def read_sweep(storage: str | Path, name: str) -> dict:
+def read_sweep(storage: Storage, name: str) -> dict:
     """The stored sweep.json of `name`, or a ConfigError that lists the sweeps there are."""
-    path = sweep_dir(storage, name) / "sweep.json"
-    if not path.exists():
+    if not storage.exists(name, "sweep.json"):
         known = list_sweeps(storage)
         hint = f"; sweeps in {storage}: {', '.join(known)}" if known else f"; {storage} holds no sweep"
         raise ConfigError(f"no sweep named {name!r}{hint} (use --storage to look elsewhere)")
-    return _read_json(path)
+    return read_json(storage, name, "sweep.json")
 
 
-def read_state(storage: str | Path, name: str) -> dict:
-    path = sweep_dir(storage, name) / "state.json"
-    return _read_json(path) if path.exists() else {"finished": False}
+def read_state(storage: Storage, name: str) -> dict:
+    return read_json(storage, name, "state.json", default={"finished": False})

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from search_spaces import Preset
 from trainables.data import DatasetSpec
 from trainables.loop import Schedule
-from trainables.phases import ModelSpec, PhaseConfig
+from trainables.phases import ModelSpec, PhaseConfig, PhaseJob
+
+Node = PhaseJob  # an upstream node of the DAG is a phase job like any other
 
 
 def _schedule(table: dict) -> Schedule:
@@ -26,16 +28,6 @@ def _dataset(preset: Preset) -> DatasetSpec:
 
 def _model(entry) -> ModelSpec:
     return ModelSpec.of(entry.arch, **entry.options)
-
-
-@dataclass(frozen=True)
-class Node:
-    """One upstream phase: its config, its content key and the key of the teacher it needs."""
-
-    name: str  # human label: "teacher", "scratch mlp", "kd cnn1d(width=16)"
-    config: PhaseConfig
-    key: str
-    teacher_key: str | None = None  # the node this one needs first, if any
 
 
 @dataclass(frozen=True)

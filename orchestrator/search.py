@@ -1,4 +1,4 @@
-"""The Optuna side of a sweep: a two-objective study in SQLite and a searcher that only lets
+"""The Optuna side of a sweep: a two-objective study (see `_study` for where it lives) and a searcher that only lets
 final, finite results into it.
 
 Ray's OptunaSearch tells Optuna COMPLETE with whatever a trial reported last; a NaN makes the
@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from functools import partial
-from pathlib import Path
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
@@ -31,11 +30,6 @@ _REDRAWS = 40  # asks per suggestion before accepting a repeat; half from the sa
 logger = logging.getLogger(__name__)
 
 
-def study_storage(sweep_dir: Path) -> optuna.storages.RDBStorage:
-    """SQLite next to the results; `optuna-dashboard sqlite:///<sweep>/study.db` opens it."""
-    return optuna.storages.RDBStorage(f"sqlite:///{Path(sweep_dir).resolve() / 'study.db'}")
-
-
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -46,8 +40,9 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 class DefenseSearch(OptunaSearch):
-    def __init__(self, preset: Preset, sweep_name: str, sweep_dir: Path,
+    def __init__(self, preset: Preset, sweep_name: str, storage: optuna.storages.BaseStorage,
                  max_teacher_drop: float | None):
+        """`storage`: where the study lives (see `_study.open_study_storage`)."""
         self._max_teacher_drop = max_teacher_drop
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         super().__init__(
@@ -57,7 +52,7 @@ class DefenseSearch(OptunaSearch):
             points_to_evaluate=None,  # enqueued below, once per study, not once per start
             sampler=make_sampler(preset.sampler, preset.seed),
             study_name=sweep_name,
-            storage=study_storage(sweep_dir),
+            storage=storage,
         )
         self.enqueue_start_points(start_points(preset))
 

@@ -7,9 +7,10 @@ from .report import front_hypervolume, reference_point, render
 from .pareto import dominates, front_indices, hypervolume, pareto_front
 from .rows import trial_rows
 from .schema import STATUSES, STUDENTS, TRIALS
+from .storage import Storage
 from .store import ResultStore
 
 __all__ = [
-    "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "dominates", "front_hypervolume",
+    "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "Storage", "dominates", "front_hypervolume",
     "front_indices", "hypervolume", "pareto_front", "reference_point", "render", "trial_rows",
 ]

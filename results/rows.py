@@ -6,10 +6,13 @@ import json
 import math
 from datetime import datetime, timezone
 
+from .schema import WHERE_COLUMNS
+
 
 def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, context: dict,
                error: str | None = None) -> tuple[dict, list[dict]]:
-    """`params`: the candidate's knobs; `result`: the final report (None when the trial failed);
+    """`params`: the candidate's knobs; `result`: the final report (None when the trial failed),
+    with `ran`, where and when the trial's own process ran, and `students`, each with its own;
     `context`: sweep-wide columns (dataset, teacher_arch, seed, kd_temperature, kd_alpha,
     preset, config_fingerprint, versions, normal_teacher_acc) and `students`, each student's
     baseline row (student_arch, kd_temperature, kd_alpha, scratch_acc, normal_kd_acc)."""
@@ -26,6 +29,9 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
         students = json.loads(students)
     if not students:  # a failed trial still gets its trial × student rows, with the baselines
         students = [{**s, "status": "error"} for s in context.get("students", [])]
+    ran = result.get("ran") or {}
+    if isinstance(ran, str):
+        ran = json.loads(ran)
     trial = {
         "sweep": sweep,
         "trial_id": trial_id,
@@ -41,8 +47,12 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
         "best_student": result.get("best_student") or None,
         "kd_temperature": context["kd_temperature"],
         "kd_alpha": context["kd_alpha"],
-        "wall_s": _num(result.get("wall_s")),
-        "finished_at": datetime.now(timezone.utc).replace(microsecond=0),
+        "wall_s": _num(ran.get("wall_s")),
+        "compute_s": _num(result.get("compute_s")),
+        "teacher_wall_s": _num(result.get("teacher_wall_s")),
+        **_where(ran),
+        "started_at": _time(ran.get("started_at")),
+        "finished_at": _time(ran.get("finished_at")) or datetime.now(timezone.utc),
         "preset": context["preset"],
         "config_fingerprint": context["config_fingerprint"],
         "versions": json.dumps(context["versions"], sort_keys=True),
@@ -57,6 +67,10 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
                                            "best_epoch")},
             **{key: _num(s.get(key)) for key in ("student_acc", "scratch_acc", "normal_kd_acc",
                                                  "wall_s")},
+            "cached": s.get("cached"),
+            **_where(s),
+            "started_at": _time(s.get("started_at")),
+            "finished_at": _time(s.get("finished_at")),
         }
         for s in students
     ]
@@ -69,3 +83,11 @@ def _num(x) -> float | None:
         return None
     x = float(x)
     return None if math.isnan(x) else x
+
+
+def _where(ran: dict) -> dict:
+    return {key: ran.get(key) for key in WHERE_COLUMNS}
+
+
+def _time(epoch_s: float | None) -> datetime | None:
+    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, timezone.utc)

@@ -1,10 +1,24 @@
 """The two Parquet tables of a sweep: `trials` (one row per trial) and `students` (one row per
 trial × student). Accuracies are percentages; a knob that does not apply to a defense is null.
+
+Both record where the work ran: the trial row for the trial's own process (which trains the
+nasty teacher and holds bundle 0 of the trial's placement group for the trial's whole span), a
+student row for its child task. `cpus` and `gpus` are the shares that process held.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+_WHERE = [
+    ("node_id", pa.string()),  # Ray's node id
+    ("hostname", pa.string()),
+    ("gpu_ids", pa.list_(pa.string())),  # the GPUs Ray assigned (empty on CPU)
+    ("cpus", pa.float64()),
+    ("gpus", pa.float64()),
+    ("placement_group", pa.string()),  # the trial's placement group id
+]
+WHERE_COLUMNS = tuple(name for name, _ in _WHERE)
 
 TRIALS = pa.schema([
     ("sweep", pa.string()),
@@ -24,7 +38,11 @@ TRIALS = pa.schema([
     ("best_student", pa.string()),
     ("kd_temperature", pa.float64()),  # the attack
     ("kd_alpha", pa.float64()),
-    ("wall_s", pa.float64()),  # compute seconds of the trial's own phases
+    ("wall_s", pa.float64()),  # the trial's span, start to end, in seconds
+    ("compute_s", pa.float64()),  # seconds of its phases summed (students run side by side)
+    ("teacher_wall_s", pa.float64()),  # of those, the defended teacher's training
+    *_WHERE,
+    ("started_at", pa.timestamp("ms", tz="UTC")),
     ("finished_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
     ("preset", pa.string()),
     ("config_fingerprint", pa.string()),
@@ -48,6 +66,10 @@ STUDENTS = pa.schema([
     ("normal_kd_acc", pa.float64()),  # the same student distilled from the normal teacher
     ("best_epoch", pa.int64()),
     ("wall_s", pa.float64()),
+    ("cached", pa.bool_()),  # found in the artifact store (an earlier attempt trained it)
+    *_WHERE,
+    ("started_at", pa.timestamp("ms", tz="UTC")),
+    ("finished_at", pa.timestamp("ms", tz="UTC")),
 ])
 
 STATUSES = ("ok", "diverged", "infeasible", "error")

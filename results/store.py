@@ -1,4 +1,5 @@
-"""The Parquet store of a sweep: `<sweep dir>/results/{trials,students}/<trial_id>.parquet`.
+"""The Parquet store of a sweep: `<sweep>/results/{trials,students}/<trial_id>.parquet` on its
+storage (a local folder or a bucket, see `storage`).
 
 Each trial is written once, atomically: both files go to a temporary name first and are renamed
 into place, students first, so a reader that sees a trial row also sees its student rows, and
@@ -9,10 +10,6 @@ counted twice.
 from __future__ import annotations
 
 import math
-import os
-import uuid
-from pathlib import Path
-from typing import BinaryIO, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +17,7 @@ import pyarrow.parquet as pq
 from trainables.errors import UndistillError
 
 from . import schema
+from .storage import Storage
 
 TRIALS_DIR, STUDENTS_DIR = "trials", "students"
 
@@ -29,19 +27,23 @@ class DamagedResultsError(UndistillError):
 
 
 class ResultStore:
-    def __init__(self, sweep_dir: str | Path):
-        self.root = Path(sweep_dir) / "results"
+    def __init__(self, storage: Storage, sweep: str):
+        self.storage, self.folder = storage, f"{sweep}/results"
+
+    @property
+    def location(self) -> str:
+        return self.storage.uri(self.folder)
 
     def write_trial(self, trial_row: dict, student_rows: list[dict]) -> None:
-        trial_id = trial_row["trial_id"]
-        _atomic_parquet(schema.table(student_rows, schema.STUDENTS), self.root / STUDENTS_DIR, trial_id)
-        _atomic_parquet(schema.table([trial_row], schema.TRIALS), self.root / TRIALS_DIR, trial_id)
+        name = f"{trial_row['trial_id']}.parquet"
+        self._write(schema.table(student_rows, schema.STUDENTS), STUDENTS_DIR, name)
+        self._write(schema.table([trial_row], schema.TRIALS), TRIALS_DIR, name)
 
     def trials(self) -> pa.Table:
-        return _read_all(self.root / TRIALS_DIR, schema.TRIALS)
+        return self._read_all(TRIALS_DIR, schema.TRIALS)
 
     def students(self) -> pa.Table:
-        return _read_all(self.root / STUDENTS_DIR, schema.STUDENTS)
+        return self._read_all(STUDENTS_DIR, schema.STUDENTS)
 
     def trial_rows(self) -> list[dict]:
         """Trial rows as dicts, NaN for missing accuracies, in finishing order."""
@@ -52,33 +54,17 @@ class ResultStore:
                     row[key] = math.nan
         return sorted(rows, key=lambda r: (r["finished_at"] is None, r["finished_at"], r["trial_id"]))
 
+    def _write(self, table: pa.Table, kind: str, name: str) -> None:
+        self.storage.write_with((self.folder, kind, name), lambda f: pq.write_table(table, f))
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write `path` so that readers see the old file or the whole new one, even after a crash:
-    into a dot-named temporary beside it (hidden from readers and from pyarrow.dataset), synced
-    to disk, then renamed into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_parquet(table: pa.Table, folder: Path, name: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / f"{name}.parquet", lambda f: pq.write_table(table, f))
-
-
-def _read_all(folder: Path, table_schema: pa.Schema) -> pa.Table:
-    files = sorted(folder.glob("[!.]*.parquet")) if folder.exists() else []
-    if not files:
-        return table_schema.empty_table()
-    tables = []
-    for f in files:
-        try:
-            tables.append(pq.read_table(f, schema=table_schema))
-        except (OSError, pa.ArrowException) as exc:
-            raise DamagedResultsError(f"{f} cannot be read ({exc}); move it out of the folder "
-                                      "to read the rest") from None
-    return pa.concat_tables(tables)
+    def _read_all(self, kind: str, table_schema: pa.Schema) -> pa.Table:
+        folder = f"{self.folder}/{kind}"
+        tables = []
+        for name in self.storage.list(folder, suffix=".parquet"):
+            path = self.storage.path(folder, name)
+            try:
+                tables.append(pq.read_table(path, schema=table_schema, filesystem=self.storage.fs))
+            except (OSError, pa.ArrowException) as exc:
+                raise DamagedResultsError(f"{self.storage.uri(folder, name)} cannot be read ({exc}); "
+                                          "move it out of the folder to read the rest") from None
+        return pa.concat_tables(tables) if tables else table_schema.empty_table()

@@ -52,17 +52,19 @@ class Preset:
     kd_temperature: float
     kd_alpha: float
     trials: int
-    concurrency: int
     sampler: str
     defenses: tuple[str, ...]
     nasty: NastySpace | None
     stingy: StingySpace | None
     num_classes: int
+    # [resources]: how a sweep runs, not what it computes, so not part of its identity
+    resources: dict[str, Any] = field(default_factory=dict)
     resolved: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def to_dict(self) -> dict:
         """The preset with every default filled in, as a TOML-shaped document: what a sweep
-        stores and fingerprints, so writing a default out explicitly changes nothing."""
+        stores and fingerprints, so writing a default out explicitly changes nothing. Its
+        `[resources]` are left out: they change where a sweep runs, not what it finds."""
         return json.loads(json.dumps(self.resolved, sort_keys=True))
 
 
@@ -71,7 +73,7 @@ class Preset:
 
 _TOP = {
     "description": str, "seed": int, "dataset": dict, "teacher": dict, "teacher_schedule": dict,
-    "students": list, "student_schedule": dict, "attack": dict, "search": dict,
+    "students": list, "student_schedule": dict, "attack": dict, "search": dict, "resources": dict,
 }
 _SCHEDULE = {
     "optimizer": str, "lr": float, "weight_decay": float, "momentum": float, "epochs": int,
@@ -79,8 +81,10 @@ _SCHEDULE = {
 }
 _DATASET = {"name": str, "num_samples": int, "val_fraction": float, "seed": int}
 _ATTACK = {"kd_temperature": float, "kd_alpha": float}
-_SEARCH = {"trials": int, "concurrency": int, "sampler": str, "defenses": list, "nasty": dict,
-           "stingy": dict}
+_SEARCH = {"trials": int, "sampler": str, "defenses": list, "nasty": dict, "stingy": dict}
+# Per process of a trial (its own and each student's); concurrency caps trials at once.
+_RESOURCES = {"cpus_per_trial": float, "gpus_per_trial": float, "concurrency": int}
+RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": None}
 _NASTY = {"omega": list, "tau_a": list, "start": dict}
 _STINGY = {"k": list, "start": dict}
 
@@ -209,11 +213,14 @@ def parse_preset(name: str, doc: dict) -> Preset:
 
     search = doc["search"]
     _check_keys("search", search, _SEARCH, ("trials",))
-    trials, concurrency = search["trials"], search.get("concurrency", 2)
+    trials = search["trials"]
     if trials < 1:
         raise ConfigError(f"search.trials must be ≥ 1, got {trials!r}")
-    if concurrency < 1:
-        raise ConfigError(f"search.concurrency must be ≥ 1, got {concurrency!r}")
+    resources = doc.get("resources", {})
+    _check_keys("resources", resources, _RESOURCES)
+    resources = {**RESOURCE_DEFAULTS, **resources}
+    if resources["concurrency"] is not None and resources["concurrency"] < 1:
+        raise ConfigError(f"resources.concurrency must be ≥ 1, got {resources['concurrency']!r}")
     sampler = search.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
@@ -261,7 +268,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
         "students": [s.to_dict() for s in students],
         "student_schedule": {**Schedule().to_dict(), **student_schedule},
         "attack": {"kd_temperature": float(attack["kd_temperature"]), "kd_alpha": float(attack["kd_alpha"])},
-        "search": {"trials": trials, "concurrency": concurrency, "sampler": sampler,
+        "search": {"trials": trials, "sampler": sampler,
                    "defenses": list(defenses)},
     }
     if nasty:
@@ -281,12 +288,12 @@ def parse_preset(name: str, doc: dict) -> Preset:
         kd_temperature=float(attack["kd_temperature"]),
         kd_alpha=float(attack["kd_alpha"]),
         trials=trials,
-        concurrency=concurrency,
         sampler=sampler,
         defenses=defenses,
         nasty=nasty,
         stingy=stingy,
         num_classes=num_classes,
+        resources=resources,
         resolved=resolved,
     )
 

@@ -1,76 +1,92 @@
-"""A defense candidate evaluated in-process (no Ray) on tiny MNIST-1D: statuses and retries."""
+"""A defense candidate evaluated in-process (no Ray) on tiny MNIST-1D, with phases run through
+the artifact store as workers run them: statuses, the gate, and retries that skip finished work."""
 
 import math
 from dataclasses import replace
 
 import pytest
 
+from orchestrator._worker import run_job
 from orchestrator.plan import make_plan
+from results import Storage
 from search_spaces import load_preset
-from trainables.candidate import TrialContext, run_candidate
-from trainables.phases import MODEL_FILE, run_phase
+from trainables.candidate import TrialContext, _summary, candidate_jobs, run_candidate
 
 
 @pytest.fixture(scope="module")
-def context(tmp_path_factory):
-    root = tmp_path_factory.mktemp("upstream")
+def storage(tmp_path_factory):
+    return Storage(tmp_path_factory.mktemp("storage"))
+
+
+@pytest.fixture(scope="module")
+def context(storage):
     plan = make_plan(load_preset("smoke"))
-    teacher = run_phase(plan.teacher.config, root / "teacher", data_cache=root / "data")
+    teacher = run_job(plan.teacher, storage, 1, 0)
     return TrialContext(
-        normal_teacher_weights=str(root / "teacher" / MODEL_FILE),
         normal_teacher_key=plan.teacher.key,
         normal_teacher_acc=teacher["test_acc"],
         nasty_template=plan.nasty_template,
         kd_templates=plan.kd_templates,
-        data_cache=str(root / "data"),
     )
 
 
-def test_stingy_keeps_the_teacher_and_reports_the_best_clone(context, tmp_path):
-    out = run_candidate({"defense": "stingy", "k": 2}, context, tmp_path)
+def _runner(storage, log=None):
+    def run(jobs):
+        results = [run_job(job, storage, 1, 0) for job in jobs]
+        if log is not None:
+            log.extend((job.name, r["cached"]) for job, r in zip(jobs, results))
+        return results
+    return run
+
+
+def test_stingy_keeps_the_teacher_and_reports_the_best_clone(context, storage):
+    out = run_candidate({"defense": "stingy", "k": 2}, context, _runner(storage), _runner(storage))
     assert out["status"] == "ok" and out["teacher_acc"] == context.normal_teacher_acc
     assert out["student_acc"] == max(s["student_acc"] for s in out["students"])
     assert out["best_student"] in {s["student_arch"] for s in out["students"]}
-    assert not list(tmp_path.glob("*.ckpt"))
+    assert out["teacher_wall_s"] == 0 and out["compute_s"] == sum(s["wall_s"] for s in out["students"])
 
 
-def test_a_diverging_nasty_teacher_is_recorded_not_raised(context, tmp_path):
+def test_a_diverging_nasty_teacher_is_recorded_not_raised(context, storage):
     # An infinite KL weight makes the nasty loss non-finite at the first step: the phase ends
     # as diverged and the trial is recorded, not raised. (On MNIST-1D, AdamW's bounded steps
     # and BatchNorm keep even huge finite ω·τ_A² from overflowing.)
-    out = run_candidate({"defense": "nasty", "omega": math.inf, "tau_a": 4.0}, context, tmp_path)
+    students = []
+    out = run_candidate({"defense": "nasty", "omega": math.inf, "tau_a": 4.0}, context,
+                        _runner(storage), _runner(storage, students))
     assert out["status"] == "diverged" and math.isnan(out["student_acc"])
-    assert all(s["status"] == "skipped" for s in out["students"])
+    assert all(s["status"] == "skipped" for s in out["students"]) and students == []
 
 
-def test_the_gate_skips_students_of_a_teacher_that_lost_too_much(context, tmp_path):
+def test_the_gate_skips_students_of_a_teacher_that_lost_too_much(context, storage):
     gated = replace(context, max_teacher_drop=-100.0)  # every teacher is "too bad"
-    out = run_candidate({"defense": "nasty", "omega": 0.01, "tau_a": 4.0}, gated, tmp_path)
+    students = []
+    out = run_candidate({"defense": "nasty", "omega": 0.01, "tau_a": 4.0}, gated,
+                        _runner(storage), _runner(storage, students))
     assert out["status"] == "infeasible" and not math.isnan(out["teacher_acc"])
-    assert all(s["status"] == "skipped" for s in out["students"])
+    assert all(s["status"] == "skipped" for s in out["students"]) and students == []
 
 
-def test_a_retry_skips_the_phases_it_finished(context, tmp_path):
-    seen = []
-    first = run_candidate({"defense": "nasty", "omega": 0.01, "tau_a": 4.0}, context, tmp_path,
-                          on_phase=lambda state: seen.append(dict(state, students=dict(state["students"]))))
-    assert len(seen) == 1 + len(context.kd_templates)
-    # Restart from the state after the teacher and the first student: only the rest is trained.
-    after_first_student = seen[1]
-    calls = []
-    again = run_candidate({"defense": "nasty", "omega": 0.01, "tau_a": 4.0}, context, tmp_path,
-                          state=after_first_student, on_phase=lambda state: calls.append(1))
-    assert len(calls) == len(context.kd_templates) - 1
+def test_a_retry_finds_every_finished_phase_in_the_artifact_store(context, storage):
+    params = {"defense": "nasty", "omega": 0.02, "tau_a": 4.0}
+    first_log, again_log = [], []
+    first = run_candidate(params, context, _runner(storage, first_log), _runner(storage, first_log))
+    assert [cached for _, cached in first_log] == [False, False, False]
+    # a retry after the teacher and one student: only the other student is trained
+    teacher_job, student_jobs = candidate_jobs(params, context)
+    storage.delete_dir("_artifacts", student_jobs[1].key)
+    again = run_candidate(params, context, _runner(storage, again_log), _runner(storage, again_log))
+    assert [cached for _, cached in again_log] == [True, True, False]
     assert again["student_acc"] == first["student_acc"] and again["teacher_acc"] == first["teacher_acc"]
+    placed = again["students"][0]
+    assert placed["cached"] is True and placed["started_at"] <= placed["finished_at"]
 
 
 def test_the_best_clone_is_chosen_among_finished_students_only(context):
-    from trainables.candidate import _summary
-
     first, second = (t.model.label for t in context.kd_templates)
-    state = {"students": {
+    results = {
         first: {"status": "diverged", "test_acc": None, "best_epoch": 0, "wall_s": 1.0},
         second: {"status": "ok", "test_acc": 61.0, "best_epoch": 3, "wall_s": 1.0},
-    }}
-    out = _summary({"defense": "stingy", "k": 2}, context, state, "ok", 90.0)
+    }
+    out = _summary(context, None, results, "ok", 90.0)
     assert out["best_student"] == second and out["student_acc"] == 61.0

@@ -3,7 +3,7 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
-from results import STUDENTS, TRIALS, ResultStore, trial_rows
+from results import STUDENTS, TRIALS, ResultStore, Storage, trial_rows
 
 CONTEXT = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
                preset="smoke", config_fingerprint="abc", versions={"torch": "x"},
@@ -21,11 +21,11 @@ RESULT = dict(final=True, status="ok", teacher_acc=95.5, student_acc=80.0, teach
 
 
 def test_rows_round_trip_through_parquet_with_the_schema(tmp_path):
-    store = ResultStore(tmp_path)
+    store = ResultStore(Storage(tmp_path), "s")
     row, students = trial_rows(sweep="s", trial_id="t1", params={"defense": "nasty", "omega": 0.01,
                                "tau_a": 4.0}, result=RESULT, context=CONTEXT)
     store.write_trial(row, students)
-    trials = pq.read_table(tmp_path / "results" / "trials" / "t1.parquet")
+    trials = pq.read_table(tmp_path / "s" / "results" / "trials" / "t1.parquet")
     assert trials.schema.equals(TRIALS)
     got = trials.to_pylist()[0]
     assert got["omega"] == 0.01 and got["k"] is None and got["student_acc"] == 80.0
@@ -36,17 +36,17 @@ def test_rows_round_trip_through_parquet_with_the_schema(tmp_path):
 
 
 def test_writing_a_trial_twice_keeps_one_row_and_leaves_no_partial_files(tmp_path):
-    store = ResultStore(tmp_path)
+    store = ResultStore(Storage(tmp_path), "s")
     for _ in range(2):
         row, students = trial_rows(sweep="s", trial_id="t1", params={"defense": "stingy", "k": 2},
                                    result=RESULT, context=CONTEXT)
         store.write_trial(row, students)
     assert store.trials().num_rows == 1 and store.students().num_rows == 2
-    assert not [p for p in (tmp_path / "results").rglob("*") if p.name.startswith(".")]
+    assert not [p for p in (tmp_path / "s" / "results").rglob("*") if p.name.startswith(".")]
 
 
 def test_failed_and_gated_trials_get_rows_without_a_clone_accuracy(tmp_path):
-    store = ResultStore(tmp_path)
+    store = ResultStore(Storage(tmp_path), "s")
     row, students = trial_rows(sweep="s", trial_id="err", params={"defense": "nasty", "omega": 0.1,
                                "tau_a": 9.0}, result=None, context=CONTEXT, error="boom")
     store.write_trial(row, students)
@@ -62,21 +62,21 @@ def test_failed_and_gated_trials_get_rows_without_a_clone_accuracy(tmp_path):
 
 
 def test_readers_ignore_partial_files(tmp_path):
-    store = ResultStore(tmp_path)
+    store = ResultStore(Storage(tmp_path), "s")
     store.write_trial(*trial_rows(sweep="s", trial_id="t1", params={"defense": "stingy", "k": 2},
                                   result=RESULT, context=CONTEXT))
     # a half-written file, named like a finished one but for the leading dot
-    (tmp_path / "results" / "trials" / ".t2.parquet").write_bytes(b"PAR1 half a file")
+    (tmp_path / "s" / "results" / "trials" / ".t2.parquet").write_bytes(b"PAR1 half a file")
     assert store.trials().num_rows == 1
 
 
 def test_a_damaged_results_file_is_a_clear_error(tmp_path):
     from results.store import DamagedResultsError
 
-    store = ResultStore(tmp_path)
+    store = ResultStore(Storage(tmp_path), "s")
     store.write_trial(*trial_rows(sweep="s", trial_id="t1", params={"defense": "stingy", "k": 2},
                                   result=RESULT, context=CONTEXT))
-    (tmp_path / "results" / "trials" / "t1.parquet").write_bytes(b"PAR1 torn")
+    (tmp_path / "s" / "results" / "trials" / "t1.parquet").write_bytes(b"PAR1 torn")
     with pytest.raises(DamagedResultsError, match="t1.parquet cannot be read"):
         store.trials()
 

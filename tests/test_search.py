@@ -6,25 +6,40 @@ import math
 import optuna
 import pytest
 
-from orchestrator.search import DefenseSearch, study_storage
+from optuna.storages.journal import JournalStorage
+
+from orchestrator._study import BucketJournal, open_study_storage
+from orchestrator.search import DefenseSearch
+from results import Storage
 from search_spaces import load_preset
 
 
+@pytest.fixture(params=["sqlite", "bucket-journal"])
+def make_storage(request, tmp_path):
+    """The study on SQLite (a local sweep's default) and on the journal a bucket storage uses
+    (here on a local folder: the same code path, object by object)."""
+    def make():
+        if request.param == "sqlite":
+            return open_study_storage(None, Storage(tmp_path), "s")
+        return JournalStorage(BucketJournal(Storage(tmp_path), "s/study.journal"))
+    return make
+
+
 @pytest.fixture
-def searcher(tmp_path):
-    return DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=1.0)
+def searcher(make_storage):
+    return DefenseSearch(load_preset("smoke"), "s", make_storage(), max_teacher_drop=1.0)
 
 
 def _states(search):
     return [(t.state.name, t.params, t.constraints) for t in search._ot_study.get_trials()]
 
 
-def test_start_points_come_first_and_are_queued_once(tmp_path, searcher):
+def test_start_points_come_first_and_are_queued_once(tmp_path, searcher, make_storage):
     first, second = searcher.suggest("a"), searcher.suggest("b")
     assert first == {"defense": "nasty", "omega": 0.1, "tau_a": 4.0}
     assert second == {"defense": "stingy", "k": 2}
     # a driver restarted before Tune saved its state builds a new searcher on the same study
-    again = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=1.0)
+    again = DefenseSearch(load_preset("smoke"), "s", make_storage(), max_teacher_drop=1.0)
     waiting = again._ot_study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert waiting == []
 
@@ -49,29 +64,29 @@ def test_results_enter_the_study_only_when_final_and_finite(searcher):
     assert [t.number for t in searcher._ot_study.best_trials] == [0]
 
 
-def test_orphaned_running_trials_are_failed(tmp_path):
-    study = optuna.create_study(study_name="s", storage=study_storage(tmp_path),
+def test_orphaned_running_trials_are_failed(tmp_path, make_storage):
+    study = optuna.create_study(study_name="s", storage=make_storage(),
                                 directions=["maximize", "minimize"])
     study.ask()  # a trial a killed driver left RUNNING
-    search = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=None)
+    search = DefenseSearch(load_preset("smoke"), "s", make_storage(), max_teacher_drop=None)
     search.suggest("mine")
     assert search.fail_orphans() == 1
     states = sorted(t.state.name for t in search._ot_study.get_trials())
     assert states == ["FAIL", "RUNNING", "WAITING"]  # ours runs, the orphan failed, a start point waits
 
 
-def test_restoring_a_saved_searcher_fails_what_it_does_not_track(tmp_path):
-    search = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=None)
+def test_restoring_a_saved_searcher_fails_what_it_does_not_track(tmp_path, make_storage):
+    search = DefenseSearch(load_preset("smoke"), "s", make_storage(), max_teacher_drop=None)
     search.suggest("a")
     search.save(str(tmp_path / "searcher.pkl"))
     search._ot_study.ask()  # asked after the save: the driver died before saving again
-    restored = DefenseSearch(load_preset("smoke"), "s", tmp_path, max_teacher_drop=None)
+    restored = DefenseSearch(load_preset("smoke"), "s", make_storage(), max_teacher_drop=None)
     restored.restore(str(tmp_path / "searcher.pkl"))
     states = [t.state.name for t in restored._ot_study.get_trials()]
     assert states[:2] == ["RUNNING", "FAIL"]  # "a" is Tune's to resume; the orphan failed
 
 
-def test_a_candidate_is_never_run_twice(tmp_path):
+def test_a_candidate_is_never_run_twice(tmp_path, make_storage):
     """Only stingy, k in [1, 3]: three suggestions must be three different k, and TPE's urge to
     repeat the best one is recorded as PRUNED repeats, not run."""
     import tomli_w
@@ -83,7 +98,7 @@ def test_a_candidate_is_never_run_twice(tmp_path):
     doc["search"]["stingy"].update(k=[1, 3], start={"k": 2})
     path = tmp_path / "stingy.toml"
     path.write_text(tomli_w.dumps(doc))
-    search = DefenseSearch(load_preset(config_file=path), "s", tmp_path, max_teacher_drop=None)
+    search = DefenseSearch(load_preset(config_file=path), "s", make_storage(), max_teacher_drop=None)
     seen = []
     for tid in "abc":
         params = search.suggest(tid)

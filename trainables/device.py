@@ -7,17 +7,21 @@ import os
 import torch
 
 
-def pick_device() -> torch.device:
+def pick_device(gpu_fraction: float | None = None) -> torch.device:
     """`cuda:0` when a GPU is visible, else the CPU.
 
     Inside a Ray worker that holds a (fraction of a) GPU, Ray sets CUDA_VISIBLE_DEVICES to that
-    GPU alone, so it is always `cuda:0` from the worker's point of view.
+    GPU alone, so it is always `cuda:0` from the worker's point of view. Ray's fractions are
+    bookkeeping only: with `gpu_fraction` below 1 this process's CUDA allocator is capped to that
+    share of the GPU's memory, so that processes packed onto one GPU cannot starve each other.
     """
     if not torch.cuda.is_available():
         return torch.device("cpu")
     # Same seed, same result: cuDNN's autotuner and non-deterministic kernels would break that.
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+    if gpu_fraction is not None and 0 < gpu_fraction < 1:
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction, 0)
     return torch.device("cuda:0")
 
 

@@ -104,11 +104,13 @@ def train(
     checkpoint: Path | None = None,
     checkpoint_tag: str = "",
     checkpoint_every_s: float = 30.0,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place; on return it holds the best-val weights (unless it diverged).
 
     `checkpoint_tag` identifies the run (the phase's config key): a checkpoint with another tag
-    is from a different run and is ignored rather than resumed.
+    is from a different run and is ignored rather than resumed. `on_checkpoint(path)` runs after
+    each save, e.g. to copy the checkpoint to shared storage.
     """
     started = time.perf_counter()
     device = data.train_x.device
@@ -153,6 +155,8 @@ def train(
             tmp,
         )
         os.replace(tmp, checkpoint)
+        if on_checkpoint is not None:
+            on_checkpoint(checkpoint)
 
     last_save = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):

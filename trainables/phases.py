@@ -18,7 +18,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -99,12 +99,23 @@ class PhaseConfig:
         return f"{self.phase}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
 
 
+@dataclass(frozen=True)
+class PhaseJob:
+    """A phase to run: its config, its content key and the key of the teacher it needs, if any.
+    Runners (in-process, Ray tasks, child tasks of a trial) find finished phases by key."""
+
+    name: str  # human label: "teacher", "scratch mlp", "kd cnn1d(width=16)"
+    config: PhaseConfig
+    key: str
+    teacher_key: str | None = None
+
+
 def provenance() -> dict:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "phase_code_version": PHASE_CODE_VERSION,
-        "device": str(pick_device()),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
         "hostname": platform.node(),
     }
 
@@ -130,11 +141,17 @@ def run_phase(
     teacher_weights: Path | None = None,
     data_cache: Path | None = None,
     checkpoint: Path | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
+    gpu_fraction: float | None = None,
 ) -> dict:
-    """Run one phase and return its result; teachers also leave `out_dir/model.pt`."""
+    """Run one phase and return its result; teachers also leave `out_dir/model.pt`.
+
+    `checkpoint` (with `on_checkpoint`, see `loop.train`) makes the phase resumable mid-way;
+    `gpu_fraction` is the share of a GPU this process holds (its memory is capped to it).
+    """
     started = time.perf_counter()
     configure_threads()
-    device = pick_device()
+    device = pick_device(gpu_fraction)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -181,7 +198,7 @@ def run_phase(
 
     # loop
     result = train(model, data, loss_fn, cfg.schedule, cfg.seed, checkpoint=checkpoint,
-                   checkpoint_tag=cfg.key())
+                   checkpoint_tag=cfg.key(), on_checkpoint=on_checkpoint)
 
     # result
     if result.status == "ok" and cfg.phase in ("teacher", "nasty"):

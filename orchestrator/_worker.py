@@ -1,0 +1,57 @@
+"""What the orchestrator runs on workers: one phase through the artifact store, recording where
+and when it ran. The same function serves the upstream DAG, a trial's own phase and its students.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from results.storage import Storage
+from trainables.phases import MODEL_FILE, PhaseJob, run_phase
+
+from .artifacts import ArtifactStore, node_cache_root
+
+
+def data_cache(storage: Storage) -> Path:
+    """Generated datasets: beside the sweeps on a local or NFS storage, else on each node."""
+    return storage.local_path("_data") if storage.is_local else node_cache_root() / "data"
+
+
+def placement() -> dict:
+    """Where this process runs: node, host, the GPUs Ray gave it, its placement group."""
+    out = {"hostname": socket.gethostname(), "node_id": "", "gpu_ids": [], "placement_group": ""}
+    import ray
+
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        out["node_id"] = ctx.get_node_id()
+        out["gpu_ids"] = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
+        out["placement_group"] = ctx.get_placement_group_id() or ""
+    return out
+
+
+def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps) -> dict:
+    """The phase's result: from the artifact store if it is already there (`cached`), else
+    trained here and published. `_deps` are the results of phases it waits for (Ray passes
+    them once they exist); the teacher's weights are read from the store by key."""
+    store = ArtifactStore(storage)
+    found = store.get(job.key)
+    if found is not None:
+        return {**found, "cached": True}
+    teacher_weights = None
+    if job.teacher_key is not None:
+        teacher = store.get(job.teacher_key)
+        if teacher is None or teacher["status"] != "ok":  # nothing to distil from
+            return {"phase": job.config.phase, "status": "skipped", "test_acc": None,
+                    "best_epoch": -1, "wall_s": 0.0, "cached": False}
+        teacher_weights = store.file(job.teacher_key, MODEL_FILE)
+    where = {**placement(), "cpus": cpus, "gpus": gpus, "started_at": time.time()}
+    scratch = store.scratch(job.key)
+    checkpoint, on_checkpoint = store.partial(job.key)
+    result = run_phase(job.config, scratch, teacher_weights=teacher_weights,
+                       data_cache=data_cache(storage), checkpoint=checkpoint,
+                       on_checkpoint=on_checkpoint, gpu_fraction=gpus or None)
+    result.update(where, finished_at=time.time())
+    return {**store.publish(job.key, scratch, result), "cached": False}
