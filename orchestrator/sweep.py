@@ -113,9 +113,10 @@ def check_options(opts: SweepOptions) -> Storage:
                 f"sweep {opts.name!r} already exists in {storage} with a different config; "
                 f"resume it with `resume {opts.name}` or choose another --name"
             )
-    from ._study import open_study_storage
+    if opts.study_storage is not None:  # a mistyped URL fails here, not after the upstream phases
+        from ._study import open_study_storage
 
-    open_study_storage(opts.study_storage, storage, opts.name)
+        open_study_storage(opts.study_storage, storage, opts.name)
     return storage
 
 
