@@ -48,11 +48,19 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
             check_reachable(address)
             ray.init(address=address, **quiet)
             return False
-        ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1", **quiet)
+        # Keep idle workers: by default Ray ends a worker idle for a second once there are more
+        # than CPU slots, so nearly every student phase would pay a fresh interpreter and torch
+        # import (measured: 16 processes for 16 child tasks, 4 with this setting).
+        ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
+                 _system_config={"kill_idle_workers_interval_ms": 0}, **quiet)
         return True
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
-        raise ClusterError(f"could not start or reach {where}: {str(exc).splitlines()[0]}") from None
+        hint = ""
+        if address and os.environ.get("RAY_AUTH_MODE") != "token":
+            hint = ("; if the cluster was started with RAY_AUTH_MODE=token, run with "
+                    "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token")
+        raise ClusterError(f"could not start or reach {where}: {str(exc).splitlines()[0]}{hint}") from None
 
 
 def alive_nodes() -> list[dict]:

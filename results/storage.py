@@ -51,7 +51,7 @@ class Storage:
         if is_uri(location) and not location.startswith("file://"):
             try:
                 self.fs, self.root = pafs.FileSystem.from_uri(location)
-            except (pafs.ArrowInvalid, ValueError, OSError) as exc:  # type: ignore[attr-defined]
+            except (ValueError, OSError) as exc:  # pyarrow.ArrowInvalid is a ValueError
                 raise ConfigError(f"storage {location!r} cannot be opened ({exc}); use a folder, "
                                   "s3://bucket/path or gs://bucket/path") from None
             self.location = location
@@ -89,14 +89,6 @@ class Storage:
         if not self.is_local:
             raise ValueError(f"{self.location} is not a local folder")
         return Path(self.path(*parts))
-
-    def child(self, *parts: str) -> "Storage":
-        return Storage(self.uri(*parts) if self.is_local else self._child_uri(*parts))
-
-    def _child_uri(self, *parts: str) -> str:
-        base, _, query = self.location.partition("?")
-        joined = "/".join([base.rstrip("/"), *(p.strip("/") for p in parts if p)])
-        return f"{joined}?{query}" if query else joined
 
     # -- reading ------------------------------------------------------------------------------
 

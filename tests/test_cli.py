@@ -38,6 +38,12 @@ BAD_INPUT = [
     (["pareto", "ghost"], "no sweep named 'ghost'"),
     (["status", "ghost"], "no sweep named 'ghost'"),
     (["resume", "ghost"], "no sweep named 'ghost'"),
+    (["sweep", "--preset", "smoke", "--gpus-per-trial", "1.5"], "above 1 give a whole number"),
+    (["sweep", "--preset", "smoke", "--cpus-per-trial", "0"], "--cpus-per-trial 0 must be > 0"),
+    (["sweep", "--preset", "smoke", "--study-storage", "postgresql://u:p@127.0.0.1:1/db"],
+     "--study-storage postgresql://u:p@127.0.0.1:1/db: its database driver is not installed"),
+    # this machine has no GPU: the local Ray starts, and the check refuses before any work
+    (["sweep", "--preset", "smoke", "--gpus-per-trial", "0.5"], "one trial needs 1.5 GPUs"),
 ]
 
 
@@ -47,6 +53,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_storage, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["sweep", "pareto", "status"])
+def test_a_storage_uri_nobody_can_open_is_one_line(command):
+    args = [command, "--storage", "nosuch://bucket/x"] + (["x"] if command != "sweep" else [])
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 2 and "cannot be opened" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_unwritable_storage_is_refused_before_any_work(tmp_path):

@@ -133,6 +133,7 @@ def ray_start_cluster():
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--num-cpus=6", "--include-dashboard=false", "--disable-usage-stats",
+         """--system-config={"kill_idle_workers_interval_ms":0}""",  # as the README's head command
          f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
