@@ -58,6 +58,8 @@ def _run(fn, *args, **kwargs):
         raise BadInput(str(exc)) from None
     except UndistillError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # storage: a bucket that refuses a read, a folder gone
+        raise click.ClickException(f"storage: {str(exc).strip().splitlines()[0]}") from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; run the same command again, or `resume NAME`, "
                                    "to continue where it stopped") from None
@@ -104,14 +106,17 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
 @click.argument("name")
 @_storage_option
 @click.option("--address", help="Join the Ray cluster at ADDRESS instead of starting a local one.")
-@_resource_options
+@click.option("--study-storage", help="Where the Optuna study lives, if it moved (default: where "
+                                      "the sweep started it).")
+@click.option("--shared-storage", is_flag=True, default=None,
+              help="The --storage folder is mounted at the same path on every node (NFS).")
 @_format_option
-def resume(name, storage, address, gpus_per_trial, cpus_per_trial, study_storage, fmt):
-    """Finish the sweep NAME with the config it was started with (resources may change)."""
+def resume(name, storage, address, study_storage, shared_storage, fmt):
+    """Finish the sweep NAME with the config, resources and concurrency it was started with."""
     from orchestrator import options_from_stored, run_sweep
 
-    opts = _run(options_from_stored, storage, name, address, cpus_per_trial=cpus_per_trial,
-                gpus_per_trial=gpus_per_trial, study_storage=study_storage)
+    opts = _run(options_from_stored, storage, name, address, study_storage=study_storage,
+                shared_storage=shared_storage)
     _finish(_run(run_sweep, opts), storage, name, fmt)
 
 

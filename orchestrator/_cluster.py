@@ -54,7 +54,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
                  _system_config={"kill_idle_workers_interval_ms": 0}, **quiet)
         return True
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
         hint = ""
         if address and os.environ.get("RAY_AUTH_MODE") != "token":
@@ -101,14 +101,29 @@ def check_fits(nodes: list[dict], resources: Resources, cap: int | None) -> int:
     return min(fits, cap) if cap else fits
 
 
-def check_storage_shared(nodes: list[dict], storage: Storage, declared_shared: bool) -> None:
-    """A local path on a cluster of several machines is only safe on a shared mount."""
-    hosts = {n["address"] for n in nodes}
-    if storage.is_local and len(hosts) > 1 and not declared_shared:
+def this_machine() -> set[str]:
+    """The addresses this machine answers to (a node started here reports one of them)."""
+    import ray
+
+    names = {"127.0.0.1", "localhost", socket.gethostname(), ray.util.get_node_ip_address()}
+    try:
+        names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    return names
+
+
+def check_storage_shared(nodes: list[dict], storage: Storage, declared_shared: bool,
+                         here: set[str] | None = None) -> None:
+    """A local path is only safe when every node (and this driver) sees the same folder: all on
+    this machine, or a shared mount the user vouches for."""
+    here = this_machine() if here is None else here
+    elsewhere = {n["address"] for n in nodes} - here
+    if storage.is_local and elsewhere and not declared_shared:
         raise ConfigError(
-            f"--storage {storage} is a local path, but the cluster spans {len(hosts)} machines; "
-            "use a bucket (s3://…, gs://…), or a folder every node mounts at the same path and "
-            "pass --shared-storage")
+            f"--storage {storage} is a local path, but {len(elsewhere)} node(s) run on other "
+            "machines; use a bucket (s3://…, gs://…), or a folder every node mounts at the same "
+            "path and pass --shared-storage")
 
 
 def shutdown() -> None:

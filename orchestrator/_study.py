@@ -4,7 +4,7 @@
     default, bucket storage         a journal on the bucket (`<sweep>/study.journal/`)
     --study-storage URL             an RDB URL: postgresql://…, mysql://…, sqlite:///…
     --study-storage PATH            a journal file (e.g. on NFS), read and written with file locks
-    --study-storage s3://… / gs://… a journal on a bucket
+    --study-storage s3://… / gs://… a journal on a bucket (one folder per sweep)
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def open_study_storage(spec: str | None, storage: Storage, sweep: str) -> optuna
         if scheme and scheme not in _OBJECT_STORES:
             return optuna.storages.RDBStorage(spec)
         if scheme and scheme != "file":
-            return JournalStorage(BucketJournal(Storage(spec), ""))
+            return JournalStorage(BucketJournal(Storage(spec), sweep))  # a folder per sweep
         target = Storage(spec)  # a local journal file: its folder must exist
         target.local_path().parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(target.local_path())))

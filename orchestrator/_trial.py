@@ -20,7 +20,7 @@ from trainables.candidate import TrialContext, run_candidate
 from trainables.phases import PhaseJob
 
 from ._resources import Resources
-from ._worker import placement, run_job
+from ._worker import placement, remote_phase, run_job
 
 # The two searcher metrics; the orchestrator's searcher reads them from the final report.
 OBJECTIVES = ("teacher_acc", "student_acc")
@@ -45,7 +45,7 @@ def tune_trial(config: dict, context: TrialContext, runtime: TrialRuntime) -> No
 
     def run_side_by_side(jobs: list[PhaseJob]) -> list[dict]:
         # Child tasks of a trial are captured by its placement group: each takes a student bundle.
-        task = ray.remote(max_retries=2)(run_job)
+        task = remote_phase(res.gpus)
         refs = [task.options(name=job.name, **res.task_options()).remote(
             job, runtime.storage, res.cpus, res.gpus) for job in jobs]
         return ray.get(refs)

@@ -9,9 +9,22 @@ import time
 from pathlib import Path
 
 from results.storage import Storage
+from trainables.errors import UndistillError
 from trainables.phases import MODEL_FILE, PhaseJob, run_phase
 
 from .artifacts import ArtifactStore, node_cache_root
+
+
+class ArtifactMissing(UndistillError):
+    """A phase's input is not in the artifact store although it was computed before."""
+
+
+def remote_phase(gpus: float):
+    """`run_job` as a Ray task. A GPU task gets a fresh worker process each time: CUDA binds to
+    the GPU it first sees, so a reused worker would keep computing on an earlier task's GPU."""
+    import ray
+
+    return ray.remote(max_retries=2, max_calls=1 if gpus else 0)(run_job)
 
 
 def data_cache(storage: Storage) -> Path:
@@ -43,7 +56,10 @@ def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps) -
     teacher_weights = None
     if job.teacher_key is not None:
         teacher = store.get(job.teacher_key)
-        if teacher is None or teacher["status"] != "ok":  # nothing to distil from
+        if teacher is None:  # not a result but a fault (lost or unreadable): the task is retried
+            raise ArtifactMissing(f"{job.name}: its teacher {job.teacher_key} is not intact in "
+                                  f"{storage.uri('_artifacts')}")
+        if teacher["status"] != "ok":  # diverged: nothing to distil from
             return {"phase": job.config.phase, "status": "skipped", "test_acc": None,
                     "best_epoch": -1, "wall_s": 0.0, "cached": False}
         teacher_weights = store.file(job.teacher_key, MODEL_FILE)
@@ -52,6 +68,6 @@ def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps) -
     checkpoint, on_checkpoint = store.partial(job.key)
     result = run_phase(job.config, scratch, teacher_weights=teacher_weights,
                        data_cache=data_cache(storage), checkpoint=checkpoint,
-                       on_checkpoint=on_checkpoint, gpu_fraction=gpus or None)
+                       on_checkpoint=on_checkpoint, gpu_fraction=gpus)
     result.update(where, finished_at=time.time())
     return {**store.publish(job.key, scratch, result), "cached": False}

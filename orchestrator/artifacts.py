@@ -103,6 +103,7 @@ class ArtifactStore:
             self.storage.write_bytes((FOLDER, key, MANIFEST),
                                      json.dumps(manifest, indent=1, sort_keys=True).encode())
             self.storage.delete(FOLDER, ".partial", f"{key}.ckpt")
+            (node_cache_root() / "partial" / f"{key}.ckpt").unlink(missing_ok=True)
             return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

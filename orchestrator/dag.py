@@ -8,7 +8,7 @@ from typing import Callable
 from results.storage import Storage
 
 from ._resources import Resources
-from ._worker import run_job
+from ._worker import remote_phase
 from .artifacts import ArtifactStore
 from .plan import Node
 
@@ -24,7 +24,7 @@ def run_upstream(nodes: tuple[Node, ...], storage: Storage, resources: Resources
     import ray
 
     store = ArtifactStore(storage)
-    remote = ray.remote(max_retries=2)(run_job)
+    remote = remote_phase(resources.gpus)
     results: dict[str, dict] = {}
     pending: dict = {}
     refs: dict[str, object] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -57,21 +58,20 @@ class SweepOptions:
         blob = json.dumps(self.identity(), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def resources(self) -> Resources:
+    def resources(self, cluster_gpus: float = 0.0) -> Resources:
+        """The bundle each process of a trial holds. GPUs left unset mean: none on a cluster
+        without GPUs, else 1/(1 + students) of one, so that each GPU holds one whole trial."""
         preset = self.preset.resources
         cpus = self.cpus_per_trial if self.cpus_per_trial is not None else preset["cpus_per_trial"]
         gpus = self.gpus_per_trial if self.gpus_per_trial is not None else preset["gpus_per_trial"]
+        students = len(self.preset.students)
+        if gpus is None:
+            gpus = math.floor(10_000 / (1 + students)) / 10_000 if cluster_gpus >= 1 else 0.0
         return Resources(check_amount("--cpus-per-trial", cpus, allow_zero=False),
-                         check_amount("--gpus-per-trial", gpus, allow_zero=True),
-                         students=len(self.preset.students))
+                         check_amount("--gpus-per-trial", gpus, allow_zero=True), students=students)
 
     def concurrency_cap(self) -> int | None:
         return self.concurrency or self.preset.resources.get("concurrency")
-
-    def run_options(self) -> dict:
-        """How the sweep was started: what `resume` runs with unless told otherwise."""
-        return {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial,
-                "study_storage": self.study_storage, "shared_storage": self.shared_storage}
 
 
 def versions() -> dict:
@@ -84,14 +84,18 @@ def versions() -> dict:
     return out
 
 
-def options_from_stored(storage: str, name: str, address: str | None = None, **overrides) -> SweepOptions:
-    """The options `name` was started with; `overrides` (cpus/gpus per trial, study storage)
-    replace the stored ones where given, e.g. to resume on another cluster."""
+def options_from_stored(storage: str, name: str, address: str | None = None,
+                        **overrides) -> SweepOptions:
+    """The options `name` was started with; `overrides` given (not None) replace them. Resources
+    and concurrency cannot change once trials have started (see `_fixed_run`)."""
     stored = read_sweep(Storage(storage), name)
     preset = parse_preset(stored["preset_name"], stored["identity"]["preset"])
-    run = {**stored.get("run", {}), **{k: v for k, v in overrides.items() if v is not None}}
-    return SweepOptions(preset, name, storage, address, stored["identity"]["max_teacher_drop"],
-                        **run)
+    run = stored.get("run", {})
+    options = {"cpus_per_trial": run.get("cpus_per_trial"), "gpus_per_trial": run.get("gpus_per_trial"),
+               "concurrency": run.get("concurrency_cap"), "study_storage": run.get("study_storage"),
+               "shared_storage": run.get("shared_storage", False)}
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return SweepOptions(preset, name, storage, address, stored["identity"]["max_teacher_drop"], **options)
 
 
 def check_options(opts: SweepOptions) -> Storage:
@@ -120,14 +124,33 @@ def check_options(opts: SweepOptions) -> Storage:
     return storage
 
 
-def _check_resumable(storage: Storage, opts: SweepOptions) -> None:
-    """A sweep Tune has started keeps its concurrency: Tune restores its own."""
+def _fixed_run(storage: Storage, opts: SweepOptions) -> dict | None:
+    """How a sweep Tune has already started runs, or None. Its resources and concurrency are
+    fixed: restored trials keep their placement groups, and Tune restores its own limit."""
     if not storage.exists(opts.name, TUNE_DIR):
-        return
-    started_with = read_sweep(storage, opts.name).get("concurrency")
-    if opts.concurrency not in (None, started_with):
-        raise ConfigError(f"--concurrency cannot change while resuming {opts.name!r} (it started "
-                          f"with {started_with or 'the default'}); leave the flag out")
+        return None
+    run = read_sweep(storage, opts.name).get("run", {})
+    for flag, asked, was in (("--cpus-per-trial", opts.cpus_per_trial, run.get("cpus_per_trial")),
+                             ("--gpus-per-trial", opts.gpus_per_trial, run.get("gpus_per_trial")),
+                             ("--concurrency", opts.concurrency, run.get("concurrency_cap"))):
+        if asked is not None and asked != was:
+            raise ConfigError(f"{flag} cannot change while resuming {opts.name!r} (its trials "
+                              f"started with {was if was is not None else 'the default'}); leave "
+                              "the flag out, or start a new sweep under another --name")
+    return run
+
+
+def _resolve_run(opts: SweepOptions, fixed: dict | None, nodes: list[dict]) -> tuple[Resources, int]:
+    """This run's bundle and concurrency: resolved against the cluster for a new sweep, the
+    stored ones (which must still fit) for a started one."""
+    from . import _cluster
+
+    if fixed is None:
+        resources = opts.resources(sum(n["GPU"] for n in nodes))
+        return resources, _cluster.check_fits(nodes, resources, opts.concurrency_cap())
+    resources = Resources(fixed["cpus_per_trial"], fixed["gpus_per_trial"], len(opts.preset.students))
+    _cluster.check_fits(nodes, resources, None)
+    return resources, fixed["concurrency"]
 
 
 def _has_started(storage: Storage, name: str) -> bool:
@@ -136,7 +159,7 @@ def _has_started(storage: Storage, name: str) -> bool:
     return storage.exists(name, TUNE_DIR) or bool(ResultStore(storage, name).trial_rows())
 
 
-def _create(storage: Storage, opts: SweepOptions) -> None:
+def _create(storage: Storage, opts: SweepOptions, resources: Resources, concurrency: int) -> None:
     if not _has_started(storage, opts.name):
         write_json(storage, opts.name, "sweep.json", {
             "name": opts.name,
@@ -144,8 +167,10 @@ def _create(storage: Storage, opts: SweepOptions) -> None:
             "identity": opts.identity(),
             "fingerprint": opts.fingerprint(),
             "trials": opts.preset.trials,
-            "concurrency": opts.concurrency,
-            "run": opts.run_options(),
+            # how it runs, resolved: what `resume` keeps
+            "run": {"cpus_per_trial": resources.cpus, "gpus_per_trial": resources.gpus,
+                    "concurrency": concurrency, "concurrency_cap": opts.concurrency_cap(),
+                    "study_storage": opts.study_storage, "shared_storage": opts.shared_storage},
             "created_at": _now(),
             "versions": versions(),
         })
@@ -168,19 +193,18 @@ def run_sweep(opts: SweepOptions) -> dict:
         _log(f"sweep {opts.name!r} is already finished: nothing to train")
         rows = store.trial_rows()
         return {"front": pareto_front(rows), "trials": rows, **done}
-    _check_resumable(storage, opts)
+    fixed = _fixed_run(storage, opts)
     from . import _cluster, _driver
 
-    resources = opts.resources()
     # an unreachable cluster fails before any write
-    started_ray = _cluster.connect(opts.address, num_cpus=resources.local_cpus())
+    started_ray = _cluster.connect(opts.address, num_cpus=opts.resources().local_cpus())
     try:
         nodes = _cluster.alive_nodes()
+        resources, concurrency = _resolve_run(opts, fixed, nodes)
+        _cluster.check_storage_shared(nodes, storage, opts.shared_storage)
         if started_ray:  # our local Ray has more CPU slots than cores (see Resources.local_cpus)
             nodes = [{**n, "cores": os.cpu_count() or 1} for n in nodes]
-        concurrency = _cluster.check_fits(nodes, resources, opts.concurrency_cap())
-        _cluster.check_storage_shared(nodes, storage, opts.shared_storage)
-        _create(storage, opts)
+        _create(storage, opts, resources, concurrency)
         _record_cluster(storage, opts.name, nodes, resources, concurrency)
         _log(f"cluster: {_cluster.describe(nodes)}; each trial holds {resources.describe()}; "
              f"{concurrency} trial{'s' if concurrency > 1 else ''} at once")
@@ -235,4 +259,4 @@ def _run_upstream(plan: Plan, storage: Storage, opts: SweepOptions, resources) -
     return results
 
 
-UPSTREAM_KEYS = ("status", "test_acc", "wall_s", "cached", *PLACEMENT_KEYS[:-1])
+UPSTREAM_KEYS = ("status", "test_acc", "wall_s", *PLACEMENT_KEYS)

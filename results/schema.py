@@ -41,6 +41,7 @@ TRIALS = pa.schema([
     ("wall_s", pa.float64()),  # the trial's span, start to end, in seconds
     ("compute_s", pa.float64()),  # seconds of its phases summed (students run side by side)
     ("teacher_wall_s", pa.float64()),  # of those, the defended teacher's training
+    ("teacher_cached", pa.bool_()),  # that teacher came from the artifact store (a retry)
     *_WHERE,
     ("started_at", pa.timestamp("ms", tz="UTC")),
     ("finished_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit

@@ -10,6 +10,7 @@ workers, which open their own connection.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import uuid
@@ -137,12 +138,21 @@ class Storage:
         if self.is_local:
             atomic_write(self.local_path(*parts), write)
             return
+        # Closing an object-store stream publishes what it holds, even after an exception: build
+        # the bytes first, so a write that fails part-way publishes nothing.
+        buffer = io.BytesIO()
+        write(buffer)
         with self.fs.open_output_stream(self.path(*parts)) as f:
-            write(f)
+            f.write(buffer.getvalue())
 
     def upload(self, local: Path, *parts: str) -> None:
-        with open(local, "rb") as src:
-            self.write_with(parts, lambda f: _copy(src, f))
+        """Copy a complete local file up (streamed: it may be large)."""
+        if self.is_local:
+            with open(local, "rb") as src:
+                self.write_with(parts, lambda f: _copy(src, f))
+            return
+        with open(local, "rb") as src, self.fs.open_output_stream(self.path(*parts)) as f:
+            _copy(src, f)
 
     def delete(self, *parts: str) -> None:
         try:

@@ -1,9 +1,8 @@
 """The Parquet store of a sweep: `<sweep>/results/{trials,students}/<trial_id>.parquet` on its
 storage (a local folder or a bucket, see `storage`).
 
-Each trial is written once, atomically: both files go to a temporary name first and are renamed
-into place, students first, so a reader that sees a trial row also sees its student rows, and
-no reader ever sees half a file. Writing a trial again replaces its files: a trial is never
+Each trial is written once, atomically (see `Storage.write_with`), students first, so a reader
+that sees a trial row also sees its student rows, and no reader ever sees half a file. Writing a trial again replaces its files: a trial is never
 counted twice.
 """
 

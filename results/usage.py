@@ -29,7 +29,8 @@ def phases_by_node(trials: list[dict], students: list[dict], upstream: list[dict
     """Every phase that trained (not found cached): node, kind, start, end, shares."""
     out = []
     for t in trials:
-        if t.get("node_id") and t.get("teacher_wall_s"):  # the nasty teacher, in the trial process
+        # the nasty teacher, trained in the trial's own process (unless an earlier attempt did)
+        if t.get("node_id") and t.get("teacher_wall_s") and not t.get("teacher_cached"):
             start = _seconds(t["started_at"])
             out.append({"node_id": t["node_id"], "hostname": t["hostname"], "kind": "teacher",
                         "start": start, "end": start + t["teacher_wall_s"],

@@ -84,7 +84,7 @@ _ATTACK = {"kd_temperature": float, "kd_alpha": float}
 _SEARCH = {"trials": int, "sampler": str, "defenses": list, "nasty": dict, "stingy": dict}
 # Per process of a trial (its own and each student's); concurrency caps trials at once.
 _RESOURCES = {"cpus_per_trial": float, "gpus_per_trial": float, "concurrency": int}
-RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": None}
+RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": None, "concurrency": None}  # GPUs: auto
 _NASTY = {"omega": list, "tau_a": list, "start": dict}
 _STINGY = {"k": list, "start": dict}
 

@@ -13,7 +13,7 @@ def test_gpu_amounts_ray_can_honour(value):
     assert check_amount("--gpus-per-trial", value, allow_zero=True) == value
 
 
-@pytest.mark.parametrize("value,message", [(1.5, "whole number (1 or 2)"), (-1, "must be ≥ 0"),
+@pytest.mark.parametrize("value,message", [(1.5, r"whole number \(1 or 2\)"), (-1, "must be ≥ 0"),
                                            (0.00001, "precision"), (float("nan"), "must be")])
 def test_gpu_amounts_ray_cannot_honour_are_refused(value, message):
     with pytest.raises(ConfigError, match=message):
@@ -57,10 +57,15 @@ def test_concurrency_follows_the_cluster_and_is_capped():
         check_fits(nodes, Resources(cpus=16, gpus=0, students=2), None)
 
 
-def test_a_local_path_on_several_machines_needs_to_be_declared_shared(tmp_path):
+def test_a_local_path_is_refused_when_any_node_runs_on_another_machine(tmp_path):
+    here = {"127.0.0.1", "192.0.2.2"}  # this driver's machine
+    local = Storage(tmp_path)
     two_hosts = [{"address": "10.0.0.1"}, {"address": "10.0.0.2"}]
-    one_host = [{"address": "127.0.0.1"}, {"address": "127.0.0.1"}]  # fake nodes share a disk
-    with pytest.raises(ConfigError, match="--shared-storage"):
-        check_storage_shared(two_hosts, Storage(tmp_path), declared_shared=False)
-    check_storage_shared(two_hosts, Storage(tmp_path), declared_shared=True)
-    check_storage_shared(one_host, Storage(tmp_path), declared_shared=False)
+    one_elsewhere = [{"address": "10.0.0.1"}]  # a one-node cluster, but not on this machine
+    same_machine = [{"address": "127.0.0.1"}, {"address": "192.0.2.2"}]  # fake nodes share a disk
+    for nodes in (two_hosts, one_elsewhere):
+        with pytest.raises(ConfigError, match="--shared-storage"):
+            check_storage_shared(nodes, local, declared_shared=False, here=here)
+        check_storage_shared(nodes, local, declared_shared=True, here=here)
+        check_storage_shared(nodes, Storage("s3://bucket/x?region=us-east-1"), False, here=here)
+    check_storage_shared(same_machine, local, declared_shared=False, here=here)

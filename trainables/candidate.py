@@ -69,9 +69,11 @@ def run_candidate(params: dict, ctx: TrialContext, run_teacher: RunPhases,
         return _summary(ctx, teacher, {}, "infeasible", teacher_acc)
 
     # 3. the attack: distil every student from the defended teacher
-    results = dict(zip((j.config.model.label for j in student_jobs), run_students(student_jobs)))
+    results = dict(zip((j.config.model.label for j in student_jobs), run_students(student_jobs),
+                       strict=True))
     if teacher is None:  # what the attacker's teacher scores through the filter (top-1 survives)
-        teacher_acc = next(iter(results.values()))["teacher_acc_seen"]
+        seen = [r["teacher_acc_seen"] for r in results.values() if "teacher_acc_seen" in r]
+        teacher_acc = seen[0] if seen else teacher_acc
     ok = any(r["status"] == "ok" for r in results.values())
     return _summary(ctx, teacher, results, "ok" if ok else "diverged", teacher_acc)
 
@@ -112,6 +114,7 @@ def _summary(ctx: TrialContext, teacher: dict | None, results: dict[str, dict], 
         "normal_teacher_acc": ctx.normal_teacher_acc,
         "teacher_drop": ctx.normal_teacher_acc - teacher_acc,
         "teacher_wall_s": teacher_wall,
+        "teacher_cached": bool(teacher and teacher.get("cached")),  # an earlier attempt trained it
         # compute seconds of the trial's phases (the students may have run side by side)
         "compute_s": teacher_wall + sum(s["wall_s"] for s in students),
         "students": students,

@@ -8,14 +8,18 @@ import torch
 
 
 def pick_device(gpu_fraction: float | None = None) -> torch.device:
-    """`cuda:0` when a GPU is visible, else the CPU.
+    """`cuda:0` when a GPU is visible and this process may use it, else the CPU.
+
+    `gpu_fraction` is the GPU share Ray gave this process: 0 means none (Ray ≥ 2.60 leaves
+    CUDA_VISIBLE_DEVICES alone for such a process, so a visible GPU is not ours to use); None
+    means no scheduler is involved (tests, scripts): use a visible GPU.
 
     Inside a Ray worker that holds a (fraction of a) GPU, Ray sets CUDA_VISIBLE_DEVICES to that
     GPU alone, so it is always `cuda:0` from the worker's point of view. Ray's fractions are
     bookkeeping only: with `gpu_fraction` below 1 this process's CUDA allocator is capped to that
     share of the GPU's memory, so that processes packed onto one GPU cannot starve each other.
     """
-    if not torch.cuda.is_available():
+    if gpu_fraction == 0 or not torch.cuda.is_available():
         return torch.device("cpu")
     # Same seed, same result: cuDNN's autotuner and non-deterministic kernels would break that.
     torch.backends.cudnn.benchmark = False

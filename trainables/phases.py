@@ -151,7 +151,7 @@ def run_phase(
     """
     started = time.perf_counter()
     configure_threads()
-    device = pick_device(gpu_fraction)
+    device = pick_device(gpu_fraction)  # None (no scheduler): a visible GPU
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
