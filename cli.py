@@ -200,7 +200,8 @@ def status(name, storage, fmt):
         for key, value in info.items():
             click.echo(f"{key:<14} {value}")
         if nodes:
-            click.echo("\nwhere it ran (utilisation: resource-seconds trained / offered while active)")
+            click.echo("\nwhere it ran (utilisation: share of each node's cores, or GPUs, kept busy "
+                       "while the sweep was active)")
             shown = [{**n, "utilisation": "–" if n["utilisation"] is None else f"{n['utilisation']:.0%}"}
                      for n in nodes]
             click.echo(render(shown, "table", columns=tuple(nodes[0])))

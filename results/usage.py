@@ -1,8 +1,9 @@
 """Where a sweep's work ran and how busy each node was, from its rows alone.
 
-A phase is busy from its start to its end on one node, holding `cpus` and `gpus` shares. A
-node's utilisation is the resource-seconds its phases used over what it offered while the sweep
-was running (the union of all phases' spans): GPUs when the sweep asked for GPUs, else cores.
+A phase is busy from its start to its end on one node, holding `cpus` and `gpus` shares. A node's
+utilisation is the share of what it offered (GPUs when the sweep asked for GPUs, else cores) that
+its phases kept busy while the sweep was running (the union of all phases' spans); at an instant
+when phases hold more than the node has (more phase processes than cores), it counts as full.
 A trial's own process also holds its bundle while its students train; that wait is not counted
 as busy, so the figure says how well trials are packed, not how much was reserved.
 """
@@ -22,6 +23,17 @@ def _span(union: list[tuple[float, float]]) -> float:
         if b > end:
             total += b - max(a, end)
             end = b
+    return total
+
+
+def _busy_integral(phases: list[dict], key: str, capacity: float) -> float:
+    """∫ min(shares held at t, capacity) dt over the phases' spans."""
+    events = sorted([(p["start"], p[key]) for p in phases] + [(p["end"], -p[key]) for p in phases])
+    total, load, last = 0.0, 0.0, None
+    for t, delta in events:
+        if last is not None:
+            total += min(load, capacity) * (t - last)
+        load, last = load + delta, t
     return total
 
 
@@ -60,7 +72,7 @@ def node_usage(trials: list[dict], students: list[dict], upstream: list[dict],
         node = capacity.get(node_id, {})
         # a local Ray started by the sweep has more CPU slots than cores: count the cores
         offered = node.get("GPU") if on_gpus else node.get("cores", node.get("CPU"))
-        used = sum((p["end"] - p["start"]) * (p["gpus"] if on_gpus else p["cpus"]) for p in mine)
+        used = _busy_integral(mine, "gpus" if on_gpus else "cpus", offered) if offered else 0.0
         host = next((p["hostname"] for p in mine if p["hostname"]), node.get("hostname", ""))
         out.append({
             "node": node_id[:8],

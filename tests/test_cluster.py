@@ -4,7 +4,6 @@ joins by address. Where work ran is checked from the Parquet rows the sweep wrot
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,15 +11,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from _net import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(*args, env=None, timeout=900):
@@ -127,7 +121,7 @@ def test_asking_for_more_gpus_than_the_cluster_has_is_refused_before_any_work(fa
 def ray_start_cluster():
     """A one-node cluster from `ray start --block` on loopback, stopped by signalling its process
     group (so that `ray stop` does not kill other Ray instances on the machine)."""
-    port = _free_port()
+    port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen(
@@ -137,14 +131,7 @@ def ray_start_cluster():
          f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        import time
-
-        for _ in range(120):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_port(port)
         yield f"127.0.0.1:{port}"
     finally:
         import signal
@@ -166,7 +153,7 @@ def test_the_cli_joins_a_cluster_started_with_ray_start(ray_start_cluster, tmp_p
 
 def test_an_address_nobody_answers_at_is_one_line_before_any_work(tmp_path):
     storage = tmp_path / "sweeps"
-    run = _cli("sweep", "--preset", "smoke", "--address", f"127.0.0.1:{_free_port()}",
+    run = _cli("sweep", "--preset", "smoke", "--address", f"127.0.0.1:{free_port()}",
                "--storage", str(storage), timeout=120)
     assert run.returncode == 1 and "no Ray cluster answers at" in run.stderr
     assert "Traceback" not in run.stderr and not (storage / "smoke").exists()

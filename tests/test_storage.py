@@ -87,3 +87,11 @@ def test_node_usage_counts_trained_phases_against_what_nodes_offered():
     assert by["h1"]["trials"] == 1 and by["h1"]["phases"] == 2 and by["h1"]["busy_s"] == 20.0
     assert by["h1"]["utilisation"] == pytest.approx(20 * 0.5 / (1 * 20))  # GPU-seconds / offered
     assert by["h2"]["utilisation"] == pytest.approx(10 * 0.5 / (2 * 20))
+
+
+def test_more_phases_than_cores_count_as_a_full_node_not_more():
+    students = [{"node_id": "n" * 20, "hostname": "h", "cached": False, "started_at": 0.0,
+                 "finished_at": 10.0, "cpus": 1.0, "gpus": 0.0} for _ in range(3)]
+    runs = [{"nodes": [{"node_id": "n" * 20, "CPU": 6, "cores": 2, "GPU": 0}]}]
+    nodes, active = node_usage([], students, [], runs)
+    assert active == 10.0 and nodes[0]["busy_s"] == 30.0 and nodes[0]["utilisation"] == 1.0
