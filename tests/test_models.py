@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from trainables.errors import ConfigError
-from trainables.models import create_model, list_models
+from trainables.models import create_model
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_every_model_runs_forward_and_backward(name):
+@pytest.mark.parametrize("name", ["cnn1d", "mlp"])  # the image models: test_cifar_models.py
+def test_every_1d_model_runs_forward_and_backward(name):
     model = create_model(name, num_classes=10, input_shape=(1, 40))
     out = model(torch.randn(4, 1, 40))
     assert out.shape == (4, 10)

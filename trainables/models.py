@@ -110,3 +110,6 @@ def cnn1d(num_classes: int, input_shape: tuple[int, ...], width: int = 64, kerne
 def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: int = 100, depth: int = 2):
     """Fully connected student; on MNIST-1D it cannot use translation invariance, so it is weak."""
     return _MLP(num_classes, input_shape, hidden=hidden, depth=depth)
+
+
+from . import cifar_models  # noqa: E402,F401  (registers the CIFAR image models)
