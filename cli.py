@@ -29,6 +29,16 @@ def _storage_option(fn):
                              "NFS on a cluster) or a bucket URI such as s3://bucket/sweeps.")(fn)
 
 
+def _data_root_option(fn):
+    return click.option("--data-root", help="Folder holding datasets read from disk (CIFAR-10/100 "
+                                            "as `data download` writes them), at the same path "
+                                            "on every node.")(fn)
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
 def _resource_options(fn):
     fn = click.option("--gpus-per-trial", type=float,
                       help="GPU share of each process of a trial (its own and each student's): "
@@ -89,17 +99,28 @@ def main():
 @click.option("--shared-storage", is_flag=True,
               help="The --storage folder is mounted at the same path on every node (NFS); "
                    "needed for a local path on a cluster of several machines.")
+@_data_root_option
+@click.option("--epochs-scale", type=float, default=1.0, show_default=True,
+              help="Multiply every schedule's epochs (and lr milestones) by this, for a quick "
+                   "look at a paper-scale preset; the result is its own config.")
+@click.option("--trials", type=int, help="Run this many trials instead of the preset's.")
 @_format_option
 def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurrency,
-          gpus_per_trial, cpus_per_trial, study_storage, shared_storage, fmt):
+          gpus_per_trial, cpus_per_trial, study_storage, shared_storage, data_root, epochs_scale,
+          trials, fmt):
     """Run a sweep (or finish an interrupted one) and print its Pareto front."""
-    from orchestrator import SweepOptions, run_sweep
-    from search_spaces import load_preset
+    from orchestrator import SweepOptions
+    from search_spaces import adjust, load_preset
 
     chosen = _run(load_preset, None if config_file else preset, config_file)
-    opts = SweepOptions(chosen, name or chosen.name, storage, address, max_teacher_drop, concurrency,
-                        cpus_per_trial, gpus_per_trial, study_storage, shared_storage)
-    _finish(_run(run_sweep, opts), storage, opts.name, fmt)
+    if trials is not None and trials < 1:
+        raise BadInput(f"--trials {trials} must be ≥ 1")
+    chosen = _run(adjust, chosen, epochs_scale=epochs_scale, trials=trials)
+    default_name = chosen.name if epochs_scale == 1 else f"{chosen.name}-x{epochs_scale:g}"
+    opts = SweepOptions(chosen, name or default_name, storage, address, max_teacher_drop, concurrency,
+                        cpus_per_trial, gpus_per_trial, study_storage, shared_storage,
+                        _absolute(data_root))
+    _finish(_run_sweep(opts), storage, opts.name, fmt)
 
 
 @main.command()
@@ -110,14 +131,27 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
                                       "the sweep started it).")
 @click.option("--shared-storage", is_flag=True, default=None,
               help="The --storage folder is mounted at the same path on every node (NFS).")
+@_data_root_option
 @_format_option
-def resume(name, storage, address, study_storage, shared_storage, fmt):
+def resume(name, storage, address, study_storage, shared_storage, data_root, fmt):
     """Finish the sweep NAME with the config, resources and concurrency it was started with."""
-    from orchestrator import options_from_stored, run_sweep
+    from orchestrator import options_from_stored
 
     opts = _run(options_from_stored, storage, name, address, study_storage=study_storage,
-                shared_storage=shared_storage)
-    _finish(_run(run_sweep, opts), storage, name, fmt)
+                shared_storage=shared_storage, data_root=_absolute(data_root))
+    _finish(_run_sweep(opts), storage, name, fmt)
+
+
+def _run_sweep(opts) -> dict:
+    """Run it with everything printed meanwhile on stderr (Ray's own warnings included), so that
+    stdout carries only the front: `--format json` output stays parseable."""
+    import contextlib
+    import sys
+
+    from orchestrator import run_sweep
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run(run_sweep, opts)
 
 
 def _finish(outcome: dict, storage: str, name: str, fmt: str) -> None:
@@ -209,6 +243,26 @@ def status(name, storage, fmt):
         click.echo(render([info], fmt, columns=tuple(info)))
     else:
         click.echo(json.dumps({**info, "nodes": nodes}, indent=1))
+
+
+@main.group()
+def data():
+    """Datasets read from disk (CIFAR-10, CIFAR-100)."""
+
+
+@data.command()
+@click.argument("dataset", type=click.Choice(["cifar10", "cifar100"]))
+@click.option("--root", required=True, help="Folder to put it in; pass it to `sweep --data-root`.")
+def download(dataset, root):
+    """Fetch DATASET's official archive into --root and check its MD5 (needs internet, once)."""
+    from trainables import cifar_data
+
+    try:
+        where = cifar_data.download(dataset, root)
+    except (OSError, RuntimeError) as exc:  # no network, a full disk, a bad archive
+        reason = str(getattr(exc, "reason", None) or exc).strip().splitlines()[0]
+        raise click.ClickException(f"could not download {dataset} into {root}: {reason}") from None
+    click.echo(f"{dataset} is in {where}; run sweeps with --data-root {_absolute(root)}")
 
 
 @main.command()

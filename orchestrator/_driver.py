@@ -96,7 +96,7 @@ def search(opts, storage: Storage, plan: Plan, upstream: dict, resources: Resour
     from .sweep import versions  # sweep imports this module: import back lazily
 
     context = _context(opts, plan, upstream)
-    runtime = TrialRuntime(storage, resources)
+    runtime = TrialRuntime(storage, resources, opts.data_root)
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context, runtime=runtime),
                                     resources.placement_group_factory())
     experiment = storage.path(opts.name, TUNE_DIR)

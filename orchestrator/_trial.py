@@ -32,6 +32,7 @@ class TrialRuntime:
 
     storage: Storage
     resources: Resources
+    data_root: str | None = None  # where CIFAR-like datasets are, on every node
 
 
 def tune_trial(config: dict, context: TrialContext, runtime: TrialRuntime) -> None:
@@ -41,13 +42,14 @@ def tune_trial(config: dict, context: TrialContext, runtime: TrialRuntime) -> No
     ran = {**placement(), "cpus": res.cpus, "gpus": res.gpus, "started_at": time.time()}
 
     def run_here(jobs: list[PhaseJob]) -> list[dict]:
-        return [run_job(job, runtime.storage, res.cpus, res.gpus) for job in jobs]
+        return [run_job(job, runtime.storage, res.cpus, res.gpus, data_root=runtime.data_root)
+                for job in jobs]
 
     def run_side_by_side(jobs: list[PhaseJob]) -> list[dict]:
         # Child tasks of a trial are captured by its placement group: each takes a student bundle.
         task = remote_phase(res.gpus)
         refs = [task.options(name=job.name, **res.task_options()).remote(
-            job, runtime.storage, res.cpus, res.gpus) for job in jobs]
+            job, runtime.storage, res.cpus, res.gpus, data_root=runtime.data_root) for job in jobs]
         return ray.get(refs)
 
     summary = run_candidate(config, context, run_here, run_side_by_side)

@@ -45,10 +45,12 @@ def placement() -> dict:
     return out
 
 
-def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps) -> dict:
+def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps,
+            data_root: str | None = None) -> dict:
     """The phase's result: from the artifact store if it is already there (`cached`), else
     trained here and published. `_deps` are the results of phases it waits for (Ray passes
-    them once they exist); the teacher's weights are read from the store by key."""
+    them once they exist); the teacher's weights are read from the store by key. `data_root`:
+    where datasets read from a folder (CIFAR) are, on this node."""
     store = ArtifactStore(storage)
     found = store.get(job.key)
     if found is not None:
@@ -68,6 +70,7 @@ def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps) -
     checkpoint, on_checkpoint = store.partial(job.key)
     result = run_phase(job.config, scratch, teacher_weights=teacher_weights,
                        data_cache=data_cache(storage), checkpoint=checkpoint,
-                       on_checkpoint=on_checkpoint, gpu_fraction=gpus)
+                       on_checkpoint=on_checkpoint, gpu_fraction=gpus,
+                       data_root=Path(data_root) if data_root else None)
     result.update(where, finished_at=time.time())
     return {**store.publish(job.key, scratch, result), "cached": False}

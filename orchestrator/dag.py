@@ -14,7 +14,7 @@ from .plan import Node
 
 
 def run_upstream(nodes: tuple[Node, ...], storage: Storage, resources: Resources,
-                 on_done: Callable[[Node, dict], None]) -> dict[str, dict]:
+                 on_done: Callable[[Node, dict], None], data_root: str | None = None) -> dict[str, dict]:
     """Run every node not already in the artifact store, in parallel where the DAG allows; each
     task holds one trial bundle's worth of CPU and GPU.
 
@@ -36,7 +36,7 @@ def run_upstream(nodes: tuple[Node, ...], storage: Storage, resources: Resources
             continue
         deps = [refs[node.teacher_key]] if node.teacher_key in refs else []
         ref = remote.options(name=node.name, **resources.task_options()).remote(
-            node, storage, resources.cpus, resources.gpus, *deps)
+            node, storage, resources.cpus, resources.gpus, *deps, data_root=data_root)
         refs[node.key] = ref
         pending[ref] = node
     while pending:

@@ -20,6 +20,7 @@ from results import ResultStore, Storage, pareto_front
 from search_spaces import Preset
 from search_spaces._schema import parse_preset
 from trainables.candidate import PLACEMENT_KEYS
+from trainables.data import check_data_root
 from trainables.errors import ConfigError, UndistillError
 
 from ._resources import Resources, check_amount
@@ -49,6 +50,7 @@ class SweepOptions:
     gpus_per_trial: float | None = None
     study_storage: str | None = None  # default: SQLite beside the results, or a bucket journal
     shared_storage: bool = False  # a local path every node of a cluster mounts (NFS)
+    data_root: str | None = None  # datasets read from a folder (CIFAR): the same path on every node
 
     def identity(self) -> dict:
         """What makes two sweeps the same sweep: the resolved preset and the search's limits."""
@@ -93,7 +95,7 @@ def options_from_stored(storage: str, name: str, address: str | None = None,
     run = stored.get("run", {})
     options = {"cpus_per_trial": run.get("cpus_per_trial"), "gpus_per_trial": run.get("gpus_per_trial"),
                "concurrency": run.get("concurrency_cap"), "study_storage": run.get("study_storage"),
-               "shared_storage": run.get("shared_storage", False)}
+               "shared_storage": run.get("shared_storage", False), "data_root": run.get("data_root")}
     options.update({k: v for k, v in overrides.items() if v is not None})
     return SweepOptions(preset, name, storage, address, stored["identity"]["max_teacher_drop"], **options)
 
@@ -108,6 +110,7 @@ def check_options(opts: SweepOptions) -> Storage:
     if opts.concurrency is not None and opts.concurrency < 1:
         raise ConfigError(f"--concurrency {opts.concurrency} must be ≥ 1")
     opts.resources()
+    check_data_root(opts.preset.dataset["name"], opts.data_root)
     storage = Storage(opts.storage)
     storage.check_writable()
     if storage.exists(opts.name, "sweep.json"):
@@ -170,7 +173,8 @@ def _create(storage: Storage, opts: SweepOptions, resources: Resources, concurre
             # how it runs, resolved: what `resume` keeps
             "run": {"cpus_per_trial": resources.cpus, "gpus_per_trial": resources.gpus,
                     "concurrency": concurrency, "concurrency_cap": opts.concurrency_cap(),
-                    "study_storage": opts.study_storage, "shared_storage": opts.shared_storage},
+                    "study_storage": opts.study_storage, "shared_storage": opts.shared_storage,
+                    "data_root": opts.data_root},
             "created_at": _now(),
             "versions": versions(),
         })
@@ -246,7 +250,7 @@ def _run_upstream(plan: Plan, storage: Storage, opts: SweepOptions, resources) -
         _log(f"  {node.name:<28} {acc_s:>8}  ({how})")
 
     try:
-        results = dag.run_upstream(plan.upstream, storage, resources, done)
+        results = dag.run_upstream(plan.upstream, storage, resources, done, data_root=opts.data_root)
     except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
         raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
     teacher = results[plan.teacher.key]

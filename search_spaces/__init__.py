@@ -5,6 +5,7 @@ Public surface: `load_preset`, `list_presets`, `Preset`, `suggest_candidate`, `s
 
 from __future__ import annotations
 
+import math
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -13,7 +14,7 @@ from trainables.errors import ConfigError
 
 from ._schema import DEFENSES, SAMPLERS, Preset, parse_preset
 
-__all__ = ["DEFENSES", "SAMPLERS", "Preset", "list_presets", "load_preset", "start_points",
+__all__ = ["DEFENSES", "SAMPLERS", "Preset", "adjust", "list_presets", "load_preset", "start_points",
            "suggest_candidate"]
 
 
@@ -77,3 +78,25 @@ def start_points(preset: Preset) -> list[dict]:
     if preset.stingy and preset.stingy.start:
         points.append({"defense": "stingy", **preset.stingy.start})
     return points
+
+
+def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = None) -> Preset:
+    """The preset with every schedule's epochs (and lr milestones) times `epochs_scale`, and
+    with `trials` trials: a quick look at a paper-scale preset. The result is another config
+    (its own identity), validated like any preset."""
+    if not (math.isfinite(epochs_scale) and epochs_scale > 0):
+        raise ConfigError(f"--epochs-scale {epochs_scale} must be > 0")
+    if epochs_scale == 1.0 and trials is None:
+        return preset
+    doc = preset.to_dict()
+    doc["description"] = preset.description
+    doc["resources"] = {k: v for k, v in preset.resources.items() if v is not None}
+    for key in ("teacher_schedule", "student_schedule"):
+        schedule = doc[key]
+        epochs = max(1, round(schedule["epochs"] * epochs_scale))
+        milestones = sorted({round(m * epochs_scale) for m in schedule.get("milestones", [])})
+        schedule["epochs"] = epochs
+        schedule["milestones"] = [m for m in milestones if 0 < m < epochs]
+    if trials is not None:
+        doc["search"]["trials"] = trials
+    return parse_preset(preset.name, doc)

@@ -18,8 +18,10 @@ import torch
 
 from .errors import ConfigError
 
-_DATASETS: dict[str, Callable[["DatasetSpec", Path | None], dict[str, np.ndarray]]] = {}
+# name -> fn(spec, cache_dir, data_root) -> arrays {x, y, x_test, y_test}
+_DATASETS: dict[str, Callable[["DatasetSpec", Path | None, Path | None], dict[str, np.ndarray]]] = {}
 _SHAPES: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (classes, input shape)
+_FROM_ROOT: set[str] = set()  # datasets read from a local folder (--data-root) rather than generated
 
 
 @dataclass(frozen=True)
@@ -44,21 +46,25 @@ class DeviceData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
-    # Batched, on-device augmentation (x, generator) -> x, or None when the data has none; a
-    # dataset without augmentation lets distillation precompute teacher logits once.
+    # Batched, on-device augmentation (x, generator) -> model input, or None when the data has
+    # none; a dataset without augmentation lets distillation precompute teacher logits once.
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    # Stored x -> model input (CIFAR keeps uint8 on the device and normalises per batch).
+    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
 
 
-def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...]):
+def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...], from_root: bool = False):
     def wrap(fn):
         if name in _DATASETS:
             raise ValueError(f"dataset {name!r} is registered twice")
         _DATASETS[name] = fn
         _SHAPES[name] = (num_classes, input_shape)
+        if from_root:
+            _FROM_ROOT.add(name)
         return fn
 
     return wrap
@@ -66,6 +72,19 @@ def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...]):
 
 def list_datasets() -> list[str]:
     return sorted(_DATASETS)
+
+
+def reads_from_root(name: str) -> bool:
+    """The dataset is read from a local folder the user provides (`--data-root`)."""
+    return name in _FROM_ROOT
+
+
+def check_data_root(name: str, root: str | Path | None) -> None:
+    """A ConfigError, before any compute, when a dataset read from a folder is not there."""
+    if name in _FROM_ROOT:
+        from . import cifar_data
+
+        cifar_data.check_root(name, root)
 
 
 def dataset_shape(name: str) -> tuple[int, tuple[int, ...]]:
@@ -76,7 +95,7 @@ def dataset_shape(name: str) -> tuple[int, tuple[int, ...]]:
 
 
 @register_dataset("mnist1d", num_classes=10, input_shape=(1, 40))
-def _make_mnist1d(spec: DatasetSpec, cache_dir: Path | None) -> dict[str, np.ndarray]:
+def _make_mnist1d(spec: DatasetSpec, cache_dir: Path | None, data_root: Path | None) -> dict[str, np.ndarray]:
     """MNIST-1D, generated offline by the `mnist1d` package (about 4 s for 10,000 samples).
 
     The generated arrays are cached as .npz under `cache_dir` so that every trial on a node does
@@ -110,16 +129,32 @@ def _make_mnist1d(spec: DatasetSpec, cache_dir: Path | None) -> dict[str, np.nda
     return arrays
 
 
+@register_dataset("cifar10", num_classes=10, input_shape=(3, 32, 32), from_root=True)
+def _read_cifar10(spec: DatasetSpec, cache_dir: Path | None, data_root: Path | None) -> dict[str, np.ndarray]:
+    from . import cifar_data
+
+    return cifar_data.load_arrays("cifar10", data_root)
+
+
+@register_dataset("cifar100", num_classes=100, input_shape=(3, 32, 32), from_root=True)
+def _read_cifar100(spec: DatasetSpec, cache_dir: Path | None, data_root: Path | None) -> dict[str, np.ndarray]:
+    from . import cifar_data
+
+    return cifar_data.load_arrays("cifar100", data_root)
+
+
 _MEMO: dict[tuple, dict[str, np.ndarray]] = {}
 
 
-def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None = None) -> DeviceData:
+def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None = None,
+                 data_root: Path | None = None) -> DeviceData:
     """The dataset named by `spec`, split into train/val/test and moved to `device` once."""
     if spec.name not in _DATASETS:
         raise ConfigError(f"unknown dataset {spec.name!r}; known: {', '.join(list_datasets())}")
-    memo_key = (spec, str(cache_dir))
+    memo_key = (spec, str(cache_dir), str(data_root))
     if memo_key not in _MEMO:  # Ray reuses worker processes: generate once per process
-        _MEMO[memo_key] = _DATASETS[spec.name](spec, Path(cache_dir) if cache_dir else None)
+        _MEMO[memo_key] = _DATASETS[spec.name](spec, Path(cache_dir) if cache_dir else None,
+                                               Path(data_root) if data_root else None)
     arrays = _MEMO[memo_key]
 
     x, y = arrays["x"], arrays["y"]
@@ -135,6 +170,12 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
         # a run would depend on whether its data came from the cache or not.
         return torch.from_numpy(a).to(device).clone(memory_format=torch.contiguous_format)
 
+    extra = {}
+    if spec.name in _FROM_ROOT:  # CIFAR: uint8 on the device, crop/flip/normalise per batch
+        from .cifar_data import CropFlip, Normalise
+
+        normalise = Normalise(spec.name, device)
+        extra = {"augment": CropFlip(normalise), "prepare": normalise}
     return DeviceData(
         train_x=on_device(x[train_idx]),
         train_y=on_device(y[train_idx]),
@@ -143,4 +184,5 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
         test_x=on_device(arrays["x_test"]),
         test_y=on_device(arrays["y_test"]),
         num_classes=dataset_shape(spec.name)[0],
+        **extra,
     )

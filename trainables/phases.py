@@ -26,7 +26,7 @@ from .data import DatasetSpec, load_dataset
 from .device import configure_threads, pick_device
 from .errors import ConfigError
 from .losses import cross_entropy, kd_loss, logit_transform, nasty_loss
-from .loop import Schedule, train
+from .loop import Schedule, fast_math, to_device_layout, train
 from .models import check_model_kwargs, create_model
 
 PHASES = ("teacher", "scratch", "kd", "nasty")
@@ -126,12 +126,25 @@ def _load_frozen(spec: ModelSpec, weights: Path, num_classes: int, input_shape, 
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     return model
 
 
 @torch.no_grad()
-def _logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+def _frozen_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The frozen teacher on a (prepared, augmented) training batch: no graph, float32."""
+    return model(x).float()
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, x: torch.Tensor, prepare, batch_size: int = 2048) -> torch.Tensor:
+    """The frozen model's float32 logits for stored inputs `x` (prepared batch by batch)."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        with fast_math(x.device):
+            out.append(model(to_device_layout(prepare(x[i : i + batch_size]))).float())
+    return torch.cat(out)
 
 
 def run_phase(
@@ -143,6 +156,7 @@ def run_phase(
     checkpoint: Path | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
     gpu_fraction: float | None = None,
+    data_root: Path | None = None,
 ) -> dict:
     """Run one phase and return its result; teachers also leave `out_dir/model.pt`.
 
@@ -156,11 +170,11 @@ def run_phase(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # data
-    data = load_dataset(cfg.dataset, device, cache_dir=data_cache)
+    data = load_dataset(cfg.dataset, device, cache_dir=data_cache, data_root=data_root)
 
     # model: the same seed gives the same initial weights
     torch.manual_seed(cfg.seed)
-    model = cfg.model.build(data.num_classes, data.input_shape).to(device)
+    model = cfg.model.build(data.num_classes, data.input_shape).to(device)  # layout: loop.train
 
     # loss
     frozen = None
@@ -178,22 +192,22 @@ def run_phase(
     elif cfg.phase == "kd":
         transform = logit_transform(cfg.transform, k=cfg.k)
         # Without augmentation every epoch shows the teacher the same inputs: ask it once.
-        seen = transform(_logits(frozen, data.train_x)) if data.augment is None else None
+        seen = transform(_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
         # What the attacker's teacher scores through the transform (stingy keeps top-1: the same).
-        correct = (transform(_logits(frozen, data.test_x)).argmax(1) == data.test_y).sum().item()
+        correct = (transform(_logits(frozen, data.test_x, data.prepare)).argmax(1) == data.test_y).sum().item()
         extra["teacher_acc_seen"] = 100.0 * correct / len(data.test_y)
         alpha, temperature = cfg.kd_alpha, cfg.kd_temperature
 
         def loss_fn(m, x, y, idx):
-            t = seen[idx] if seen is not None else transform(frozen(x))
+            t = seen[idx] if seen is not None else transform(_frozen_logits(frozen, x))
             return kd_loss(m(x), t, y, alpha=alpha, temperature=temperature)
 
     else:  # nasty
-        adversary = _logits(frozen, data.train_x) if data.augment is None else None
+        adversary = _logits(frozen, data.train_x, data.prepare) if data.augment is None else None
         omega, tau = cfg.omega, cfg.tau_a
 
         def loss_fn(m, x, y, idx):
-            a = adversary[idx] if adversary is not None else frozen(x)
+            a = adversary[idx] if adversary is not None else _frozen_logits(frozen, x)
             return nasty_loss(m(x), a, y, omega=omega, tau=tau)
 
     # loop

@@ -1,0 +1,94 @@
+"""CIFAR through torchvision's own classes from a local folder in the official format, held on
+the device as uint8, and augmented there."""
+
+import numpy as np
+import pytest
+import torch
+from tiny_cifar import write_cifar10, write_cifar100
+
+from trainables import cifar_data
+from trainables.data import DatasetSpec, load_dataset
+from trainables.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_cifar10(root)
+    write_cifar100(root)
+    return root
+
+
+@pytest.mark.parametrize("name,classes,train", [("cifar10", 10, 250), ("cifar100", 100, 300)])
+def test_cifar_loads_through_torchvision_onto_the_device_as_uint8(roots, name, classes, train):
+    data = load_dataset(DatasetSpec(name=name, val_fraction=0.2), torch.device("cpu"), data_root=roots)
+    assert data.train_x.dtype == torch.uint8 and data.train_x.shape[1:] == (3, 32, 32)
+    assert len(data.train_y) + len(data.val_y) == train and len(data.val_y) == round(train * 0.2)
+    assert len(data.test_y) == 100 and data.num_classes == classes
+    assert data.augment is not None
+    batch = data.prepare(data.test_x[:8])
+    assert batch.dtype == torch.float32 and abs(batch.mean().item()) < 2
+
+
+def test_crop_and_flip_match_a_reference_done_by_hand():
+    normalise = cifar_data.Normalise("cifar10", torch.device("cpu"))
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    out = cifar_data.CropFlip(normalise)(x, torch.Generator().manual_seed(7))
+    # the same draws, in the same order, from the same seed
+    gen = torch.Generator().manual_seed(7)
+    dy = torch.randint(0, 9, (6,), generator=gen)
+    dx = torch.randint(0, 9, (6,), generator=gen)
+    flip = torch.rand(6, generator=gen) < 0.5
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (4, 4), (4, 4)))
+    for i in range(6):
+        window = padded[i, :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
+        if flip[i]:
+            window = window[:, :, ::-1]
+        expected = normalise(torch.from_numpy(window.copy())[None])[0]
+        assert torch.equal(out[i], expected), i
+    assert flip.any() and not flip.all()  # both branches were checked
+
+
+def test_a_missing_data_root_names_the_download_command(tmp_path):
+    with pytest.raises(ConfigError, match="data download cifar10 --root DIR"):
+        cifar_data.check_root("cifar10", None)
+    with pytest.raises(ConfigError, match="lacks data_batch_1"):
+        cifar_data.check_root("cifar10", tmp_path)
+
+
+@pytest.mark.slow
+def test_the_cifar10_preset_scaled_down_runs_end_to_end(tmp_path):
+    """`cifar10-resnet18` as users run it, on tiny data in CIFAR's format, one epoch per phase."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    root = Path(__file__).resolve().parents[1]
+    data = write_cifar10(tmp_path / "data", train=120, test=50)
+    storage = tmp_path / "sweeps"
+    run = subprocess.run(
+        [sys.executable, str(root / "cli.py"), "sweep", "--preset", "cifar10-resnet18", "--data-root",
+         str(data), "--epochs-scale", "0.00625", "--trials", "2", "--cpus-per-trial", "1",
+         "--storage", str(storage), "--format", "json"],
+        capture_output=True, text=True, timeout=900, cwd=root,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout)  # the front
+    results = storage / "cifar10-resnet18-x0.00625" / "results"
+    trials = pq.read_table(results / "trials").to_pylist()
+    students = pq.read_table(results / "students").to_pylist()
+    assert len(trials) == 2 and {t["defense"] for t in trials} == {"nasty", "stingy"}
+    assert all(t["status"] == "ok" and 0 <= t["teacher_acc"] <= 100 for t in trials)
+    assert sorted({s["student_arch"] for s in students}) == ["cnn", "resnet18", "resnetc20", "resnetc32"]
+    assert len(students) == 8 and all(s["status"] == "ok" for s in students)
+
+    # no data root: one line naming the download command, before anything starts
+    missing = subprocess.run(
+        [sys.executable, str(root / "cli.py"), "sweep", "--preset", "cifar10-resnet18",
+         "--storage", str(storage)], capture_output=True, text=True, timeout=120, cwd=root)
+    assert missing.returncode == 2 and "python cli.py data download cifar10" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
