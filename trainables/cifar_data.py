@@ -104,6 +104,7 @@ class CropFlip:
         cols = dx[:, None] + torch.arange(w, device=x.device)  # (n, w)
         cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flipped window reads right to left
         batch = torch.arange(n, device=x.device)[:, None, None]
-        # (n, h, w, c) by advanced indexing, back to (n, c, h, w)
+        # (n, h, w, c) by advanced indexing, back to (n, c, h, w) in the layout evaluation batches
+        # have (CPU kernels differ by layout; CUDA converts to channels-last in the loop)
         out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-        return self.normalise(out.permute(0, 3, 1, 2))
+        return self.normalise(out.permute(0, 3, 1, 2).contiguous())
