@@ -36,7 +36,8 @@ def _data_root_option(fn):
 
 
 def _absolute(path: str | None) -> str | None:
-    return str(Path(path).expanduser().resolve()) if path else None
+    # absolute() not resolve(): a symlinked /data must stay /data, the path every node mounts
+    return str(Path(path).expanduser().absolute()) if path else None
 
 
 def _resource_options(fn):

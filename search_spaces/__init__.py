@@ -94,7 +94,8 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
     for key in ("teacher_schedule", "student_schedule"):
         schedule = doc[key]
         epochs = max(1, round(schedule["epochs"] * epochs_scale))
-        milestones = sorted({round(m * epochs_scale) for m in schedule.get("milestones", [])})
+        # coinciding milestones are kept: MultiStepLR applies each, so no decay step is lost
+        milestones = sorted(round(m * epochs_scale) for m in schedule.get("milestones", []))
         schedule["epochs"] = epochs
         schedule["milestones"] = [m for m in milestones if 0 < m < epochs]
     if trials is not None:

@@ -96,15 +96,18 @@ class CropFlip:
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
-        dy = torch.randint(0, 2 * PAD + 1, (n,), generator=gen).to(x.device)
-        dx = torch.randint(0, 2 * PAD + 1, (n,), generator=gen).to(x.device)
-        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+        draws = torch.stack([torch.randint(0, 2 * PAD + 1, (n,), generator=gen),
+                             torch.randint(0, 2 * PAD + 1, (n,), generator=gen),
+                             (torch.rand(n, generator=gen) < 0.5).long()])
+        # one asynchronous copy: a blocking one would make the CPU wait for the GPU every batch
+        dy, dx, flip = draws.to(x.device, non_blocking=True).unbind(0)
+        flip = flip.bool()
         padded = F.pad(x, (PAD, PAD, PAD, PAD))  # zeros, as torchvision's RandomCrop(padding=4)
         rows = dy[:, None] + torch.arange(h, device=x.device)  # (n, h)
         cols = dx[:, None] + torch.arange(w, device=x.device)  # (n, w)
         cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flipped window reads right to left
         batch = torch.arange(n, device=x.device)[:, None, None]
-        # (n, h, w, c) by advanced indexing, back to (n, c, h, w) in the layout evaluation batches
-        # have (CPU kernels differ by layout; CUDA converts to channels-last in the loop)
-        out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-        return self.normalise(out.permute(0, 3, 1, 2).contiguous())
+        # (n, h, w, c) by advanced indexing, back to (n, c, h, w): already channels-last, which
+        # CUDA wants; on the CPU, the contiguous layout evaluation batches have (kernels differ)
+        out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        return self.normalise(out if out.device.type == "cuda" else out.contiguous())

@@ -246,8 +246,10 @@ def mobilenetv2(num_classes: int, input_shape: tuple[int, ...]):
     chenyaofo/pytorch-cifar-models and kuangliu/pytorch-cifar: stride-1 stem and the 24-channel
     stage at stride 1 (total downsampling 8× instead of 32×). A CIFAR-100 student of the paper."""
     channels = _image_channels("mobilenetv2", input_shape)
+    # no dropout, as in kuangliu's CIFAR version: dropout draws from the global generator,
+    # which phase checkpoints do not save, so a resumed phase would not match an unbroken one
     model = MobileNetV2(
-        num_classes=num_classes, inverted_residual_setting=_MOBILENETV2_CIFAR_SETTING
+        num_classes=num_classes, inverted_residual_setting=_MOBILENETV2_CIFAR_SETTING, dropout=0.0
     )
     model.features[0][0] = _stem_conv(channels, model.features[0][0].out_channels)
     return model

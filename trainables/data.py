@@ -37,7 +37,9 @@ class DatasetSpec:
 
 @dataclass
 class DeviceData:
-    """Train/val/test tensors already on `device`. x is (N, channels, length); y is (N,) int64."""
+    """Train/val/test tensors already on `device`. x is (N, *input_shape): float32 signals
+    (MNIST-1D) or uint8 images (CIFAR, turned into model inputs by `augment`/`prepare`); y is
+    (N,) int64."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -72,11 +74,6 @@ def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...], 
 
 def list_datasets() -> list[str]:
     return sorted(_DATASETS)
-
-
-def reads_from_root(name: str) -> bool:
-    """The dataset is read from a local folder the user provides (`--data-root`)."""
-    return name in _FROM_ROOT
 
 
 def check_data_root(name: str, root: str | Path | None) -> None:

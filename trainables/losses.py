@@ -32,6 +32,9 @@ def kd_loss(
     (log_target=False) kl_div treats 0·log 0 as 0, so masked classes add nothing, as they should.
     """
     T = temperature
+    # float32 before the temperature: under bf16 autocast the logits arrive in bf16, and the
+    # soft targets at T = 20 differ in digits bf16 does not keep
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
     teacher_probs = F.softmax(teacher_logits.detach() / T, dim=1)
     student_log_probs = F.log_softmax(student_logits / T, dim=1)
     distill = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
@@ -51,6 +54,7 @@ def nasty_loss(
     The trainable network's distribution is the *first* KL argument, i.e. kl_div's target, and
     gradients must flow through it; the adversary (the frozen normal teacher) gets none.
     """
+    nasty_logits, adversary_logits = nasty_logits.float(), adversary_logits.float()  # see kd_loss
     nasty_log_probs = F.log_softmax(nasty_logits / tau, dim=1)
     adversary_log_probs = F.log_softmax(adversary_logits.detach() / tau, dim=1)
     # log_target=True keeps the trainable side in log space: no log(0) as its softmax saturates.

@@ -32,7 +32,7 @@ from .models import check_model_kwargs, create_model
 PHASES = ("teacher", "scratch", "kd", "nasty")
 # Bump when a change alters what a phase computes: it is part of every artifact key, so cached
 # results from older code are not reused.
-PHASE_CODE_VERSION = 2
+PHASE_CODE_VERSION = 3
 MODEL_FILE = "model.pt"
 
 
@@ -133,7 +133,7 @@ def _load_frozen(spec: ModelSpec, weights: Path, num_classes: int, input_shape, 
 
 @torch.no_grad()
 def _frozen_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The frozen teacher on a (prepared, augmented) training batch: no graph, float32."""
+    """The frozen teacher on a (prepared, augmented) training batch: no graph, as float32."""
     return model(x).float()
 
 
