@@ -105,3 +105,44 @@ def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="not valid TOML|cannot be read"):
         load_preset(config_file=path)
+
+
+# The paper's public settings (paper.md): what each CIFAR preset must carry.
+PAPER = {
+    "cifar10-resnet18": dict(dataset="cifar10", teacher="resnet18", students=["cnn", "resnetc20", "resnetc32", "resnet18"],
+                             epochs=160, milestones=[80, 120], gamma=0.1, T=4.0, nasty=(0.04, 4.0), k=2),
+    "cifar100-resnet18": dict(dataset="cifar100", teacher="resnet18", students=["shufflenetv2", "mobilenetv2", "resnet18"],
+                              epochs=200, milestones=[60, 120, 160], gamma=0.2, T=20.0, nasty=(0.005, 20.0), k=10),
+    "cifar100-resnet50": dict(dataset="cifar100", teacher="resnet50", students=["shufflenetv2", "mobilenetv2", "resnet18"],
+                              epochs=200, milestones=[60, 120, 160], gamma=0.2, T=20.0, nasty=(0.005, 20.0), k=10),
+    "cifar100-resnext29": dict(dataset="cifar100", teacher="resnext29_8x64d",
+                               students=["shufflenetv2", "mobilenetv2", "resnet18"],
+                               epochs=200, milestones=[60, 120, 160], gamma=0.2, T=20.0, nasty=(0.005, 20.0), k=10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_the_cifar_presets_carry_the_papers_settings(name):
+    p, want = load_preset(name), PAPER[name]
+    assert p.dataset["name"] == want["dataset"] and p.teacher.arch == want["teacher"]
+    assert [s.arch for s in p.students] == want["students"]
+    for schedule in (p.teacher_schedule, p.student_schedule):
+        assert (schedule["optimizer"], schedule["lr"], schedule["momentum"], schedule["weight_decay"],
+                schedule["batch_size"]) == ("sgd", 0.1, 0.9, 0.0005, 128)
+        assert (schedule["epochs"], schedule["milestones"], schedule["gamma"]) == (
+            want["epochs"], want["milestones"], want["gamma"])
+    assert (p.kd_temperature, p.kd_alpha) == (want["T"], 0.9)
+    assert (p.nasty.start["omega"], p.nasty.start["tau_a"]) == want["nasty"]
+    assert p.stingy.start["k"] == want["k"] and p.stingy.k[1] < p.num_classes
+    assert start_points(p)[0] == {"defense": "nasty", "omega": want["nasty"][0], "tau_a": want["nasty"][1]}
+
+
+def test_epochs_scale_shrinks_every_schedule_and_keeps_every_decay_step():
+    from search_spaces import adjust
+
+    quick = adjust(load_preset("cifar10-resnet18"), epochs_scale=0.01, trials=3)
+    assert quick.trials == 3 and quick.teacher_schedule["epochs"] == 2
+    assert quick.teacher_schedule["milestones"] == [1, 1]  # both ×0.1 steps survive
+    assert adjust(load_preset("smoke")) is not None
+    with pytest.raises(Exception, match="epochs-scale"):
+        adjust(load_preset("smoke"), epochs_scale=0)
