@@ -47,6 +47,9 @@ class SweepCallback(tune.Callback):
             error = "the trial ended without a final result"
         params = {k: trial.config.get(k) for k in ("defense", "omega", "tau_a", "k")}
         store = ResultStore(self.storage, self.sweep)
+        if error is not None and any(r["trial_id"] == trial.trial_id and r["status"] != "error"
+                                     for r in store.trial_rows()):
+            return  # a rerun of a trial that already finished (see DefenseSearch): keep its row
         row, students = trial_rows(sweep=self.sweep, trial_id=trial.trial_id, params=params,
                                    result=final, context=self.columns, error=error)
         store.write_trial(row, students)

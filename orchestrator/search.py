@@ -116,6 +116,12 @@ class DefenseSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
+        if _already_told(self, ot_trial):
+            # A driver killed after telling Optuna but before Tune saved its state: Tune restores
+            # the trial and runs it again (its phases come from the artifact store); Optuna keeps
+            # the first outcome, and touching the finished trial would raise.
+            self._completed_trials.add(trial_id)
+            return None
         final = bool(result and result.get("final"))
         status = result.get("status") if final else None
         if status:
@@ -138,6 +144,11 @@ class DefenseSearch(OptunaSearch):
 def candidate_key(params: dict) -> tuple:
     """What makes two candidates the same: the defense and its knobs (floats to 9 digits)."""
     return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
+
+
+def _already_told(search: DefenseSearch, ot_trial) -> bool:
+    stored = search._ot_study._storage.get_trial(ot_trial._trial_id)
+    return stored.state.is_finished()
 
 
 def _is_done(search: DefenseSearch, number: int) -> bool:

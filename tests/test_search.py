@@ -109,3 +109,18 @@ def test_a_candidate_is_never_run_twice(tmp_path, make_storage):
     trials = search._ot_study.get_trials()
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3
     assert all("repeat_of" in t.user_attrs for t in trials if t.state.name == "PRUNED")
+
+
+def test_a_trial_told_before_a_kill_is_not_told_again_after_restore(tmp_path, make_storage):
+    """The driver told Optuna, then died before Tune saved: the restored searcher still tracks
+    the trial, Tune runs it again, and its second completion must leave the first outcome."""
+    search = DefenseSearch(load_preset("smoke"), "s", make_storage(), max_teacher_drop=1.0)
+    search.suggest("a")
+    search.save(str(tmp_path / "searcher.pkl"))  # Tune's last save: "a" still running
+    ok = dict(final=True, status="ok", teacher_acc=95.0, student_acc=80.0, teacher_drop=0.5)
+    search.on_trial_complete("a", ok)  # told; then the driver is killed
+    restored = DefenseSearch(load_preset("smoke"), "s", make_storage(), max_teacher_drop=1.0)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("a", dict(ok, student_acc=81.0))  # the rerun: must not raise
+    trials = restored._ot_study.get_trials()
+    assert [(t.state.name, t.values) for t in trials][:1] == [("COMPLETE", [95.0, 80.0])]
