@@ -43,7 +43,8 @@ def _absolute(path: str | None) -> str | None:
 def _resource_options(fn):
     fn = click.option("--gpus-per-trial", type=float,
                       help="GPU share of each process of a trial (its own and each student's): "
-                           "a fraction up to 1, or a whole number. Default: the preset's (0).")(fn)
+                           "a fraction up to 1, or a whole number. Default: the preset's, else 0 "
+                           "without GPUs and 1/(1 + students) with them.")(fn)
     fn = click.option("--cpus-per-trial", type=float,
                       help="CPUs of each process of a trial. Default: the preset's (1).")(fn)
     fn = click.option("--study-storage",

@@ -58,10 +58,10 @@ class Resources:
         """How many bundles fit on a node with these total resources."""
         fit = math.floor(node.get("CPU", 0.0) / self.cpus + _PRECISION)
         if self.gpus:
-            gpus = math.floor(node.get("GPU", 0.0) + _PRECISION)
+            whole = math.floor(node.get("GPU", 0.0) + _PRECISION)
             # a fraction must fit inside one GPU: 0.4 fits twice per GPU, not 2.5 times
-            per_gpu = math.floor(1 / self.gpus + _PRECISION) if self.gpus <= 1 else 0
-            fit = min(fit, gpus * per_gpu if self.gpus <= 1 else gpus // round(self.gpus))
+            fit = min(fit, whole * math.floor(1 / self.gpus + _PRECISION) if self.gpus <= 1
+                      else whole // round(self.gpus))
         return fit
 
     def capacity(self, nodes: list[dict[str, float]]) -> int:

@@ -57,14 +57,15 @@ def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps,
         return {**found, "cached": True}
     teacher_weights = None
     if job.teacher_key is not None:
-        teacher = store.get(job.teacher_key)
-        if teacher is None:  # not a result but a fault (lost or unreadable): the task is retried
+        fetched = store.fetch(job.teacher_key)
+        if fetched is None:  # not a result but a fault (lost or unreadable): the task is retried
             raise ArtifactMissing(f"{job.name}: its teacher {job.teacher_key} is not intact in "
                                   f"{storage.uri('_artifacts')}")
+        teacher, files = fetched
         if teacher["status"] != "ok":  # diverged: nothing to distil from
             return {"phase": job.config.phase, "status": "skipped", "test_acc": None,
                     "best_epoch": -1, "wall_s": 0.0, "cached": False}
-        teacher_weights = store.file(job.teacher_key, MODEL_FILE)
+        teacher_weights = files[MODEL_FILE]
     where = {**placement(), "cpus": cpus, "gpus": gpus, "started_at": time.time()}
     scratch = store.scratch(job.key)
     checkpoint, on_checkpoint = store.partial(job.key)

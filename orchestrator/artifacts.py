@@ -48,22 +48,29 @@ class ArtifactStore:
 
     def get(self, key: str) -> dict | None:
         """The artifact's result if it is present and every file is intact, else None."""
+        fetched = self.fetch(key)
+        return fetched[0] if fetched is not None else None
+
+    def fetch(self, key: str) -> tuple[dict, dict[str, Path]] | None:
+        """The artifact's result and a local path to each of its files (to torch.load from),
+        every file checked against the manifest once; None if it is missing or damaged."""
         try:
             manifest = json.loads(self.storage.read_bytes(FOLDER, key, MANIFEST))
+            files = {}
             for name, entry in manifest.items():
-                if self._verified(key, name, entry) is None:
+                files[name] = self._verified(key, name, entry)
+                if files[name] is None:
                     return None
-            return json.loads(self.storage.read_bytes(FOLDER, key, RESULT))
+            return json.loads(self.storage.read_bytes(FOLDER, key, RESULT)), files
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
     def file(self, key: str, name: str) -> Path:
-        """A local path to an intact file of a published artifact (to torch.load from)."""
-        manifest = json.loads(self.storage.read_bytes(FOLDER, key, MANIFEST))
-        path = self._verified(key, name, manifest[name])
-        if path is None:
+        """A local path to an intact file of a published artifact."""
+        fetched = self.fetch(key)
+        if fetched is None or name not in fetched[1]:
             raise FileNotFoundError(f"{self.storage.uri(FOLDER, key, name)} is damaged")
-        return path
+        return fetched[1][name]
 
     def _verified(self, key: str, name: str, entry: dict) -> Path | None:
         """A local copy of the file whose checksum matches the manifest, or None."""

@@ -73,16 +73,22 @@ def to_device_layout(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048,
+def batched_logits(model: nn.Module, x: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor],
+                   batch_size: int = 2048) -> torch.Tensor:
+    """`model`'s float32 logits for stored inputs `x`, prepared and run batch by batch."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        with fast_math(x.device):
+            out.append(model(to_device_layout(prepare(x[i : i + batch_size]))).float())
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> float:
     """Top-1 accuracy in percent; `prepare` turns stored inputs into model inputs."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=y.device)
-    for i in range(0, len(y), batch_size):
-        with fast_math(y.device):
-            logits = model(to_device_layout(prepare(x[i : i + batch_size])))
-        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
-    return 100.0 * correct.item() / max(1, len(y))
+    correct = (batched_logits(model, x, prepare).argmax(1) == y).sum().item()
+    return 100.0 * correct / max(1, len(y))
 
 
 def _optimizer(model: nn.Module, s: Schedule) -> torch.optim.Optimizer:

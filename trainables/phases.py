@@ -26,7 +26,7 @@ from .data import DatasetSpec, load_dataset
 from .device import configure_threads, pick_device
 from .errors import ConfigError
 from .losses import cross_entropy, kd_loss, logit_transform, nasty_loss
-from .loop import Schedule, fast_math, to_device_layout, train
+from .loop import Schedule, batched_logits, train
 from .models import check_model_kwargs, create_model
 
 PHASES = ("teacher", "scratch", "kd", "nasty")
@@ -137,16 +137,6 @@ def _frozen_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).float()
 
 
-@torch.no_grad()
-def _logits(model: torch.nn.Module, x: torch.Tensor, prepare, batch_size: int = 2048) -> torch.Tensor:
-    """The frozen model's float32 logits for stored inputs `x` (prepared batch by batch)."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        with fast_math(x.device):
-            out.append(model(to_device_layout(prepare(x[i : i + batch_size]))).float())
-    return torch.cat(out)
-
-
 def run_phase(
     cfg: PhaseConfig,
     out_dir: Path,
@@ -192,9 +182,9 @@ def run_phase(
     elif cfg.phase == "kd":
         transform = logit_transform(cfg.transform, k=cfg.k)
         # Without augmentation every epoch shows the teacher the same inputs: ask it once.
-        seen = transform(_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
+        seen = transform(batched_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
         # What the attacker's teacher scores through the transform (stingy keeps top-1: the same).
-        correct = (transform(_logits(frozen, data.test_x, data.prepare)).argmax(1) == data.test_y).sum().item()
+        correct = (transform(batched_logits(frozen, data.test_x, data.prepare)).argmax(1) == data.test_y).sum().item()
         extra["teacher_acc_seen"] = 100.0 * correct / len(data.test_y)
         alpha, temperature = cfg.kd_alpha, cfg.kd_temperature
 
@@ -203,7 +193,7 @@ def run_phase(
             return kd_loss(m(x), t, y, alpha=alpha, temperature=temperature)
 
     else:  # nasty
-        adversary = _logits(frozen, data.train_x, data.prepare) if data.augment is None else None
+        adversary = batched_logits(frozen, data.train_x, data.prepare) if data.augment is None else None
         omega, tau = cfg.omega, cfg.tau_a
 
         def loss_fn(m, x, y, idx):
