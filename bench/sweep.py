@@ -38,7 +38,8 @@ def main() -> None:
     import torch
 
     from orchestrator import SweepOptions, run_sweep
-    from orchestrator._worker import run_job
+    from orchestrator._resources import Resources
+    from orchestrator._worker import PhaseRuntime, run_job
     from orchestrator.artifacts import ArtifactStore
     from orchestrator.layout import read_json
     from orchestrator.plan import make_plan
@@ -69,10 +70,10 @@ def main() -> None:
     threads = args.sequential_threads
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # run_phase sets torch's threads from this
-    seq_storage = Storage(root / "sequential")
+    seq_runtime = PhaseRuntime(Storage(root / "sequential"), Resources(threads, 0, students=0))
 
     def in_process(jobs):
-        return [run_job(job, seq_storage, threads, 0) for job in jobs]
+        return [run_job(job, seq_runtime) for job in jobs]
 
     t0 = time.perf_counter()
     results = {node.key: in_process([node])[0] for node in plan.upstream}

@@ -12,8 +12,9 @@ from ray import tune
 from results import ResultStore, Storage, pareto_front, trial_rows
 from trainables.candidate import TrialContext
 
-from ._resources import Resources
-from ._trial import TrialRuntime, tune_trial
+from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
+from ._trial import tune_trial
+from ._worker import PhaseRuntime
 from .layout import TUNE_DIR
 from .plan import Plan
 from .search import DefenseSearch
@@ -52,6 +53,7 @@ class SweepCallback(tune.Callback):
             return  # a rerun of a trial that already finished (see DefenseSearch): keep its row
         row, students = trial_rows(sweep=self.sweep, trial_id=trial.trial_id, params=params,
                                    result=final, context=self.columns, error=error)
+        kill_point(BEFORE_TRIAL_WRITE)
         store.write_trial(row, students)
         self._progress(row, store.trial_rows())
 
@@ -92,16 +94,15 @@ def _context(opts, plan: Plan, upstream: dict) -> TrialContext:
     )
 
 
-def search(opts, storage: Storage, plan: Plan, upstream: dict, resources: Resources,
-           concurrency: int) -> None:
+def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency: int) -> None:
     """Run the trials of the sweep to its budget, restoring Tune's state when there is one."""
     from ._study import open_study_storage
     from .sweep import versions  # sweep imports this module: import back lazily
 
+    storage = runtime.storage
     context = _context(opts, plan, upstream)
-    runtime = TrialRuntime(storage, resources, opts.data_root)
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context, runtime=runtime),
-                                    resources.placement_group_factory())
+                                    runtime.resources.placement_group_factory())
     experiment = storage.path(opts.name, TUNE_DIR)
     if tune.Tuner.can_restore(experiment, storage_filesystem=storage.fs):
         # Errored trials are not resumed: they used up their retries (FailureConfig), have an

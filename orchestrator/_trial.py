@@ -11,45 +11,31 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 from ray import tune
 
-from results.storage import Storage
 from trainables.candidate import TrialContext, run_candidate
 from trainables.phases import PhaseJob
 
-from ._resources import Resources
-from ._worker import placement, remote_phase, run_job
+from ._worker import PhaseRuntime, placement, remote_phase, run_job
 
 # The two searcher metrics; the orchestrator's searcher reads them from the final report.
 OBJECTIVES = ("teacher_acc", "student_acc")
 
 
-@dataclass(frozen=True)
-class TrialRuntime:
-    """Where phases keep their outputs and what each phase process holds."""
-
-    storage: Storage
-    resources: Resources
-    data_root: str | None = None  # where CIFAR-like datasets are, on every node
-
-
-def tune_trial(config: dict, context: TrialContext, runtime: TrialRuntime) -> None:
+def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime) -> None:
     import ray
 
     res = runtime.resources
     ran = {**placement(), "cpus": res.cpus, "gpus": res.gpus, "started_at": time.time()}
 
     def run_here(jobs: list[PhaseJob]) -> list[dict]:
-        return [run_job(job, runtime.storage, res.cpus, res.gpus, data_root=runtime.data_root)
-                for job in jobs]
+        return [run_job(job, runtime) for job in jobs]
 
     def run_side_by_side(jobs: list[PhaseJob]) -> list[dict]:
         # Child tasks of a trial are captured by its placement group: each takes a student bundle.
-        task = remote_phase(res.gpus)
-        refs = [task.options(name=job.name, **res.task_options()).remote(
-            job, runtime.storage, res.cpus, res.gpus, data_root=runtime.data_root) for job in jobs]
+        task = remote_phase(runtime)
+        refs = [task.options(name=job.name).remote(job, runtime) for job in jobs]
         return ray.get(refs)
 
     summary = run_candidate(config, context, run_here, run_side_by_side)

@@ -6,25 +6,43 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from results.storage import Storage
 from trainables.errors import UndistillError
 from trainables.phases import MODEL_FILE, PhaseJob, run_phase
 
+from ._resources import Resources
 from .artifacts import ArtifactStore, node_cache_root
+
+
+@dataclass(frozen=True)
+class PhaseRuntime:
+    """How every phase of a sweep runs: where its outputs go, what its process holds, where
+    datasets read from a folder are, and how often it checkpoints."""
+
+    storage: Storage
+    resources: Resources
+    data_root: str | None = None  # CIFAR-like datasets: the same path on every node
+    # A mid-phase checkpoint costs a copy of model, optimizer and best weights (uploaded, on a
+    # bucket); a killed phase loses at most this much work.
+    checkpoint_every_s: float = 30.0
 
 
 class ArtifactMissing(UndistillError):
     """A phase's input is not in the artifact store although it was computed before."""
 
 
-def remote_phase(gpus: float):
-    """`run_job` as a Ray task. A GPU task gets a fresh worker process each time: CUDA binds to
-    the GPU it first sees, so a reused worker would keep computing on an earlier task's GPU."""
+def remote_phase(runtime: PhaseRuntime):
+    """`run_job` as a Ray task holding one bundle. A task whose worker dies is retried (it
+    resumes from its checkpoint). A GPU task gets a fresh worker process each time: CUDA binds
+    to the GPU it first sees, so a reused worker would keep computing on an earlier task's GPU."""
     import ray
 
-    return ray.remote(max_retries=2, max_calls=1 if gpus else 0)(run_job)
+    gpus = runtime.resources.gpus
+    return ray.remote(max_retries=2, max_calls=1 if gpus else 0,
+                      **runtime.resources.task_options())(run_job)
 
 
 def data_cache(storage: Storage) -> Path:
@@ -45,12 +63,11 @@ def placement() -> dict:
     return out
 
 
-def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps,
-            data_root: str | None = None) -> dict:
+def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
     """The phase's result: from the artifact store if it is already there (`cached`), else
     trained here and published. `_deps` are the results of phases it waits for (Ray passes
-    them once they exist); the teacher's weights are read from the store by key. `data_root`:
-    where datasets read from a folder (CIFAR) are, on this node."""
+    them once they exist); the teacher's weights are read from the store by key."""
+    storage, cpus, gpus = runtime.storage, runtime.resources.cpus, runtime.resources.gpus
     store = ArtifactStore(storage)
     found = store.get(job.key)
     if found is not None:
@@ -71,7 +88,7 @@ def run_job(job: PhaseJob, storage: Storage, cpus: float, gpus: float, *_deps,
     checkpoint, on_checkpoint = store.partial(job.key)
     result = run_phase(job.config, scratch, teacher_weights=teacher_weights,
                        data_cache=data_cache(storage), checkpoint=checkpoint,
-                       on_checkpoint=on_checkpoint, gpu_fraction=gpus,
-                       data_root=Path(data_root) if data_root else None)
+                       on_checkpoint=on_checkpoint, checkpoint_every_s=runtime.checkpoint_every_s,
+                       gpu_fraction=gpus, data_root=Path(runtime.data_root) if runtime.data_root else None)
     result.update(where, finished_at=time.time())
     return {**store.publish(job.key, scratch, result), "cached": False}

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from results.storage import Storage
-
-from ._resources import Resources
-from ._worker import remote_phase
+from ._worker import PhaseRuntime, remote_phase
 from .artifacts import ArtifactStore
 from .plan import Node
 
 
-def run_upstream(nodes: tuple[Node, ...], storage: Storage, resources: Resources,
-                 on_done: Callable[[Node, dict], None], data_root: str | None = None) -> dict[str, dict]:
+def run_upstream(nodes: tuple[Node, ...], runtime: PhaseRuntime,
+                 on_done: Callable[[Node, dict], None]) -> dict[str, dict]:
     """Run every node not already in the artifact store, in parallel where the DAG allows; each
     task holds one trial bundle's worth of CPU and GPU.
 
@@ -23,8 +20,8 @@ def run_upstream(nodes: tuple[Node, ...], storage: Storage, resources: Resources
     """
     import ray
 
-    store = ArtifactStore(storage)
-    remote = remote_phase(resources.gpus)
+    store = ArtifactStore(runtime.storage)
+    remote = remote_phase(runtime)
     results: dict[str, dict] = {}
     pending: dict = {}
     refs: dict[str, object] = {}
@@ -35,8 +32,7 @@ def run_upstream(nodes: tuple[Node, ...], storage: Storage, resources: Resources
             on_done(node, results[node.key])
             continue
         deps = [refs[node.teacher_key]] if node.teacher_key in refs else []
-        ref = remote.options(name=node.name, **resources.task_options()).remote(
-            node, storage, resources.cpus, resources.gpus, *deps, data_root=data_root)
+        ref = remote.options(name=node.name).remote(node, runtime, *deps)
         refs[node.key] = ref
         pending[ref] = node
     while pending:

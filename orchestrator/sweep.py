@@ -24,6 +24,7 @@ from trainables.data import check_data_root
 from trainables.errors import ConfigError, UndistillError
 
 from ._resources import Resources, check_amount
+from ._worker import PhaseRuntime
 from .layout import TUNE_DIR, read_json, read_state, read_sweep, write_json
 from .plan import Plan, make_plan
 
@@ -51,6 +52,7 @@ class SweepOptions:
     study_storage: str | None = None  # default: SQLite beside the results, or a bucket journal
     shared_storage: bool = False  # a local path every node of a cluster mounts (NFS)
     data_root: str | None = None  # datasets read from a folder (CIFAR): the same path on every node
+    checkpoint_every_s: float | None = None  # mid-phase checkpoints (default: the preset's)
 
     def identity(self) -> dict:
         """What makes two sweeps the same sweep: the resolved preset and the search's limits."""
@@ -75,6 +77,11 @@ class SweepOptions:
     def concurrency_cap(self) -> int | None:
         return self.concurrency or self.preset.resources.get("concurrency")
 
+    def checkpoint_interval(self) -> float:
+        if self.checkpoint_every_s is not None:
+            return self.checkpoint_every_s
+        return self.preset.resources.get("checkpoint_every_s", 30.0)
+
 
 def versions() -> dict:
     out = {"python": sys.version.split()[0]}
@@ -95,7 +102,8 @@ def options_from_stored(storage: str, name: str, address: str | None = None,
     run = stored.get("run", {})
     options = {"cpus_per_trial": run.get("cpus_per_trial"), "gpus_per_trial": run.get("gpus_per_trial"),
                "concurrency": run.get("concurrency_cap"), "study_storage": run.get("study_storage"),
-               "shared_storage": run.get("shared_storage", False), "data_root": run.get("data_root")}
+               "shared_storage": run.get("shared_storage", False), "data_root": run.get("data_root"),
+               "checkpoint_every_s": run.get("checkpoint_every_s")}
     options.update({k: v for k, v in overrides.items() if v is not None})
     return SweepOptions(preset, name, storage, address, stored["identity"]["max_teacher_drop"], **options)
 
@@ -174,7 +182,7 @@ def _create(storage: Storage, opts: SweepOptions, resources: Resources, concurre
             "run": {"cpus_per_trial": resources.cpus, "gpus_per_trial": resources.gpus,
                     "concurrency": concurrency, "concurrency_cap": opts.concurrency_cap(),
                     "study_storage": opts.study_storage, "shared_storage": opts.shared_storage,
-                    "data_root": opts.data_root},
+                    "data_root": opts.data_root, "checkpoint_every_s": opts.checkpoint_interval()},
             "created_at": _now(),
             "versions": versions(),
         })
@@ -213,8 +221,9 @@ def run_sweep(opts: SweepOptions) -> dict:
         _log(f"cluster: {_cluster.describe(nodes)}; each trial holds {resources.describe()}; "
              f"{concurrency} trial{'s' if concurrency > 1 else ''} at once")
         plan = make_plan(opts.preset)
-        upstream = _run_upstream(plan, storage, opts, resources)
-        _driver.search(opts, storage, plan, upstream, resources, concurrency)
+        runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval())
+        upstream = _run_upstream(plan, runtime, opts.name)
+        _driver.search(opts, plan, upstream, runtime, concurrency)
     finally:
         if started_ray:
             _cluster.shutdown()
@@ -236,7 +245,7 @@ def _record_cluster(storage: Storage, name: str, nodes: list[dict], resources, c
     write_json(storage, name, "cluster.json", {"runs": runs})
 
 
-def _run_upstream(plan: Plan, storage: Storage, opts: SweepOptions, resources) -> dict[str, dict]:
+def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str) -> dict[str, dict]:
     from . import dag
 
     t0 = time.perf_counter()
@@ -250,13 +259,13 @@ def _run_upstream(plan: Plan, storage: Storage, opts: SweepOptions, resources) -
         _log(f"  {node.name:<28} {acc_s:>8}  ({how})")
 
     try:
-        results = dag.run_upstream(plan.upstream, storage, resources, done, data_root=opts.data_root)
+        results = dag.run_upstream(plan.upstream, runtime, done)
     except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
         raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
     teacher = results[plan.teacher.key]
     if teacher["status"] != "ok":
         raise SweepError("the normal teacher diverged; lower teacher_schedule.lr in the preset")
-    write_json(storage, opts.name, "upstream.json", {"phases": [
+    write_json(runtime.storage, name, "upstream.json", {"phases": [
         {"name": node.name, "key": node.key, **{k: results[node.key].get(k) for k in UPSTREAM_KEYS}}
         for node in plan.upstream]})
     _log(f"upstream done in {time.perf_counter() - t0:.0f}s")

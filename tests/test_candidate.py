@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator._worker import run_job
+from orchestrator._resources import Resources
+from orchestrator._worker import PhaseRuntime, run_job
 from orchestrator.plan import make_plan
 from results import Storage
 from search_spaces import load_preset
@@ -21,7 +22,7 @@ def storage(tmp_path_factory):
 @pytest.fixture(scope="module")
 def context(storage):
     plan = make_plan(load_preset("smoke"))
-    teacher = run_job(plan.teacher, storage, 1, 0)
+    teacher = run_job(plan.teacher, _in_process(storage))
     return TrialContext(
         normal_teacher_key=plan.teacher.key,
         normal_teacher_acc=teacher["test_acc"],
@@ -30,9 +31,13 @@ def context(storage):
     )
 
 
+def _in_process(storage):
+    return PhaseRuntime(storage, Resources(1, 0, students=0))
+
+
 def _runner(storage, log=None):
     def run(jobs):
-        results = [run_job(job, storage, 1, 0) for job in jobs]
+        results = [run_job(job, _in_process(storage)) for job in jobs]
         if log is not None:
             log.extend((job.name, r["cached"]) for job, r in zip(jobs, results))
         return results

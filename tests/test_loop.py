@@ -1,10 +1,12 @@
 """The training loop on real MNIST-1D data: determinism, resume, divergence."""
 
+import io
 import math
 
 import pytest
 import torch
 
+from trainables.checkpoint import MAGIC, load_checkpoint
 from trainables.data import DatasetSpec, load_dataset
 from trainables.loop import Schedule, train
 from trainables.losses import cross_entropy
@@ -57,9 +59,10 @@ def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(data, tmp_path)
     with pytest.raises(KeyboardInterrupt):
         train(_fresh(), data, stop_after_two_epochs, SCHEDULE, seed=1, checkpoint=interrupted,
               checkpoint_tag="t", checkpoint_every_s=-1.0)
-    assert torch.load(interrupted, weights_only=True)["epoch"] == 2
+    assert load_checkpoint(interrupted)["epoch"] == 2
     resumed = train(_fresh(seed=99), data, _ce, SCHEDULE, seed=1, checkpoint=interrupted,
                     checkpoint_tag="t")
+    assert resumed.resumed_from_epoch == 2 and not resumed.damaged_checkpoint
     assert resumed.test_acc == whole.test_acc
     for k in whole.state_dict:
         assert torch.equal(whole.state_dict[k], resumed.state_dict[k])
@@ -75,10 +78,25 @@ def test_a_checkpoint_of_another_run_is_ignored(data, tmp_path):
     assert again.test_acc == fresh.test_acc
 
 
-def test_a_truncated_checkpoint_is_recomputed_not_used(data, tmp_path):
+def _truncate(ckpt):
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+
+
+def _flip_a_weight(ckpt):
+    # One byte in the middle of the payload: the file still unpickles, only its checksum knows.
+    blob = bytearray(ckpt.read_bytes())
+    blob[len(blob) // 2] ^= 0x40
+    ckpt.write_bytes(bytes(blob))
+    payload = io.BytesIO(bytes(blob[len(MAGIC) + 32:]))
+    assert torch.load(payload, weights_only=True)["epoch"] == SCHEDULE.epochs  # torch can't tell
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_weight], ids=["truncated", "corrupted"])
+def test_a_damaged_checkpoint_is_recomputed_not_used(data, tmp_path, damage):
     ckpt = tmp_path / "x.ckpt"
     train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
-    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    damage(ckpt)
+    assert load_checkpoint(ckpt) is None
     fresh = train(_fresh(), data, _ce, SCHEDULE, seed=1)
     steps = []
 
@@ -89,6 +107,7 @@ def test_a_truncated_checkpoint_is_recomputed_not_used(data, tmp_path):
     again = train(_fresh(), data, counting, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
     # every epoch was trained again (a usable checkpoint at the end would have skipped them all)
     assert len(steps) == SCHEDULE.epochs * math.ceil(len(data.train_y) / SCHEDULE.batch_size)
+    assert again.damaged_checkpoint and again.resumed_from_epoch == 0
     assert again.test_acc == fresh.test_acc
 
 

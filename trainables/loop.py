@@ -8,7 +8,6 @@ status `diverged` as soon as an epoch sees a non-finite loss.
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DeviceData
 from .errors import ConfigError
 
@@ -54,6 +54,8 @@ class TrainResult:
     epochs_run: int
     wall_s: float
     state_dict: dict | None = field(default=None, repr=False)  # best-val weights, on CPU
+    resumed_from_epoch: int = 0  # epochs a checkpoint had already done (0: trained from the start)
+    damaged_checkpoint: bool = False  # a checkpoint was there but failed its checksum: ignored
 
 
 def fast_math(device: torch.device):
@@ -149,11 +151,10 @@ def train(
         model.to(memory_format=torch.channels_last)
     start_epoch, best_val, best_epoch, best_state = 0, -1.0, -1, None
 
+    damaged = False
     if checkpoint is not None and checkpoint.exists():
-        try:
-            saved = torch.load(checkpoint, map_location=device, weights_only=True)
-        except Exception:  # torn or foreign file: starting over is always correct
-            saved = None
+        saved = load_checkpoint(checkpoint, map_location=device)
+        damaged = saved is None  # torn or corrupted: starting over is always correct
         if saved is not None and saved.get("tag") == checkpoint_tag:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
@@ -166,9 +167,7 @@ def train(
     def save(epoch: int) -> None:
         if checkpoint is None:
             return
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = checkpoint.with_name(checkpoint.name + f".{os.getpid()}.tmp")
-        torch.save(
+        save_checkpoint(
             {
                 "tag": checkpoint_tag,
                 "epoch": epoch,
@@ -180,12 +179,12 @@ def train(
                 "best_epoch": best_epoch,
                 "best_state": best_state,
             },
-            tmp,
+            checkpoint,
         )
-        os.replace(tmp, checkpoint)
         if on_checkpoint is not None:
             on_checkpoint(checkpoint)
 
+    resumed = {"resumed_from_epoch": start_epoch, "damaged_checkpoint": damaged}
     last_save = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
         model.train()
@@ -209,7 +208,7 @@ def train(
             sched.step()
         if non_finite.item():
             return TrainResult("diverged", best_val if best_epoch >= 0 else math.nan, math.nan,
-                               best_epoch, epoch + 1, time.perf_counter() - started)
+                               best_epoch, epoch + 1, time.perf_counter() - started, **resumed)
         val_acc = accuracy(model, data.val_x, data.val_y, prepare=data.prepare)
         if val_acc > best_val:
             best_val, best_epoch, best_state = val_acc, epoch, _cpu_copy(model.state_dict())
@@ -222,4 +221,4 @@ def train(
     test_acc = accuracy(model, data.test_x, data.test_y, prepare=data.prepare)
     save(schedule.epochs)
     return TrainResult("ok", best_val, test_acc, best_epoch, schedule.epochs,
-                       time.perf_counter() - started, best_state)
+                       time.perf_counter() - started, best_state, **resumed)

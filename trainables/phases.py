@@ -145,12 +145,14 @@ def run_phase(
     data_cache: Path | None = None,
     checkpoint: Path | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    checkpoint_every_s: float = 30.0,
     gpu_fraction: float | None = None,
     data_root: Path | None = None,
 ) -> dict:
     """Run one phase and return its result; teachers also leave `out_dir/model.pt`.
 
-    `checkpoint` (with `on_checkpoint`, see `loop.train`) makes the phase resumable mid-way;
+    `checkpoint` (with `on_checkpoint` and `checkpoint_every_s`, see `loop.train`) makes the
+    phase resumable mid-way;
     `gpu_fraction` is the share of a GPU this process holds (its memory is capped to it).
     """
     started = time.perf_counter()
@@ -202,7 +204,8 @@ def run_phase(
 
     # loop
     result = train(model, data, loss_fn, cfg.schedule, cfg.seed, checkpoint=checkpoint,
-                   checkpoint_tag=cfg.key(), on_checkpoint=on_checkpoint)
+                   checkpoint_tag=cfg.key(), checkpoint_every_s=checkpoint_every_s,
+                   on_checkpoint=on_checkpoint)
 
     # result
     if result.status == "ok" and cfg.phase in ("teacher", "nasty"):
@@ -217,6 +220,8 @@ def run_phase(
         "val_acc": result.val_acc,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "damaged_checkpoint": result.damaged_checkpoint,
         "train_s": result.wall_s,
         "wall_s": time.perf_counter() - started,
         "config": cfg.to_dict(),
