@@ -161,3 +161,96 @@ def test_a_worker_killed_mid_phase_is_retried_from_its_checkpoint(tmp_path):
     assert all(resumed[key] > 0 for key in nasty), resumed  # not trained from the start again
     assert any(resumed[key] > 0 for key in students), resumed
     assert not any(partials.glob("*.ckpt"))  # published phases leave no checkpoint behind
+
+
+@pytest.fixture
+def two_worker_cluster():
+    """A head that runs nothing and two worker nodes of 3 CPUs: one trial (3 bundles) each."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=3) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_a_node_lost_mid_sweep_has_its_trials_rerun_on_the_nodes_left(two_worker_cluster, tmp_path):
+    import threading
+
+    from orchestrator import SweepOptions, run_sweep
+    from search_spaces import load_preset
+
+    cluster, workers = two_worker_cluster
+    config = tmp_path / "slow.toml"
+    smoke = (ROOT / "search_spaces" / "presets" / "smoke.toml").read_text()
+    config.write_text(smoke.replace("epochs = 12", "epochs = 30") + "checkpoint_every_s = 0\n")
+    storage = tmp_path / "sweeps"
+    partials = storage / "_artifacts" / ".partial"
+    lost = {}
+
+    def remove_a_busy_node():
+        # once a nasty teacher is mid-phase (its checkpoint exists), remove a node that runs a
+        # trial: Tune's actor is under the node's raylet, titled `.train` while it runs one
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if partials.is_dir() and any(partials.glob("nasty-*.ckpt")):
+                for node in workers:
+                    raylet = node.all_processes["raylet"][0].process.pid
+                    if any(c.startswith("ray::ImplicitFunc.train") for c in _descendants(raylet).values()):
+                        lost.update(node_id=node.node_id, at=time.time())
+                        cluster.remove_node(node)
+                        return
+            time.sleep(0.05)
+
+    remover = threading.Thread(target=remove_a_busy_node, daemon=True)
+    remover.start()
+    outcome = run_sweep(SweepOptions(load_preset(config_file=config), "lost", str(storage)))
+    remover.join(timeout=5)
+    assert lost, "the sweep finished before a node could be removed"
+
+    trials = pq.read_table(storage / "lost" / "results" / "trials").to_pylist()
+    assert len(outcome["trials"]) == len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
+    assert all(t["status"] == "ok" for t in trials)
+    (left,) = [w.node_id for w in workers if w.node_id != lost["node_id"]]
+    for t in trials:  # nothing finished on the lost node after it was gone
+        assert t["node_id"] == left or t["finished_at"].timestamp() < lost["at"]
+    assert any(t["node_id"] == left and t["started_at"].timestamp() > lost["at"] for t in trials)
+    # the trial cut off was retried, not replaced by a new one nor recorded as failed
+    assert [t.state.name for t in _study(storage, "lost").trials] == ["COMPLETE"] * 4
+
+
+def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    # No valid ω·τ_A² makes the nasty loss overflow on MNIST-1D: the KL term saturates (ω = 10,
+    # τ_A = 100 only collapses the teacher). So the preset's start point is set past validation
+    # to ω = ∞, and the real training loop meets a non-finite loss inside a real sweep.
+    import math
+    from dataclasses import replace
+
+    from orchestrator import SweepOptions, run_sweep
+    from results import pareto_front
+    from search_spaces import load_preset
+
+    smoke = load_preset("smoke")
+    preset = replace(smoke, nasty=replace(smoke.nasty, start={"omega": math.inf, "tau_a": 4.0}))
+    storage = tmp_path / "sweeps"
+    outcome = run_sweep(SweepOptions(preset, "diverge", str(storage)))
+
+    trials = pq.read_table(storage / "diverge" / "results" / "trials").to_pylist()
+    assert len(trials) == 4 and len(outcome["trials"]) == 4  # the sweep went on to its budget
+    (diverged,) = [t for t in trials if t["status"] == "diverged"]
+    assert diverged["omega"] == math.inf and diverged["student_acc"] is None
+    students = pq.read_table(storage / "diverge" / "results" / "students").to_pylist()
+    assert [s["status"] for s in students if s["trial_id"] == diverged["trial_id"]] == ["skipped"] * 2
+    assert all(t["status"] == "ok" for t in trials if t is not diverged)
+    front = pareto_front(trials)
+    assert front and diverged["trial_id"] not in {f["trial_id"] for f in front}
+    assert [f["trial_id"] for f in outcome["front"]] == [f["trial_id"] for f in front]
+    # Optuna saw it as pruned with a violated constraint, so the sampler steers away from it
+    states = {t.params.get("omega"): t.state.name for t in _study(storage, "diverge").trials}
+    assert states.pop(math.inf) == "PRUNED" and set(states.values()) == {"COMPLETE"}
