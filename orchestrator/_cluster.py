@@ -22,7 +22,7 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         return  # `auto` is resolved by Ray from a local `ray start`; it fails fast on its own
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(f"--address {address!r}: expected HOST:PORT (the head's GCS port, "
+        raise ConfigError(f"--address {address!r}: expected HOST:PORT (the head's GCS port, "
                            "6379 by default) or `auto`")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()

@@ -121,7 +121,7 @@ def _positive(where: str, value: float, *, allow_zero: bool = False) -> None:
         raise ConfigError(f"{where} must be {'≥' if allow_zero else '>'} 0, got {value!r}")
 
 
-def _range(where: str, value: list, *, integer: bool, low: float, high: float) -> tuple:
+def _range(where: str, value: list, *, integer: bool, low: float, high: float, why: str = "") -> tuple:
     kind = int if integer else float
     if len(value) != 2 or not all(_is(v, kind) for v in value):
         raise ConfigError(f"{where} must be [low, high] of {kind.__name__}s, got {value!r}")
@@ -129,7 +129,7 @@ def _range(where: str, value: list, *, integer: bool, low: float, high: float) -
     if lo > hi:
         raise ConfigError(f"{where}: low {lo!r} is above high {hi!r}; write [low, high]")
     if lo < low or hi > high:
-        raise ConfigError(f"{where}: {value!r} must lie within [{low}, {high}]")
+        raise ConfigError(f"{where}: {value!r} must lie within [{low}, {high}]{why}")
     return (kind(lo), kind(hi))
 
 
@@ -253,7 +253,8 @@ def parse_preset(name: str, doc: dict) -> Preset:
         if table is None:
             raise ConfigError(f"search.stingy: missing; give k = [lo, hi] with 1 ≤ k < {num_classes}")
         _check_keys("search.stingy", table, _STINGY, ("k",))
-        k = _range("search.stingy.k", table["k"], integer=True, low=1, high=num_classes - 1)
+        k = _range("search.stingy.k", table["k"], integer=True, low=1, high=num_classes - 1,
+                   why=f": the teacher keeps its k largest of {num_classes} logits, so 1 ≤ k < {num_classes}")
         start = table.get("start")
         if start is not None:
             _check_keys("search.stingy.start", start, {"k": int}, ("k",))

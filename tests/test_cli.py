@@ -2,12 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from _net import free_port
 from click.testing import CliRunner
 
 import cli
@@ -30,44 +32,135 @@ def _cli(*args, storage=None, timeout=600):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
+SMOKE = (ROOT / "search_spaces" / "presets" / "smoke.toml").read_text()
+
+# Each bad input as users type it, its exit code, and the part of the one line it prints that
+# README's "Errors" table shows (exactly these, no more). `{TOML:<edit>}` is smoke.toml with an
+# edit, written to a file. Every case runs against a storage that already holds a started sweep.
+TOML_EDITS = {
+    "arch": ('arch = "mlp"', 'arch = "resnet9000"'),
+    "dataset": ('name = "mnist1d"', 'name = "imagenet"'),
+    "omega": ("omega = [0.01, 0.5]", "omega = [0.01, 50.0]"),
+    "tau": ("tau_a = [2.0, 8.0]", "tau_a = [0.01, 8.0]"),
+    "k": ("k = [1, 9]", "k = [1, 10]"),
+    "lowhigh": ("tau_a = [2.0, 8.0]", "tau_a = [8.0, 2.0]"),
+    "key": ("trials = 4", "trails = 4"),
+    "malformed": ("seed = 0", "seed = = 0"),
+}
 BAD_INPUT = [
-    (["sweep", "--preset", "nope"], "unknown preset 'nope'"),
-    (["sweep", "--preset", "smoke", "--name", "../x"], "sweep name '../x'"),
-    (["sweep", "--preset", "smoke", "--max-teacher-drop", "-1"], "--max-teacher-drop"),
-    (["sweep", "--config", "missing.toml"], "does not exist"),
-    (["pareto", "ghost"], "no sweep named 'ghost'"),
-    (["status", "ghost"], "no sweep named 'ghost'"),
-    (["resume", "ghost"], "no sweep named 'ghost'"),
-    (["sweep", "--preset", "smoke", "--gpus-per-trial", "1.5"], "above 1 give a whole number"),
-    (["sweep", "--preset", "smoke", "--cpus-per-trial", "0"], "--cpus-per-trial 0 must be > 0"),
-    (["sweep", "--preset", "smoke", "--study-storage", "postgresql://u:p@127.0.0.1:1/db"],
-     "--study-storage postgresql://u:p@127.0.0.1:1/db: its database driver is not installed"),
+    (["sweep", "--preset", "nope"], 2, "unknown preset 'nope'; known: "),
+    (["sweep", "--config", "{TOML:arch}"], 2, "unknown model 'resnet9000'; did you mean"),
+    (["sweep", "--config", "{TOML:dataset}"], 2,
+     "dataset.name: unknown dataset 'imagenet'; known: cifar10, cifar100, mnist1d"),
+    (["sweep", "--config", "{TOML:omega}"], 2,
+     "search.nasty.omega: [0.01, 50.0] must lie within [1e-06, 10.0]"),
+    (["sweep", "--config", "{TOML:tau}"], 2,
+     "search.nasty.tau_a: [0.01, 8.0] must lie within [0.1, 100.0]"),
+    (["sweep", "--config", "{TOML:k}"], 2,
+     "search.stingy.k: [1, 10] must lie within [1, 9]: the teacher keeps its k largest of 10 "
+     "logits, so 1 ≤ k < 10"),
+    (["sweep", "--config", "{TOML:lowhigh}"], 2,
+     "search.nasty.tau_a: low 8.0 is above high 2.0; write [low, high]"),
+    (["sweep", "--config", "{TOML:key}"], 2,
+     "search: unknown key 'trails' (did you mean 'trials'?); allowed: "),
+    (["sweep", "--config", "{TOML:malformed}"], 2,
+     "not valid TOML (Invalid value (at line 2, column 8))"),
+    (["sweep", "--config", "missing.toml"], 2, "config file 'missing.toml' does not exist"),
+    (["sweep", "--preset", "cifar10-resnet18"], 2,
+     "dataset cifar10 is read from a local folder: fetch it once with"),
+    (["sweep", "--preset", "cifar10-resnet18", "--data-root", "nowhere"], 2,
+     "cifar-10-batches-py lacks data_batch_1"),
+    (["sweep", "--preset", "smoke", "--storage", "/dev/null/x"], 2, "is not writable"),
+    (["sweep", "--preset", "smoke", "--storage", "nosuch://bucket/x"], 2, "cannot be opened"),
+    (["pareto", "smoke", "--storage", "nosuch://bucket/x"], 2, "cannot be opened"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--address", "{FREE_PORT}"], 1,
+     "no Ray cluster answers at"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--address", "headnode"], 2,
+     "expected HOST:PORT (the head's GCS port, 6379 by default)"),
+    (["sweep", "--preset", "smoke", "--max-teacher-drop", "1"], 2,
+     "with a different config; resume it with"),
+    (["sweep", "--preset", "smoke", "--name", "../x"], 2,
+     "sweep name '../x': use letters, digits, '.', '_' and '-'"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--max-teacher-drop", "-1"], 2,
+     "--max-teacher-drop -1.0 must be within [0, 100) points"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--gpus-per-trial", "1.5"], 2,
+     "--gpus-per-trial 1.5: Ray shares a GPU or CPU only in fractions up to 1; above 1 give a "
+     "whole number (1 or 2)"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--gpus-per-trial", "0.00001"], 2,
+     "--gpus-per-trial 1e-05 is below Ray's resource precision (0.0001)"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--cpus-per-trial", "0"], 2,
+     "--cpus-per-trial 0 must be > 0"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--study-storage", "postgresql://u:p@127.0.0.1:1/db"],
+     2, "its database driver is not installed"),
     # this machine has no GPU: the local Ray starts, and the check refuses before any work
-    (["sweep", "--preset", "smoke", "--gpus-per-trial", "0.5"], "one trial needs 1.5 GPUs"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--gpus-per-trial", "0.5"], 2,
+     "--gpus-per-trial 0.5: one trial needs 1.5 GPUs"),
+    (["pareto", "ghost"], 2, "no sweep named 'ghost'"),
+    (["status", "ghost"], 2, "no sweep named 'ghost'"),
+    (["resume", "ghost"], 2, "no sweep named 'ghost'"),
+    (["pareto", "smoke", "--max-teacher-drop", "nan"], 2, "--max-teacher-drop nan must be ≥ 0"),
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
-def test_bad_input_is_one_line_and_exit_2(tmp_storage, args, message):
-    result = CliRunner().invoke(cli.main, [*args, "--storage", str(tmp_storage)])
-    assert result.exit_code == 2, result.output
+@pytest.fixture(scope="module")
+def started_sweep(tmp_path_factory):
+    """A storage holding sweep 'smoke' with a trial done, under another config than the smoke
+    preset's (so `sweep --preset smoke` conflicts with it): what bad input may land on."""
+    from orchestrator.layout import write_json
+    from results import ResultStore, Storage, trial_rows
+
+    root = tmp_path_factory.mktemp("existing")
+    storage = Storage(root)
+    write_json(storage, "smoke", "sweep.json", {
+        "name": "smoke", "preset_name": "smoke", "identity": {"preset": {}}, "fingerprint": "0" * 16,
+        "trials": 4, "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2},
+        "created_at": "then"})
+    (root / "smoke" / "tune").mkdir()
+    context = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
+                   preset="smoke", config_fingerprint="0" * 16, versions={}, normal_teacher_acc=90.0,
+                   students=[])
+    result = dict(final=True, status="ok", teacher_acc=89.0, student_acc=70.0, teacher_drop=1.0,
+                  best_student="", wall_s=1.0, students="[]")
+    ResultStore(storage, "smoke").write_trial(*trial_rows(
+        sweep="smoke", trial_id="t1", params={"defense": "stingy", "k": 2}, result=result,
+        context=context))
+    return root
+
+
+def _snapshot(root: Path) -> dict:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _bad_args(args, tmp_path, storage):
+    out = []
+    for a in args:
+        if a.startswith("{TOML:"):
+            old, new = TOML_EDITS[a[6:-1]]
+            assert old in SMOKE
+            path = tmp_path / f"{a[6:-1]}.toml"
+            path.write_text(SMOKE.replace(old, new, 1))
+            a = str(path)
+        out.append(a.replace("{FREE_PORT}", f"127.0.0.1:{free_port()}"))
+    return out if "--storage" in out else [*out, "--storage", str(storage)]
+
+
+@pytest.mark.parametrize("args,code,message", BAD_INPUT, ids=[" ".join(a) for a, _, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_a_nonzero_exit_with_nothing_written(started_sweep, tmp_path,
+                                                                       args, code, message):
+    before = _snapshot(started_sweep)
+    result = CliRunner().invoke(cli.main, _bad_args(args, tmp_path, started_sweep))
+    assert result.exit_code == code, result.output
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert _snapshot(started_sweep) == before  # nothing existing overwritten, nothing added
 
 
-@pytest.mark.parametrize("command", ["sweep", "pareto", "status"])
-def test_a_storage_uri_nobody_can_open_is_one_line(command):
-    args = [command, "--storage", "nosuch://bucket/x"] + (["x"] if command != "sweep" else [])
-    result = CliRunner().invoke(cli.main, args)
-    assert result.exit_code == 2 and "cannot be opened" in result.output
-    assert len(result.output.strip().splitlines()) == 1
-
-
-def test_unwritable_storage_is_refused_before_any_work(tmp_path):
-    blocked = tmp_path / "file"
-    blocked.write_text("not a folder")
-    result = CliRunner().invoke(cli.main, ["sweep", "--preset", "smoke", "--storage", str(blocked / "x")])
-    assert result.exit_code == 2 and "not writable" in result.output
+def test_the_readme_errors_table_lists_exactly_what_the_program_prints():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    shown = {re.search(r"`([^`]+)`", row.split(" | ")[1]).group(1).replace("\\|", "|") for row in rows}
+    assert shown == {message for _, _, message in BAD_INPUT}
 
 
 @pytest.mark.slow
