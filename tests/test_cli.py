@@ -214,12 +214,19 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert again.returncode == 0 and "already finished" in again.stderr
     assert json.loads(again.stdout) == front
 
-    # another name with the same preset reuses every upstream phase from the artifact cache;
+    # another name with the same preset reuses the upstream phases from the artifact cache, but
+    # not the teacher, whose weights are corrupted by one flipped byte: it is trained again;
     # with a teacher-drop limit, nasty teachers beyond it are gated: no students trained
+    (weights,) = (tmp_storage / "_artifacts").glob("teacher-*/model.pt")
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    weights.write_bytes(bytes(blob))
     other = _cli("sweep", "--preset", "smoke", "--name", "smoke-b", "--max-teacher-drop", "0.5",
                  storage=tmp_storage)
     assert other.returncode == 0, other.stderr[-3000:]
-    assert other.stderr.count("(cached)") == 5
+    assert other.stderr.count("(cached)") == 4
+    (teacher_line,) = [line for line in other.stderr.splitlines() if line.strip().startswith("teacher ")]
+    assert "cached" not in teacher_line and weights.read_bytes() != bytes(blob)
     gated_trials = pq.read_table(tmp_storage / "smoke-b" / "results" / "trials").to_pylist()
     gated_students = pq.read_table(tmp_storage / "smoke-b" / "results" / "students").to_pylist()
     assert len(gated_trials) == 4

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,16 +20,28 @@ pytestmark = pytest.mark.slow
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
 
+def _start(*args, env=None) -> subprocess.Popen:
+    """`python cli.py ARGS` in the background, its stderr in a file (a pipe nobody reads while
+    the test polls could fill up and stall it): read it back with `_stderr(proc)`."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="undistill-", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], stdout=subprocess.DEVNULL,
+                            stderr=log, text=True, env={**ENV, **(env or {})}, cwd=ROOT)
+    proc.log = Path(log.name)
+    return proc
+
+
+def _stderr(proc) -> str:
+    return proc.log.read_text()
+
+
 def _sweep(storage, *flags, env=None):
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "sweep", "--preset", "smoke",
-                             "--storage", str(storage), *flags], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**ENV, **(env or {})}, cwd=ROOT)
+    return _start("sweep", "--preset", "smoke", "--storage", str(storage), *flags, env=env)
 
 
 def _kill_when(proc, ready, timeout_s=600):
     deadline = time.time() + timeout_s
     while not ready():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert proc.poll() is None, _stderr(proc)[-3000:]
         assert time.time() < deadline, "the sweep never reached the point to kill it at"
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
@@ -53,49 +66,42 @@ def _check_complete(storage, name="smoke"):
     return trials
 
 
-def test_a_driver_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(tmp_path):
-    storage = tmp_path / "sweeps"
-    results = storage / "smoke" / "results" / "trials"
-    sweep = _sweep(storage)
-    _kill_when(sweep, lambda: results.is_dir() and any(results.glob("[!.]*.parquet")))
-    before = {p.name for p in results.glob("[!.]*.parquet")}
-    assert 1 <= len(before) < 4
-
-    resumed = _resume(storage)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming 'smoke'" in resumed.stderr
-    trials = _check_complete(storage)
-    assert before <= {f"{t['trial_id']}.parquet" for t in trials}  # finished rows kept
-
-
-def test_a_driver_killed_during_the_upstream_phases_does_not_train_them_again(tmp_path):
+def test_a_driver_killed_at_any_point_resumes_with_every_trial_done_once(tmp_path):
+    """One sweep, its driver SIGKILLed three times: during the upstream phases, between a trial's
+    end and its Parquet write, and mid-trial. Each time the same `sweep` or `resume` goes on from
+    what was done; the last run finishes the budget."""
     storage = tmp_path / "sweeps"
     artifacts = storage / "_artifacts"
-    sweep = _sweep(storage)
-    # killed once the first upstream phase is sealed (its manifest is written last)
-    _kill_when(sweep, lambda: artifacts.is_dir() and any(artifacts.glob("*/MANIFEST.json")))
+    results = storage / "smoke" / "results" / "trials"
+
+    # 1. during the upstream phases, once the first is sealed (its manifest is written last)
+    first = _sweep(storage)
+    _kill_when(first, lambda: artifacts.is_dir() and any(artifacts.glob("*/MANIFEST.json")))
     sealed = {p.parent.name for p in artifacts.glob("*/MANIFEST.json")}
     assert sealed and not (storage / "smoke" / "results").exists()
 
-    resumed = _resume(storage)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stderr.count("(cached)") >= len(sealed & {p for p in sealed if not p.startswith("nasty")})
-    _check_complete(storage)
-
-
-def test_a_driver_killed_between_a_trials_end_and_its_parquet_write_loses_nothing(tmp_path):
-    # No file marks that moment, so the driver kills itself there (SIGKILL, see _killpoints).
-    storage = tmp_path / "sweeps"
-    sweep = _sweep(storage, env={"UNDISTILL_KILL_AT": "before-trial-write"})
-    assert sweep.wait(timeout=600) == -signal.SIGKILL, sweep.communicate()[1][-3000:]
-    results = storage / "smoke" / "results" / "trials"
+    # 2. the same command again; killed between a trial's end and its row. No file marks that
+    # moment, so the driver kills itself there (SIGKILL, see orchestrator/_killpoints.py).
+    second = _sweep(storage, env={"UNDISTILL_KILL_AT": "before-trial-write"})
+    assert second.wait(timeout=600) == -signal.SIGKILL, _stderr(second)[-3000:]
+    err = _stderr(second)
+    assert err.count("(cached)") >= len(sealed)  # sealed upstream phases were not trained again
     assert not results.exists() or not any(results.glob("[!.]*.parquet"))  # the row was lost...
     told = [t.params for t in _study(storage).trials if t.state.name == "COMPLETE"]
     assert told  # ... after Optuna was told: the trial had finished
 
-    resumed = _resume(storage)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # 3. `resume`, killed mid-trial once a row is written
+    third = _start("resume", "smoke", "--storage", str(storage))
+    _kill_when(third, lambda: results.is_dir() and any(results.glob("[!.]*.parquet")))
+    before = {p.name for p in results.glob("[!.]*.parquet")}
+    assert 1 <= len(before) < 4
+
+    # 4. `resume` to the end
+    last = _resume(storage)
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert "resuming 'smoke'" in last.stderr
     trials = _check_complete(storage)
+    assert before <= {f"{t['trial_id']}.parquet" for t in trials}  # finished rows kept
     students = pq.read_table(storage / "smoke" / "results" / "students").to_pylist()
     for params in told:  # rerun by the restored Tune from the artifact store: nothing retrained
         (trial,) = [t for t in trials if all(t[k] == v for k, v in params.items())]
@@ -125,7 +131,7 @@ def _kill_worker(sweep, title: str, partial_glob: str, partials: Path, timeout_s
     `partial_glob` has a mid-phase checkpoint; returns those checkpoints' keys."""
     deadline = time.time() + timeout_s
     while True:
-        assert sweep.poll() is None, sweep.communicate()[1][-3000:]
+        assert sweep.poll() is None, _stderr(sweep)[-3000:]
         assert time.time() < deadline, f"no {title} with a checkpoint to kill"
         keys = [p.name[: -len(".ckpt")] for p in partials.glob(partial_glob)] if partials.is_dir() else []
         victims = [pid for pid, cmd in _descendants(sweep.pid).items() if cmd.startswith(title)]
@@ -140,18 +146,15 @@ def test_a_worker_killed_mid_phase_is_retried_from_its_checkpoint(tmp_path):
     # Checkpoints after every epoch, and phases long enough to be caught mid-way.
     config = tmp_path / "slow.toml"
     smoke = (ROOT / "search_spaces" / "presets" / "smoke.toml").read_text()
-    config.write_text(smoke.replace("epochs = 12", "epochs = 30") + "checkpoint_every_s = 0\n")
+    config.write_text(smoke.replace("epochs = 12", "epochs = 24") + "checkpoint_every_s = 0\n")
     storage = tmp_path / "sweeps"
     partials = storage / "_artifacts" / ".partial"
     # One trial at a time: the nasty teacher trains in the trial's own process (Tune's actor),
     # its students in Ray tasks.
-    sweep = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "sweep", "--config", str(config),
-                              "--storage", str(storage), "--concurrency", "1"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    sweep = _start("sweep", "--config", str(config), "--storage", str(storage), "--concurrency", "1")
     nasty = _kill_worker(sweep, "ray::ImplicitFunc", "nasty-*.ckpt", partials)
     students = _kill_worker(sweep, "ray::kd ", "kd-*.ckpt", partials)
-    _, err = sweep.communicate(timeout=900)
-    assert sweep.returncode == 0, err[-3000:]
+    assert sweep.wait(timeout=900) == 0, _stderr(sweep)[-3000:]
 
     trials = pq.read_table(storage / "slow" / "results" / "trials").to_pylist()
     assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)
