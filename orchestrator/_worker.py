@@ -11,6 +11,7 @@ from pathlib import Path
 
 from results.storage import Storage
 from trainables.errors import UndistillError
+from trainables.loop import CHECKPOINT_EVERY_S
 from trainables.phases import MODEL_FILE, PhaseJob, run_phase
 
 from ._resources import Resources
@@ -25,9 +26,7 @@ class PhaseRuntime:
     storage: Storage
     resources: Resources
     data_root: str | None = None  # CIFAR-like datasets: the same path on every node
-    # A mid-phase checkpoint costs a copy of model, optimizer and best weights (uploaded, on a
-    # bucket); a killed phase loses at most this much work.
-    checkpoint_every_s: float = 30.0
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S  # see trainables.loop
 
 
 class ArtifactMissing(UndistillError):
@@ -75,7 +74,7 @@ def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
     teacher_weights = None
     if job.teacher_key is not None:
         fetched = store.fetch(job.teacher_key)
-        if fetched is None:  # not a result but a fault (lost or unreadable): the task is retried
+        if fetched is None:  # not a result but a fault (lost or unreadable): the phase fails
             raise ArtifactMissing(f"{job.name}: its teacher {job.teacher_key} is not intact in "
                                   f"{storage.uri('_artifacts')}")
         teacher, files = fetched

@@ -110,7 +110,12 @@ class ArtifactStore:
             self.storage.write_bytes((FOLDER, key, MANIFEST),
                                      json.dumps(manifest, indent=1, sort_keys=True).encode())
             self.storage.delete(FOLDER, ".partial", f"{key}.ckpt")
-            (node_cache_root() / "partial" / f"{key}.ckpt").unlink(missing_ok=True)
+            local = [node_cache_root() / "partial"]
+            if self.storage.is_local:
+                local.append(self.storage.local_path(FOLDER, ".partial"))
+            for folder in local:  # the checkpoint, and a save a kill cut short (atomic_write's)
+                for leftover in folder.glob(f"*{key}.ckpt*"):
+                    leftover.unlink(missing_ok=True)
             return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

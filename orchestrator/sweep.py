@@ -21,6 +21,7 @@ from search_spaces import Preset
 from search_spaces._schema import parse_preset
 from trainables.candidate import PLACEMENT_KEYS
 from trainables.data import check_data_root
+from trainables.loop import CHECKPOINT_EVERY_S
 from trainables.errors import ConfigError, UndistillError
 
 from ._resources import Resources, check_amount
@@ -78,9 +79,10 @@ class SweepOptions:
         return self.concurrency or self.preset.resources.get("concurrency")
 
     def checkpoint_interval(self) -> float:
-        if self.checkpoint_every_s is not None:
-            return self.checkpoint_every_s
-        return self.preset.resources.get("checkpoint_every_s", 30.0)
+        for seconds in (self.checkpoint_every_s, self.preset.resources.get("checkpoint_every_s")):
+            if seconds is not None:
+                return seconds
+        return CHECKPOINT_EVERY_S
 
 
 def versions() -> dict:

@@ -30,8 +30,8 @@ def is_uri(location: str | Path) -> bool:
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write local `path` so that readers see the old file or the whole new one, even after a
-    crash: into a dot-named temporary beside it (hidden from readers and from pyarrow.dataset),
-    synced to disk, then renamed into place."""
+    crash or a power loss: into a dot-named temporary beside it (hidden from readers and from
+    pyarrow.dataset), synced to disk, renamed into place, and the rename synced too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
@@ -40,6 +40,11 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     finally:
         tmp.unlink(missing_ok=True)
 

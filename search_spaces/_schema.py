@@ -85,8 +85,9 @@ _SEARCH = {"trials": int, "sampler": str, "defenses": list, "nasty": dict, "stin
 # Per process of a trial (its own and each student's); concurrency caps trials at once.
 _RESOURCES = {"cpus_per_trial": float, "gpus_per_trial": float, "concurrency": int,
               "checkpoint_every_s": float}
-RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": None, "concurrency": None,  # GPUs: auto
-                     "checkpoint_every_s": 30.0}
+# None: GPUs chosen by the cluster, no concurrency cap, the training loop's checkpoint interval
+RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": None, "concurrency": None,
+                     "checkpoint_every_s": None}
 _NASTY = {"omega": list, "tau_a": list, "start": dict}
 _STINGY = {"k": list, "start": dict}
 
@@ -223,7 +224,8 @@ def parse_preset(name: str, doc: dict) -> Preset:
     resources = {**RESOURCE_DEFAULTS, **resources}
     if resources["concurrency"] is not None and resources["concurrency"] < 1:
         raise ConfigError(f"resources.concurrency must be ≥ 1, got {resources['concurrency']!r}")
-    _positive("resources.checkpoint_every_s", resources["checkpoint_every_s"], allow_zero=True)
+    if resources["checkpoint_every_s"] is not None:
+        _positive("resources.checkpoint_every_s", resources["checkpoint_every_s"], allow_zero=True)
     sampler = search.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")

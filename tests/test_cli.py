@@ -73,6 +73,7 @@ BAD_INPUT = [
     (["sweep", "--preset", "smoke", "--storage", "/dev/null/x"], 2, "is not writable"),
     (["sweep", "--preset", "smoke", "--storage", "nosuch://bucket/x"], 2, "cannot be opened"),
     (["pareto", "smoke", "--storage", "nosuch://bucket/x"], 2, "cannot be opened"),
+    (["status", "smoke", "--storage", "nosuch://bucket/x"], 2, "cannot be opened"),
     (["sweep", "--preset", "smoke", "--name", "other", "--address", "{FREE_PORT}"], 1,
      "no Ray cluster answers at"),
     (["sweep", "--preset", "smoke", "--name", "other", "--address", "headnode"], 2,
@@ -104,20 +105,23 @@ BAD_INPUT = [
 
 @pytest.fixture(scope="module")
 def started_sweep(tmp_path_factory):
-    """A storage holding sweep 'smoke' with a trial done, under another config than the smoke
-    preset's (so `sweep --preset smoke` conflicts with it): what bad input may land on."""
+    """A storage holding sweep 'smoke' of the smoke preset with a trial done: what bad input may
+    land on."""
+    from orchestrator import SweepOptions
     from orchestrator.layout import write_json
     from results import ResultStore, Storage, trial_rows
+    from search_spaces import load_preset
 
     root = tmp_path_factory.mktemp("existing")
     storage = Storage(root)
+    opts = SweepOptions(load_preset("smoke"), "smoke", str(root))
     write_json(storage, "smoke", "sweep.json", {
-        "name": "smoke", "preset_name": "smoke", "identity": {"preset": {}}, "fingerprint": "0" * 16,
-        "trials": 4, "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2},
-        "created_at": "then"})
+        "name": "smoke", "preset_name": "smoke", "identity": opts.identity(),
+        "fingerprint": opts.fingerprint(), "trials": 4,
+        "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2}, "created_at": "then"})
     (root / "smoke" / "tune").mkdir()
     context = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
-                   preset="smoke", config_fingerprint="0" * 16, versions={}, normal_teacher_acc=90.0,
+                   preset="smoke", config_fingerprint=opts.fingerprint(), versions={}, normal_teacher_acc=90.0,
                    students=[])
     result = dict(final=True, status="ok", teacher_acc=89.0, student_acc=70.0, teacher_drop=1.0,
                   best_student="", wall_s=1.0, students="[]")
@@ -158,9 +162,11 @@ def test_bad_input_is_one_line_and_a_nonzero_exit_with_nothing_written(started_s
 def test_the_readme_errors_table_lists_exactly_what_the_program_prints():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
-    shown = {re.search(r"`([^`]+)`", row.split(" | ")[1]).group(1).replace("\\|", "|") for row in rows}
-    assert shown == {message for _, _, message in BAD_INPUT}
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ")][2:]
+    # (the message, its exit code: 2 unless the row says "(exit 1)")
+    shown = {(re.search(r"`([^`]+)`", message).group(1), 1 if "(exit 1)" in what else 2)
+             for what, message, *_ in rows}
+    assert shown == {(message, code) for _, code, message in BAD_INPUT}
 
 
 @pytest.mark.slow

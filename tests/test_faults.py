@@ -90,7 +90,7 @@ def test_a_driver_killed_at_any_point_resumes_with_every_trial_done_once(tmp_pat
     told = [t.params for t in _study(storage).trials if t.state.name == "COMPLETE"]
     assert told  # ... after Optuna was told: the trial had finished
 
-    # 3. `resume`, killed mid-trial once a row is written
+    # 3. `resume`, killed mid-trial: once a row is written, while the next trials run
     third = _start("resume", "smoke", "--storage", str(storage))
     _kill_when(third, lambda: results.is_dir() and any(results.glob("[!.]*.parquet")))
     before = {p.name for p in results.glob("[!.]*.parquet")}
@@ -192,28 +192,28 @@ def test_a_node_lost_mid_sweep_has_its_trials_rerun_on_the_nodes_left(two_worker
     cluster, workers = two_worker_cluster
     config = tmp_path / "slow.toml"
     smoke = (ROOT / "search_spaces" / "presets" / "smoke.toml").read_text()
-    config.write_text(smoke.replace("epochs = 12", "epochs = 30") + "checkpoint_every_s = 0\n")
+    config.write_text(smoke.replace("epochs = 12", "epochs = 24") + "checkpoint_every_s = 0\n")
     storage = tmp_path / "sweeps"
     partials = storage / "_artifacts" / ".partial"
     lost = {}
 
-    def remove_a_busy_node():
-        # once a nasty teacher is mid-phase (its checkpoint exists), remove a node that runs a
-        # trial: Tune's actor is under the node's raylet, titled `.train` while it runs one
+    def remove_the_busy_node():
+        # One trial at a time: once a nasty teacher is mid-phase (its checkpoint exists), remove
+        # the node that trains it (Tune's actor sits under the node's raylet, titled `.train`).
         deadline = time.time() + 600
         while time.time() < deadline:
-            if partials.is_dir() and any(partials.glob("nasty-*.ckpt")):
-                for node in workers:
-                    raylet = node.all_processes["raylet"][0].process.pid
-                    if any(c.startswith("ray::ImplicitFunc.train") for c in _descendants(raylet).values()):
-                        lost.update(node_id=node.node_id, at=time.time())
-                        cluster.remove_node(node)
-                        return
+            keys = [p.name[: -len(".ckpt")] for p in partials.glob("nasty-*.ckpt")] if partials.is_dir() else []
+            for node in workers if keys else []:
+                raylet = node.all_processes["raylet"][0].process.pid
+                if any(c.startswith("ray::ImplicitFunc.train") for c in _descendants(raylet).values()):
+                    cluster.remove_node(node)
+                    lost.update(node_id=node.node_id, at=time.time(), nasty=keys)
+                    return
             time.sleep(0.05)
 
-    remover = threading.Thread(target=remove_a_busy_node, daemon=True)
+    remover = threading.Thread(target=remove_the_busy_node, daemon=True)
     remover.start()
-    outcome = run_sweep(SweepOptions(load_preset(config_file=config), "lost", str(storage)))
+    outcome = run_sweep(SweepOptions(load_preset(config_file=config), "lost", str(storage), concurrency=1))
     remover.join(timeout=5)
     assert lost, "the sweep finished before a node could be removed"
 
@@ -223,8 +223,13 @@ def test_a_node_lost_mid_sweep_has_its_trials_rerun_on_the_nodes_left(two_worker
     (left,) = [w.node_id for w in workers if w.node_id != lost["node_id"]]
     for t in trials:  # nothing finished on the lost node after it was gone
         assert t["node_id"] == left or t["finished_at"].timestamp() < lost["at"]
-    assert any(t["node_id"] == left and t["started_at"].timestamp() > lost["at"] for t in trials)
-    # the trial cut off was retried, not replaced by a new one nor recorded as failed
+    # the nasty teacher cut off was retried on the node left, from its checkpoint
+    (key,) = lost["nasty"]
+    nasty = json.loads((storage / "_artifacts" / key / "result.json").read_text())
+    assert nasty["resumed_from_epoch"] > 0
+    (trial,) = [t for t in trials if (t["omega"], t["tau_a"]) == (nasty["config"]["omega"], nasty["config"]["tau_a"])]
+    assert trial["node_id"] == left
+    # ... as the same trial: not replaced by a new one, nor recorded as failed
     assert [t.state.name for t in _study(storage, "lost").trials] == ["COMPLETE"] * 4
 
 
@@ -255,5 +260,7 @@ def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert front and diverged["trial_id"] not in {f["trial_id"] for f in front}
     assert [f["trial_id"] for f in outcome["front"]] == [f["trial_id"] for f in front]
     # Optuna saw it as pruned with a violated constraint, so the sampler steers away from it
-    states = {t.params.get("omega"): t.state.name for t in _study(storage, "diverge").trials}
-    assert states.pop(math.inf) == "PRUNED" and set(states.values()) == {"COMPLETE"}
+    study = _study(storage, "diverge").trials
+    pruned = [t for t in study if t.state.name == "PRUNED"]
+    assert [(t.params["omega"], t.constraints) for t in pruned] == [(math.inf, {"diverged": 1.0})]
+    assert len(study) == 4 and [t.state.name for t in study].count("COMPLETE") == 3

@@ -62,7 +62,7 @@ def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(data, tmp_path)
     assert load_checkpoint(interrupted)["epoch"] == 2
     resumed = train(_fresh(seed=99), data, _ce, SCHEDULE, seed=1, checkpoint=interrupted,
                     checkpoint_tag="t")
-    assert resumed.resumed_from_epoch == 2 and not resumed.damaged_checkpoint
+    assert resumed.resumed_from_epoch == 2 and not resumed.checkpoint_ignored
     assert resumed.test_acc == whole.test_acc
     for k in whole.state_dict:
         assert torch.equal(whole.state_dict[k], resumed.state_dict[k])
@@ -92,7 +92,7 @@ def _flip_a_weight(ckpt):
 
 
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_weight], ids=["truncated", "corrupted"])
-def test_a_damaged_checkpoint_is_recomputed_not_used(data, tmp_path, damage):
+def test_a_checkpoint_ignored_is_recomputed_not_used(data, tmp_path, damage):
     ckpt = tmp_path / "x.ckpt"
     train(_fresh(), data, _ce, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
     damage(ckpt)
@@ -107,7 +107,7 @@ def test_a_damaged_checkpoint_is_recomputed_not_used(data, tmp_path, damage):
     again = train(_fresh(), data, counting, SCHEDULE, seed=1, checkpoint=ckpt, checkpoint_tag="t")
     # every epoch was trained again (a usable checkpoint at the end would have skipped them all)
     assert len(steps) == SCHEDULE.epochs * math.ceil(len(data.train_y) / SCHEDULE.batch_size)
-    assert again.damaged_checkpoint and again.resumed_from_epoch == 0
+    assert again.checkpoint_ignored and again.resumed_from_epoch == 0
     assert again.test_acc == fresh.test_acc
 
 

@@ -60,6 +60,10 @@ for i in range(trials):
                 f.write(data[: len(data) // 2]); f.flush()
                 time.sleep(0.05)
                 f.write(data[len(data) // 2 :])
+        with open(storage.local_path("live", "state.json"), "w") as f:
+            f.write('{"finished": fal'); f.flush()
+            time.sleep(0.05)
+            f.write('se, "trials": %d}' % (i + 1))
 """
 
 
@@ -92,7 +96,8 @@ def _read_while_writing(storage: Path, writer: subprocess.Popen) -> tuple[int, l
 
 def test_the_harness_catches_a_reader_meeting_half_a_file(tmp_path):
     reads, errors = _read_while_writing(tmp_path, _start(tmp_path, "in-place", 40))
-    assert errors and all("cannot be read" in e for e in errors), errors[:3]
+    assert all("cannot be read" in e for e in errors), errors[:3]
+    assert any("results" in e for e in errors) and any("state.json" in e for e in errors), errors
 
 
 @pytest.mark.slow

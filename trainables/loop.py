@@ -26,6 +26,9 @@ from .errors import ConfigError
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+# Seconds between mid-training checkpoints: a killed phase loses about this much work, plus the
+# epoch it was in. Each save copies model, optimizer and best weights (uploaded, on a bucket).
+CHECKPOINT_EVERY_S = 30.0
 LR_SCHEDULES = ("onecycle", "multistep", "cosine", "constant")
 
 
@@ -55,7 +58,8 @@ class TrainResult:
     wall_s: float
     state_dict: dict | None = field(default=None, repr=False)  # best-val weights, on CPU
     resumed_from_epoch: int = 0  # epochs a checkpoint had already done (0: trained from the start)
-    damaged_checkpoint: bool = False  # a checkpoint was there but failed its checksum: ignored
+    # a checkpoint was there but unusable (torn, corrupted, or written by older code): ignored
+    checkpoint_ignored: bool = False
 
 
 def fast_math(device: torch.device):
@@ -131,7 +135,7 @@ def train(
     seed: int,
     checkpoint: Path | None = None,
     checkpoint_tag: str = "",
-    checkpoint_every_s: float = 30.0,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place; on return it holds the best-val weights (unless it diverged).
@@ -151,10 +155,10 @@ def train(
         model.to(memory_format=torch.channels_last)
     start_epoch, best_val, best_epoch, best_state = 0, -1.0, -1, None
 
-    damaged = False
+    ignored = False
     if checkpoint is not None and checkpoint.exists():
-        saved = load_checkpoint(checkpoint, map_location=device)
-        damaged = saved is None  # torn or corrupted: starting over is always correct
+        saved = load_checkpoint(checkpoint)
+        ignored = saved is None  # unusable: starting over is always correct
         if saved is not None and saved.get("tag") == checkpoint_tag:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
@@ -184,7 +188,7 @@ def train(
         if on_checkpoint is not None:
             on_checkpoint(checkpoint)
 
-    resumed = {"resumed_from_epoch": start_epoch, "damaged_checkpoint": damaged}
+    resumed = {"resumed_from_epoch": start_epoch, "checkpoint_ignored": ignored}
     last_save = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
         model.train()

@@ -26,7 +26,7 @@ from .data import DatasetSpec, load_dataset
 from .device import configure_threads, pick_device
 from .errors import ConfigError
 from .losses import cross_entropy, kd_loss, logit_transform, nasty_loss
-from .loop import Schedule, batched_logits, train
+from .loop import CHECKPOINT_EVERY_S, Schedule, batched_logits, train
 from .models import check_model_kwargs, create_model
 
 PHASES = ("teacher", "scratch", "kd", "nasty")
@@ -145,7 +145,7 @@ def run_phase(
     data_cache: Path | None = None,
     checkpoint: Path | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
-    checkpoint_every_s: float = 30.0,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     gpu_fraction: float | None = None,
     data_root: Path | None = None,
 ) -> dict:
@@ -221,7 +221,7 @@ def run_phase(
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "resumed_from_epoch": result.resumed_from_epoch,
-        "damaged_checkpoint": result.damaged_checkpoint,
+        "checkpoint_ignored": result.checkpoint_ignored,
         "train_s": result.wall_s,
         "wall_s": time.perf_counter() - started,
         "config": cfg.to_dict(),
