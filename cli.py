@@ -175,10 +175,13 @@ def _finish(outcome: dict, storage: str, name: str, fmt: str) -> None:
 @_storage_option
 @click.option("--max-teacher-drop", type=float, help="Only defenses that cost the teacher at most "
                                                      "this many points.")
+@click.option("--defense", type=click.Choice(["nasty", "stingy"]), help="Only this defense family.")
+@click.option("--attack", help="Judge defenses by this attack alone (kd-T4, dafl, or the family kd); "
+                               "default: the best clone over every attack.")
 @_format_option
-def pareto(name, storage, max_teacher_drop, fmt):
+def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
     """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch)."""
-    from results import ResultStore, front_hypervolume, pareto_front, render
+    from results import ResultStore, attack_names, by_attack, front_hypervolume, pareto_front, render
     from orchestrator.layout import read_sweep
 
     where = _open_storage(storage)
@@ -186,14 +189,23 @@ def pareto(name, storage, max_teacher_drop, fmt):
     if max_teacher_drop is not None and not max_teacher_drop >= 0:  # also refuses nan
         raise BadInput(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
     store = ResultStore(where, name)
-    front = pareto_front(_run(store.trial_rows), max_teacher_drop)
+    trials, students = _run(store.trial_rows), _run(store.students).to_pylist()
+    if attack is not None:
+        known = attack_names(students)
+        if attack not in known:
+            raise BadInput(f"--attack {attack!r}: sweep {name!r} ran {', '.join(known) or 'no attack yet'}")
+        trials = by_attack(trials, students, attack)
+        students = [s for s in students if s["attack"] == attack or s["attack"].startswith(attack + "-")]
+    if defense is not None:
+        trials = [t for t in trials if t["defense"] == defense]
+    front = pareto_front(trials, max_teacher_drop)
     click.echo(render(front, fmt))
     if fmt == "table":
-        hv, ref = front_hypervolume(front, _run(store.students).to_pylist())
+        hv, ref = front_hypervolume(front, students)
         noun = "defense" if len(front) == 1 else "defenses"
         click.echo(f"\n{len(front)} {noun} on the front · hypervolume {hv:.1f} "
-                   f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best normal-KD clone)",
-                   err=True)
+                   f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best clone of the "
+                   "normal teacher)", err=True)
 
 
 def _open_storage(location: str):

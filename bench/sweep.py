@@ -81,7 +81,7 @@ def main() -> None:
         normal_teacher_key=plan.teacher.key,
         normal_teacher_acc=results[plan.teacher.key]["test_acc"],
         nasty_template=plan.nasty_template,
-        kd_templates=plan.kd_templates,
+        attack_templates=plan.attack_templates,
     )
     for row in rows:
         params = {k: row[k] for k in ("defense", "omega", "tau_a", "k") if row[k] is not None}

@@ -10,7 +10,7 @@ import time
 from ray import tune
 
 from results import ResultStore, Storage, pareto_front, trial_rows
-from trainables.candidate import TrialContext
+from trainables.candidate import TrialContext, attack_name
 
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
 from ._trial import tune_trial
@@ -80,15 +80,19 @@ def _dur(seconds: float) -> str:
 
 
 def _context(opts, plan: Plan, upstream: dict) -> TrialContext:
+    alone = {node.config.model.label: upstream[node.key]["test_acc"] for node in plan.scratch}
+    smoothed = {node.config.model.label: upstream[node.key]["test_acc"] for node in plan.smoothed}
     baselines = {}
-    for scratch, kd in zip(plan.scratch, plan.normal_kd):
-        baselines[kd.config.model.label] = {"scratch_acc": upstream[scratch.key]["test_acc"],
-                                            "normal_kd_acc": upstream[kd.key]["test_acc"]}
+    for node in plan.normal_attacks:
+        student = node.config.model.label
+        baselines[attack_name(node.config)] = {"scratch_acc": alone[student],
+                                               "smoothed_acc": smoothed.get(student),
+                                               "normal_kd_acc": upstream[node.key]["test_acc"]}
     return TrialContext(
         normal_teacher_key=plan.teacher.key,
         normal_teacher_acc=upstream[plan.teacher.key]["test_acc"],
         nasty_template=plan.nasty_template,
-        kd_templates=plan.kd_templates,
+        attack_templates=plan.attack_templates,
         baselines=baselines,
         max_teacher_drop=opts.max_teacher_drop,
     )
@@ -118,15 +122,14 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
         "dataset": preset.dataset["name"],
         "teacher_arch": plan.teacher.config.model.label,
         "seed": preset.seed,
-        "kd_temperature": preset.kd_temperature,
-        "kd_alpha": preset.kd_alpha,
         "preset": preset.name,
         "config_fingerprint": opts.fingerprint(),
         "versions": versions(),
         "normal_teacher_acc": context.normal_teacher_acc,
-        "students": [{"student_arch": t.model.label, "kd_temperature": t.kd_temperature,
-                      "kd_alpha": t.kd_alpha, **context.baselines[t.model.label]}
-                     for t in context.kd_templates],
+        # a failed trial's student rows: every student × attack, with its baselines
+        "students": [{"student_arch": t.model.label, "attack": t.attack,
+                      "kd_temperature": t.kd_temperature, "kd_alpha": t.kd_alpha,
+                      **context.baselines[attack_name(t)]} for t in context.attack_templates],
     }
     study_storage = open_study_storage(opts.study_storage, storage, opts.name)
     searcher = DefenseSearch(preset, opts.name, study_storage, opts.max_teacher_drop)

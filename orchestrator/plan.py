@@ -1,9 +1,12 @@
 """From a preset to phase configs, and the DAG of phases that do not depend on searched knobs.
 
-    teacher ──► kd(student_i, normal)      once per sweep config, cached by content key
-    scratch(student_i)                      once per sweep config, cached by content key
-    teacher ──► [trial] nasty(ω, τ_A) ──► kd(student_i, nasty)
-    teacher ──► [trial] kd(student_i, stingy k)
+An attack is KD at one of the attacker's temperatures, or data-free KD (DAFL); every student
+meets every attack.
+
+    teacher ──► attack(student_i, normal)          once per sweep config, cached by content key
+    scratch(student_i), smoothed(student_i)         once per sweep config: the no-teacher baselines
+    teacher ──► [trial] nasty(ω, τ_A) ──► attack(student_i, nasty)
+    teacher ──► [trial] attack(student_i, stingy k)
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 
 from search_spaces import Preset
 from trainables.data import DatasetSpec
+from trainables.data_free import DataFreeSpec
 from trainables.loop import Schedule
 from trainables.phases import ModelSpec, PhaseConfig, PhaseJob
 
@@ -33,15 +37,16 @@ def _model(entry) -> ModelSpec:
 @dataclass(frozen=True)
 class Plan:
     teacher: Node
-    scratch: tuple[Node, ...]
-    normal_kd: tuple[Node, ...]
+    scratch: tuple[Node, ...]  # each student from labels alone
+    smoothed: tuple[Node, ...]  # each student from labels alone with label smoothing (may be empty)
+    normal_attacks: tuple[Node, ...]  # every attack template on the normal teacher
     nasty_template: PhaseConfig | None
-    kd_templates: tuple[PhaseConfig, ...]
+    attack_templates: tuple[PhaseConfig, ...]  # student × attack, the defended teacher still unset
 
     @property
     def upstream(self) -> tuple[Node, ...]:
         """Every upstream node, each after the nodes it depends on."""
-        return (self.teacher, *self.scratch, *self.normal_kd)
+        return (self.teacher, *self.scratch, *self.smoothed, *self.normal_attacks)
 
 
 def make_plan(preset: Preset) -> Plan:
@@ -53,19 +58,30 @@ def make_plan(preset: Preset) -> Plan:
     teacher_cfg = PhaseConfig("teacher", dataset, teacher_model, teacher_schedule, seed)
     teacher = Node("teacher", teacher_cfg, teacher_cfg.key())
 
-    scratch, normal_kd, kd_templates = [], [], []
+    scratch, smoothed, normal_attacks, templates = [], [], [], []
     for entry in preset.students:
         student = _model(entry)
         cfg = PhaseConfig("scratch", dataset, student, student_schedule, seed)
         scratch.append(Node(f"scratch {student.label}", cfg, cfg.key()))
-        kd = PhaseConfig("kd", dataset, student, student_schedule, seed, teacher_model=teacher_model,
-                         kd_temperature=preset.kd_temperature, kd_alpha=preset.kd_alpha)
-        kd_templates.append(kd)
-        normal_kd.append(Node(f"kd {student.label}", kd, kd.key(teacher.key), teacher.key))
+        if preset.label_smoothing:
+            cfg = PhaseConfig("scratch", dataset, student, student_schedule, seed,
+                              label_smoothing=preset.label_smoothing)
+            smoothed.append(Node(f"smoothed {student.label}", cfg, cfg.key()))
+        attacks = [PhaseConfig("kd", dataset, student, student_schedule, seed, teacher_model=teacher_model,
+                               kd_temperature=t, kd_alpha=preset.kd_alpha) for t in preset.kd_temperatures]
+        if preset.data_free is not None:
+            spec = {k: v for k, v in preset.data_free.items() if k != "kd_temperature"}
+            attacks.append(PhaseConfig("dafl", dataset, student, student_schedule, seed,
+                                       teacher_model=teacher_model,
+                                       kd_temperature=preset.data_free["kd_temperature"],
+                                       data_free=DataFreeSpec(**spec)))
+        for cfg in attacks:
+            templates.append(cfg)
+            normal_attacks.append(Node(f"{cfg.attack} {student.label}", cfg, cfg.key(teacher.key), teacher.key))
 
     # The nasty teacher trains like the normal one, from scratch, with the same architecture.
     nasty = None
     if preset.nasty is not None:
         nasty = PhaseConfig("nasty", dataset, teacher_model, teacher_schedule, seed,
                             teacher_model=teacher_model)
-    return Plan(teacher, tuple(scratch), tuple(normal_kd), nasty, tuple(kd_templates))
+    return Plan(teacher, tuple(scratch), tuple(smoothed), tuple(normal_attacks), nasty, tuple(templates))

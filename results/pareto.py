@@ -58,3 +58,29 @@ def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, f
 
 def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def attack_names(student_rows: Iterable[dict]) -> list[str]:
+    """The attacks a sweep ran, and their families (`kd` for every `kd-T…`)."""
+    names = {r["attack"] for r in student_rows if r.get("attack")}
+    return sorted(names | {n.split("-", 1)[0] for n in names})
+
+
+def by_attack(trial_rows: Iterable[dict], student_rows: Iterable[dict], attack: str) -> list[dict]:
+    """Trial rows as if `attack` (a name, or a family such as `kd`) were the only attack: each
+    trial's best clone, and which student made it, over that attack's student rows alone."""
+    best: dict[str, dict] = {}
+    for s in student_rows:
+        name = s.get("attack") or ""
+        if (name == attack or name.startswith(attack + "-")) and s["status"] == "ok" \
+                and _finite(s["student_acc"]):
+            held = best.get(s["trial_id"])
+            if held is None or s["student_acc"] > held["student_acc"]:
+                best[s["trial_id"]] = s
+    out = []
+    for t in trial_rows:
+        b = best.get(t["trial_id"], {})
+        out.append({**t, "student_acc": b.get("student_acc", math.nan) if t["status"] == "ok" else math.nan,
+                    "best_student": b.get("student_arch"), "best_attack": b.get("attack"),
+                    "kd_temperature": b.get("kd_temperature"), "kd_alpha": b.get("kd_alpha")})
+    return out

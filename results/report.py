@@ -10,7 +10,7 @@ import math
 from .pareto import hypervolume
 
 FRONT_COLUMNS = ("trial_id", "defense", "omega", "tau_a", "k", "teacher_acc", "student_acc",
-                 "teacher_drop", "best_student", "status")
+                 "teacher_drop", "best_student", "best_attack", "status")
 
 
 def reference_point(student_rows: list[dict]) -> tuple[float, float]:

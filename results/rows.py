@@ -13,9 +13,9 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
                error: str | None = None) -> tuple[dict, list[dict]]:
     """`params`: the candidate's knobs; `result`: the final report (None when the trial failed),
     with `ran`, where and when the trial's own process ran, and `students`, each with its own;
-    `context`: sweep-wide columns (dataset, teacher_arch, seed, kd_temperature, kd_alpha,
-    preset, config_fingerprint, versions, normal_teacher_acc) and `students`, each student's
-    baseline row (student_arch, kd_temperature, kd_alpha, scratch_acc, normal_kd_acc)."""
+    `context`: sweep-wide columns (dataset, teacher_arch, seed, preset, config_fingerprint,
+    versions, normal_teacher_acc) and `students`, each student × attack's baseline row
+    (student_arch, attack, kd_temperature, kd_alpha, scratch_acc, smoothed_acc, normal_kd_acc)."""
     knobs = {
         "defense": params.get("defense"),
         "omega": params.get("omega"),
@@ -32,6 +32,8 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
     ran = result.get("ran") or {}
     if isinstance(ran, str):
         ran = json.loads(ran)
+    best = next((s for s in students if s.get("student_arch") == result.get("best_student")
+                 and s.get("attack") == result.get("best_attack")), {})
     trial = {
         "sweep": sweep,
         "trial_id": trial_id,
@@ -45,8 +47,9 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
         "teacher_drop": _num(result.get("teacher_drop")),
         "student_acc": _num(result.get("student_acc")) if status == "ok" else None,
         "best_student": result.get("best_student") or None,
-        "kd_temperature": context["kd_temperature"],
-        "kd_alpha": context["kd_alpha"],
+        "best_attack": result.get("best_attack") or None,
+        "kd_temperature": best.get("kd_temperature"),
+        "kd_alpha": best.get("kd_alpha"),
         "wall_s": _num(ran.get("wall_s")),
         "compute_s": _num(result.get("compute_s")),
         "teacher_wall_s": _num(result.get("teacher_wall_s")),
@@ -64,10 +67,10 @@ def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, 
             "sweep": sweep,
             "trial_id": trial_id,
             **knobs,
-            **{key: s.get(key) for key in ("student_arch", "kd_temperature", "kd_alpha", "status",
-                                           "best_epoch")},
-            **{key: _num(s.get(key)) for key in ("student_acc", "scratch_acc", "normal_kd_acc",
-                                                 "wall_s")},
+            **{key: s.get(key) for key in ("student_arch", "attack", "kd_temperature", "kd_alpha",
+                                           "status", "best_epoch")},
+            **{key: _num(s.get(key)) for key in ("student_acc", "scratch_acc", "smoothed_acc",
+                                                 "normal_kd_acc", "wall_s")},
             "cached": s.get("cached"),
             **_where(s),
             "started_at": _time(s.get("started_at")),

@@ -1,5 +1,5 @@
 """The two Parquet tables of a sweep: `trials` (one row per trial) and `students` (one row per
-trial × student). Accuracies are percentages; a knob that does not apply to a defense is null.
+trial × student × attack). Accuracies are percentages; a knob that does not apply is null.
 
 Both record where the work ran: the trial row for the trial's own process (which trains the
 nasty teacher and holds bundle 0 of the trial's placement group for the trial's whole span), a
@@ -34,9 +34,10 @@ TRIALS = pa.schema([
     ("teacher_acc", pa.float64()),  # the defended teacher, test
     ("normal_teacher_acc", pa.float64()),
     ("teacher_drop", pa.float64()),  # normal − defended, points
-    ("student_acc", pa.float64()),  # the best clone: max over students (null unless ok)
+    ("student_acc", pa.float64()),  # the best clone: max over students × attacks (null unless ok)
     ("best_student", pa.string()),
-    ("kd_temperature", pa.float64()),  # the attack
+    ("best_attack", pa.string()),  # kd-T4, dafl, ...: the attack that made the best clone
+    ("kd_temperature", pa.float64()),  # that attack's temperature
     ("kd_alpha", pa.float64()),
     ("wall_s", pa.float64()),  # the trial's span, start to end, in seconds
     ("compute_s", pa.float64()),  # seconds of its phases summed (students run side by side)
@@ -59,12 +60,14 @@ STUDENTS = pa.schema([
     ("tau_a", pa.float64()),
     ("k", pa.int64()),
     ("student_arch", pa.string()),
+    ("attack", pa.string()),  # kd-T<temperature> (KD with data) or dafl (data-free)
     ("kd_temperature", pa.float64()),
-    ("kd_alpha", pa.float64()),
+    ("kd_alpha", pa.float64()),  # 1 for dafl: no labels
     ("status", pa.string()),  # ok | diverged | skipped
-    ("student_acc", pa.float64()),  # distilled from the defended teacher
+    ("student_acc", pa.float64()),  # the clone: the student by this attack on the defended teacher
     ("scratch_acc", pa.float64()),  # the same student trained from labels alone
-    ("normal_kd_acc", pa.float64()),  # the same student distilled from the normal teacher
+    ("smoothed_acc", pa.float64()),  # ... alone with label smoothing (null if the preset has none)
+    ("normal_kd_acc", pa.float64()),  # the same student by the same attack on the normal teacher
     ("best_epoch", pa.int64()),
     ("wall_s", pa.float64()),
     ("cached", pa.bool_()),  # found in the artifact store (an earlier attempt trained it)

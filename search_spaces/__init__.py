@@ -81,9 +81,10 @@ def start_points(preset: Preset) -> list[dict]:
 
 
 def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = None) -> Preset:
-    """The preset with every schedule's epochs (and lr milestones) times `epochs_scale`, and
-    with `trials` trials: a quick look at a paper-scale preset. The result is another config
-    (its own identity), validated like any preset."""
+    """The preset with every schedule's epochs (and lr milestones), and the data-free attack's
+    generator steps, times `epochs_scale`, and with `trials` trials: a quick look at a
+    paper-scale preset. The result is another config (its own identity), validated like any
+    preset."""
     if not (math.isfinite(epochs_scale) and epochs_scale > 0):
         raise ConfigError(f"--epochs-scale {epochs_scale} must be > 0")
     if epochs_scale == 1.0 and trials is None:
@@ -98,6 +99,9 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
         milestones = sorted(round(m * epochs_scale) for m in schedule.get("milestones", []))
         schedule["epochs"] = epochs
         schedule["milestones"] = [m for m in milestones if 0 < m < epochs]
+    data_free = doc["attack"].get("data_free")
+    if data_free:
+        data_free["generator_steps"] = max(1, round(data_free["generator_steps"] * epochs_scale))
     if trials is not None:
         doc["search"]["trials"] = trials
     return parse_preset(preset.name, doc)

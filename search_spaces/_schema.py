@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trainables.errors import ConfigError
@@ -49,8 +49,10 @@ class Preset:
     teacher_schedule: dict[str, Any]
     students: tuple[ModelEntry, ...]
     student_schedule: dict[str, Any]
-    kd_temperature: float
+    kd_temperatures: tuple[float, ...]  # one KD attack per temperature the attacker picks
     kd_alpha: float
+    label_smoothing: float  # the baseline student trained alone with it (0: none)
+    data_free: dict[str, Any] | None  # the DAFL attack's generator (DataFreeSpec fields), or None
     trials: int
     sampler: str
     defenses: tuple[str, ...]
@@ -80,7 +82,10 @@ _SCHEDULE = {
     "batch_size": int, "lr_schedule": str, "milestones": list, "gamma": float,
 }
 _DATASET = {"name": str, "num_samples": int, "val_fraction": float, "seed": int}
-_ATTACK = {"kd_temperature": float, "kd_alpha": float}
+_ATTACK = {"kd_temperatures": list, "kd_alpha": float, "label_smoothing": float, "data_free": dict}
+_DATA_FREE = {"latent_dim": int, "generator_steps": int, "batch_size": int, "lr": float,
+              "activation_weight": float, "entropy_weight": float, "samples": int,
+              "kd_temperature": float}
 _SEARCH = {"trials": int, "sampler": str, "defenses": list, "nasty": dict, "stingy": dict}
 # Per process of a trial (its own and each student's); concurrency caps trials at once.
 _RESOURCES = {"cpus_per_trial": float, "gpus_per_trial": float, "concurrency": int,
@@ -208,11 +213,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
     teacher_schedule = _schedule("teacher_schedule", doc["teacher_schedule"])
     student_schedule = _schedule("student_schedule", doc["student_schedule"])
 
-    attack = doc["attack"]
-    _check_keys("attack", attack, _ATTACK, ("kd_temperature", "kd_alpha"))
-    _positive("attack.kd_temperature", attack["kd_temperature"])
-    if not 0 <= attack["kd_alpha"] <= 1:
-        raise ConfigError(f"attack.kd_alpha must be within [0, 1], got {attack['kd_alpha']!r}")
+    attack = _attack(doc["attack"])
 
     search = doc["search"]
     _check_keys("search", search, _SEARCH, ("trials",))
@@ -273,7 +274,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
         "teacher_schedule": {**Schedule().to_dict(), **teacher_schedule},
         "students": [s.to_dict() for s in students],
         "student_schedule": {**Schedule().to_dict(), **student_schedule},
-        "attack": {"kd_temperature": float(attack["kd_temperature"]), "kd_alpha": float(attack["kd_alpha"])},
+        "attack": attack,
         "search": {"trials": trials, "sampler": sampler,
                    "defenses": list(defenses)},
     }
@@ -291,8 +292,10 @@ def parse_preset(name: str, doc: dict) -> Preset:
         teacher_schedule=resolved["teacher_schedule"],
         students=students,
         student_schedule=resolved["student_schedule"],
-        kd_temperature=float(attack["kd_temperature"]),
-        kd_alpha=float(attack["kd_alpha"]),
+        kd_temperatures=tuple(attack["kd_temperatures"]),
+        kd_alpha=attack["kd_alpha"],
+        label_smoothing=attack["label_smoothing"],
+        data_free=attack.get("data_free"),
         trials=trials,
         sampler=sampler,
         defenses=defenses,
@@ -302,6 +305,49 @@ def parse_preset(name: str, doc: dict) -> Preset:
         resources=resources,
         resolved=resolved,
     )
+
+
+def _attack(table: object) -> dict:
+    """The attack suite, resolved: KD at each temperature, the optional data-free attack, and the
+    label-smoothing baseline."""
+    from trainables.data_free import DataFreeSpec
+
+    if not isinstance(table, dict):
+        raise ConfigError("attack: expected a table")
+    _check_keys("attack", table, _ATTACK, ("kd_temperatures", "kd_alpha"))
+    temperatures = table["kd_temperatures"]
+    if not temperatures or not all(_is(t, float) for t in temperatures):
+        raise ConfigError(f"attack.kd_temperatures must list temperatures, got {temperatures!r}")
+    for t in temperatures:
+        _positive("attack.kd_temperatures", t)
+    if len(set(temperatures)) != len(temperatures):
+        raise ConfigError(f"attack.kd_temperatures lists a temperature twice: {temperatures!r}")
+    if not 0 <= table["kd_alpha"] <= 1:
+        raise ConfigError(f"attack.kd_alpha must be within [0, 1], got {table['kd_alpha']!r}")
+    smoothing = table.get("label_smoothing", 0.0)
+    if not 0 <= smoothing < 1:
+        raise ConfigError(f"attack.label_smoothing must be within [0, 1), got {smoothing!r}")
+    out = {"kd_temperatures": sorted(float(t) for t in temperatures), "kd_alpha": float(table["kd_alpha"]),
+           "label_smoothing": float(smoothing)}
+    data_free = table.get("data_free")
+    if data_free is not None:
+        _check_keys("attack.data_free", data_free, _DATA_FREE)
+        for key in ("latent_dim", "generator_steps", "batch_size"):
+            if key in data_free and data_free[key] < 1:
+                raise ConfigError(f"attack.data_free.{key} must be ≥ 1, got {data_free[key]!r}")
+        for key in ("lr", "kd_temperature"):
+            if key in data_free:
+                _positive(f"attack.data_free.{key}", data_free[key])
+        for key in ("activation_weight", "entropy_weight", "samples"):
+            if key in data_free:
+                _positive(f"attack.data_free.{key}", data_free[key], allow_zero=True)
+        given = {k: float(v) if _DATA_FREE[k] is float else v for k, v in data_free.items()}
+        out["data_free"] = {**asdict(DataFreeSpec()), "kd_temperature": DATA_FREE_TEMPERATURE, **given}
+    return out
+
+
+# DAFL distils at this temperature unless the preset's [attack.data_free] says otherwise
+DATA_FREE_TEMPERATURE = 4.0
 
 
 def _inside(where: str, value: float, bounds: tuple) -> None:

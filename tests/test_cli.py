@@ -100,6 +100,7 @@ BAD_INPUT = [
     (["status", "ghost"], 2, "no sweep named 'ghost'"),
     (["resume", "ghost"], 2, "no sweep named 'ghost'"),
     (["pareto", "smoke", "--max-teacher-drop", "nan"], 2, "--max-teacher-drop nan must be ≥ 0"),
+    (["pareto", "smoke", "--attack", "kd-T3"], 2, "--attack 'kd-T3': sweep 'smoke' ran "),
 ]
 
 
@@ -180,19 +181,25 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     trials = pq.read_table(results / "trials").to_pylist()
     students = pq.read_table(results / "students").to_pylist()
     assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
-    assert len(students) == 4 * 2
+    # the attack suite: every student by KD at T = 4 and 20, and by DAFL, on every trial
+    assert len(students) == 4 * 2 * 3
+    assert {s["attack"] for s in students} == {"kd-T4", "kd-T20", "dafl"}
     assert {t["defense"] for t in trials} == {"nasty", "stingy"}
     paper = [t for t in trials if t["defense"] == "nasty" and t["omega"] == 0.1]
     assert paper and paper[0]["tau_a"] == 4.0  # the preset's start point ran
     for t in trials:
         assert t["status"] == "ok" and 0 < t["teacher_acc"] <= 100 and 0 < t["student_acc"] <= 100
         mine = [s for s in students if s["trial_id"] == t["trial_id"]]
-        assert t["student_acc"] == max(s["student_acc"] for s in mine)  # the best clone
+        best = max(mine, key=lambda s: s["student_acc"])  # the best clone over students × attacks
+        assert (t["student_acc"], t["best_student"], t["best_attack"]) == (
+            best["student_acc"], best["student_arch"], best["attack"])
+        assert t["kd_temperature"] == best["kd_temperature"]
         assert t["teacher_drop"] == pytest.approx(t["normal_teacher_acc"] - t["teacher_acc"])
         if t["defense"] == "stingy":
             assert t["teacher_acc"] == t["normal_teacher_acc"]  # top-1 survives top-k
     for s in students:
-        assert s["scratch_acc"] is not None and s["normal_kd_acc"] is not None
+        assert None not in (s["scratch_acc"], s["smoothed_acc"], s["normal_kd_acc"])
+        assert s["kd_alpha"] == (1.0 if s["attack"] == "dafl" else 0.9)  # DAFL has no labels
 
     # the study saw every trial exactly once, all COMPLETE
     import optuna
@@ -204,11 +211,24 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert pareto.returncode == 0, pareto.stderr
     front = json.loads(pareto.stdout)
     assert front and {"trial_id", "defense", "omega", "tau_a", "k", "teacher_acc", "student_acc",
-                      "teacher_drop"} <= set(front[0])
+                      "teacher_drop", "best_attack"} <= set(front[0])
     ok = [(t["teacher_acc"], t["student_acc"]) for t in trials]
     for f in front:  # nothing on the front is dominated by any trial
         assert not any(a >= f["teacher_acc"] and b <= f["student_acc"] and
                        (a, b) != (f["teacher_acc"], f["student_acc"]) for a, b in ok)
+
+    # each family's front, and the front against one attack alone
+    for defense in ("nasty", "stingy"):
+        family = json.loads(_cli("pareto", "smoke", "--defense", defense, "--format", "json",
+                                 storage=tmp_storage).stdout)
+        assert family and {f["defense"] for f in family} == {defense}
+    for attack, members in (("dafl", {"dafl"}), ("kd", {"kd-T4", "kd-T20"}), ("kd-T4", {"kd-T4"})):
+        alone = json.loads(_cli("pareto", "smoke", "--attack", attack, "--format", "json",
+                                storage=tmp_storage).stdout)
+        assert alone and {f["best_attack"] for f in alone} <= members
+        for f in alone:
+            mine = [s["student_acc"] for s in students if s["trial_id"] == f["trial_id"] and s["attack"] in members]
+            assert f["student_acc"] == max(mine)
 
     nan_limit = _cli("pareto", "smoke", "--max-teacher-drop", "nan", storage=tmp_storage)
     assert nan_limit.returncode == 2 and "must be ≥ 0" in nan_limit.stderr
@@ -230,7 +250,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     other = _cli("sweep", "--preset", "smoke", "--name", "smoke-b", "--max-teacher-drop", "0.5",
                  storage=tmp_storage)
     assert other.returncode == 0, other.stderr[-3000:]
-    assert other.stderr.count("(cached)") == 4
+    assert other.stderr.count("(cached)") == 10  # of 11 upstream phases
     (teacher_line,) = [line for line in other.stderr.splitlines() if line.strip().startswith("teacher ")]
     assert "cached" not in teacher_line and weights.read_bytes() != bytes(blob)
     gated_trials = pq.read_table(tmp_storage / "smoke-b" / "results" / "trials").to_pylist()
@@ -241,7 +261,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         over = t["teacher_drop"] > 0.5
         assert (t["status"] == "infeasible") == over
         trained = [s["status"] for s in gated_students if s["trial_id"] == t["trial_id"]]
-        assert trained == (["skipped"] * 2 if over else ["ok"] * 2)
+        assert trained == (["skipped"] * 6 if over else ["ok"] * 6)
     gated_front = json.loads(_cli("pareto", "smoke-b", "--format", "json", storage=tmp_storage).stdout)
     assert all(f["teacher_drop"] <= 0.5 for f in gated_front)
 

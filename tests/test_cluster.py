@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from _net import free_port, wait_for_port
+from _presets import one_attack_smoke
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def test_trials_and_their_students_pack_onto_fractional_gpus_of_two_nodes(fake_g
     from search_spaces import load_preset
 
     storage = tmp_path / "sweeps"
-    preset = load_preset("smoke")
+    preset = load_preset(config_file=one_attack_smoke(tmp_path))
     outcome = run_sweep(SweepOptions(preset, "gpu", str(storage), gpus_per_trial=0.5))
     assert len(outcome["trials"]) == 4
 
@@ -142,7 +143,7 @@ def ray_start_cluster():
 
 def test_the_cli_joins_a_cluster_started_with_ray_start(ray_start_cluster, tmp_path):
     storage = tmp_path / "sweeps"
-    run = _cli("sweep", "--preset", "smoke", "--trials", "2", "--address", ray_start_cluster,
+    run = _cli("sweep", "--config", str(one_attack_smoke(tmp_path)), "--trials", "2", "--address", ray_start_cluster,
                "--storage", str(storage))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "cluster: 1 node, 6 CPU slots" in run.stderr and "2 trials at once" in run.stderr

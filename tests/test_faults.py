@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pyarrow.parquet as pq
 import pytest
+from _presets import one_attack_smoke
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -35,7 +36,8 @@ def _stderr(proc) -> str:
 
 
 def _sweep(storage, *flags, env=None):
-    return _start("sweep", "--preset", "smoke", "--storage", str(storage), *flags, env=env)
+    config = one_attack_smoke(storage.parent)
+    return _start("sweep", "--config", str(config), "--storage", str(storage), *flags, env=env)
 
 
 def _kill_when(proc, ready, timeout_s=600):
@@ -144,16 +146,14 @@ def _kill_worker(sweep, title: str, partial_glob: str, partials: Path, timeout_s
 
 def test_a_worker_killed_mid_phase_is_retried_from_its_checkpoint(tmp_path):
     # Checkpoints after every epoch, and phases long enough to be caught mid-way.
-    config = tmp_path / "slow.toml"
-    smoke = (ROOT / "search_spaces" / "presets" / "smoke.toml").read_text()
-    config.write_text(smoke.replace("epochs = 12", "epochs = 24") + "checkpoint_every_s = 0\n")
+    config = one_attack_smoke(tmp_path, "slow", epochs=24, checkpoint_every_s=0)
     storage = tmp_path / "sweeps"
     partials = storage / "_artifacts" / ".partial"
     # One trial at a time: the nasty teacher trains in the trial's own process (Tune's actor),
     # its students in Ray tasks.
     sweep = _start("sweep", "--config", str(config), "--storage", str(storage), "--concurrency", "1")
     nasty = _kill_worker(sweep, "ray::ImplicitFunc", "nasty-*.ckpt", partials)
-    students = _kill_worker(sweep, "ray::kd ", "kd-*.ckpt", partials)
+    students = _kill_worker(sweep, "ray::kd-T", "kd-*.ckpt", partials)
     assert sweep.wait(timeout=900) == 0, _stderr(sweep)[-3000:]
 
     trials = pq.read_table(storage / "slow" / "results" / "trials").to_pylist()
@@ -190,9 +190,7 @@ def test_a_node_lost_mid_sweep_has_its_trials_rerun_on_the_nodes_left(two_worker
     from search_spaces import load_preset
 
     cluster, workers = two_worker_cluster
-    config = tmp_path / "slow.toml"
-    smoke = (ROOT / "search_spaces" / "presets" / "smoke.toml").read_text()
-    config.write_text(smoke.replace("epochs = 12", "epochs = 24") + "checkpoint_every_s = 0\n")
+    config = one_attack_smoke(tmp_path, "slow", epochs=24, checkpoint_every_s=0)
     storage = tmp_path / "sweeps"
     partials = storage / "_artifacts" / ".partial"
     lost = {}
@@ -244,7 +242,7 @@ def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     from results import pareto_front
     from search_spaces import load_preset
 
-    smoke = load_preset("smoke")
+    smoke = load_preset(config_file=one_attack_smoke(tmp_path))
     preset = replace(smoke, nasty=replace(smoke.nasty, start={"omega": math.inf, "tau_a": 4.0}))
     storage = tmp_path / "sweeps"
     outcome = run_sweep(SweepOptions(preset, "diverge", str(storage)))

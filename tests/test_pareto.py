@@ -59,3 +59,30 @@ def test_pareto_front_keeps_ok_rows_and_applies_the_drop_limit():
     ]
     assert [r["trial_id"] for r in pareto_front(rows)] == ["a", "b", "c"]
     assert [r["trial_id"] for r in pareto_front(rows, max_teacher_drop=1.0)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_judging_by_one_attack_takes_each_trials_best_clone_of_that_attack(seed):
+    from results import attack_names, by_attack
+
+    rng = random.Random(seed)
+    attacks = ["kd-T1", "kd-T4", "kd-T20", "dafl"]
+    trials = [{"trial_id": f"t{i}", "status": rng.choice(["ok", "ok", "infeasible"]), "teacher_acc": 90.0,
+               "student_acc": 99.0, "best_student": "x", "best_attack": "x"} for i in range(8)]
+    students = [{"trial_id": t["trial_id"], "student_arch": arch, "attack": attack,
+                 "status": rng.choice(["ok", "ok", "diverged"]), "student_acc": rng.uniform(10, 90),
+                 "kd_temperature": 1.0, "kd_alpha": 0.9}
+                for t in trials for arch in ("mlp", "cnn") for attack in attacks]
+    assert attack_names(students) == ["dafl", "kd", "kd-T1", "kd-T20", "kd-T4"]
+    for attack, members in (("kd", attacks[:3]), ("kd-T4", ["kd-T4"]), ("dafl", ["dafl"])):
+        judged = {t["trial_id"]: t for t in by_attack(trials, students, attack)}
+        for t in trials:
+            ok = [s for s in students if s["trial_id"] == t["trial_id"] and s["attack"] in members
+                  and s["status"] == "ok"]
+            got = judged[t["trial_id"]]
+            if t["status"] != "ok" or not ok:
+                assert math.isnan(got["student_acc"])
+                continue
+            best = max(ok, key=lambda s: s["student_acc"])
+            assert (got["student_acc"], got["best_student"], got["best_attack"]) == (
+                best["student_acc"], best["student_arch"], best["attack"])

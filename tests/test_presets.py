@@ -49,6 +49,12 @@ BAD = {
     "unknown defense": (lambda d: d["search"].update(defenses=["nice"]), "unknown defense 'nice'"),
     "bad optimizer": (lambda d: d["teacher_schedule"].update(optimizer="lion"), "optimizer"),
     "alpha above one": (lambda d: d["attack"].update(kd_alpha=1.5), "kd_alpha"),
+    "no temperature": (lambda d: d["attack"].update(kd_temperatures=[]), "must list temperatures"),
+    "a temperature twice": (lambda d: d["attack"].update(kd_temperatures=[4, 4.0]), "a temperature twice"),
+    "negative temperature": (lambda d: d["attack"].update(kd_temperatures=[-1.0]), "kd_temperatures must be > 0"),
+    "smoothing of one": (lambda d: d["attack"].update(label_smoothing=1.0), "label_smoothing"),
+    "unknown data-free key": (lambda d: d["attack"]["data_free"].update(generator_step=3), "did you mean 'generator_steps'"),
+    "no generator steps": (lambda d: d["attack"]["data_free"].update(generator_steps=0), "generator_steps must be ≥ 1"),
     "negative data seed": (lambda d: d["dataset"].update(seed=-1), "dataset.seed"),
     "empty validation split": (lambda d: d["dataset"].update(num_samples=100, val_fraction=0.01),
                                "val_fraction"),
@@ -131,7 +137,7 @@ def test_the_cifar_presets_carry_the_papers_settings(name):
                 schedule["batch_size"]) == ("sgd", 0.1, 0.9, 0.0005, 128)
         assert (schedule["epochs"], schedule["milestones"], schedule["gamma"]) == (
             want["epochs"], want["milestones"], want["gamma"])
-    assert (p.kd_temperature, p.kd_alpha) == (want["T"], 0.9)
+    assert want["T"] in p.kd_temperatures and p.kd_alpha == 0.9  # the paper's attack is in the suite
     assert (p.nasty.start["omega"], p.nasty.start["tau_a"]) == want["nasty"]
     assert p.stingy.start["k"] == want["k"] and p.stingy.k[1] < p.num_classes
     assert start_points(p)[0] == {"defense": "nasty", "omega": want["nasty"][0], "tau_a": want["nasty"][1]}
@@ -143,6 +149,7 @@ def test_epochs_scale_shrinks_every_schedule_and_keeps_every_decay_step():
     quick = adjust(load_preset("cifar10-resnet18"), epochs_scale=0.01, trials=3)
     assert quick.trials == 3 and quick.teacher_schedule["epochs"] == 2
     assert quick.teacher_schedule["milestones"] == [1, 1]  # both ×0.1 steps survive
+    assert quick.data_free["generator_steps"] == 20  # the data-free attack's 2000 steps too
     assert adjust(load_preset("smoke")) is not None
     with pytest.raises(Exception, match="epochs-scale"):
         adjust(load_preset("smoke"), epochs_scale=0)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _net import free_port, wait_for_port
+from _presets import one_attack_smoke
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def test_a_sweep_on_s3_writes_there_reads_back_and_resumes(s3_env, tmp_path):
     here.mkdir()
 
     # start, and interrupt once the first trial is in the bucket
-    sweep = _cli_async("sweep", "--preset", "smoke", "--name", "remote", "--storage", uri)
+    sweep = _cli_async("sweep", "--config", str(one_attack_smoke(tmp_path)), "--name", "remote", "--storage", uri)
     deadline = time.time() + 600
     while not _files(fs, "sweeps/team/remote/results/trials") and time.time() < deadline:
         assert sweep.poll() is None, sweep.communicate()[1][-3000:]

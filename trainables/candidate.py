@@ -1,5 +1,5 @@
-"""One defense candidate, start to finish: build the defended teacher, gate it, distil every
-student from it, and summarise. What runs each phase, and where, is the caller's: `run_candidate`
+"""One defense candidate, start to finish: build the defended teacher, gate it, attack it with
+every attack on every student, and summarise: a defense is as good as its best clone. What runs each phase, and where, is the caller's: `run_candidate`
 hands lists of `PhaseJob`s to runners (the Tune shell runs the teacher in the trial's process
 and the students as parallel child tasks; tests run them in-process).
 """
@@ -24,8 +24,10 @@ class TrialContext:
     normal_teacher_key: str  # the normal teacher's phase key (its weights are found by it)
     normal_teacher_acc: float  # percent, test
     nasty_template: PhaseConfig | None  # phase "nasty" with omega/tau_a still unset
-    kd_templates: tuple[PhaseConfig, ...]  # phase "kd", one per student, identity transform
-    # student label -> {"scratch_acc": ..., "normal_kd_acc": ...}: the baselines of each row
+    # phase "kd" or "dafl", one per student × attack, seeing the teacher as it is
+    attack_templates: tuple[PhaseConfig, ...]
+    # attack name (see `attack_name`) -> {"scratch_acc", "smoothed_acc", "normal_kd_acc"}: each
+    # row's baselines, the student alone (plain, label-smoothed) and the attack on the normal teacher
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     max_teacher_drop: float | None = None  # points; a nasty teacher losing more is not distilled
 
@@ -42,10 +44,15 @@ def candidate_jobs(params: dict, ctx: TrialContext) -> tuple[PhaseJob | None, li
     else:
         raise ValueError(f"unknown defense {defense!r}")
     students = []
-    for template in ctx.kd_templates:
+    for template in ctx.attack_templates:
         cfg = replace(template, transform=transform, k=k)
-        students.append(PhaseJob(f"kd {cfg.model.label}", cfg, cfg.key(teacher_key), teacher_key))
+        students.append(PhaseJob(attack_name(cfg), cfg, cfg.key(teacher_key), teacher_key))
     return teacher, students
+
+
+def attack_name(cfg: PhaseConfig) -> str:
+    """One attack on one student: `kd-T4 mlp`, `dafl cnn1d(width=16)`."""
+    return f"{cfg.attack} {cfg.model.label}"
 
 
 def run_candidate(params: dict, ctx: TrialContext, run_teacher: RunPhases,
@@ -68,9 +75,8 @@ def run_candidate(params: dict, ctx: TrialContext, run_teacher: RunPhases,
     if ctx.max_teacher_drop is not None and ctx.normal_teacher_acc - teacher_acc > ctx.max_teacher_drop:
         return _summary(ctx, teacher, {}, "infeasible", teacher_acc)
 
-    # 3. the attack: distil every student from the defended teacher
-    results = dict(zip((j.config.model.label for j in student_jobs), run_students(student_jobs),
-                       strict=True))
+    # 3. the attacks: every student, by every attack, from the defended teacher
+    results = dict(zip((j.name for j in student_jobs), run_students(student_jobs), strict=True))
     if teacher is None:  # what the attacker's teacher scores through the filter (top-1 survives)
         seen = [r["teacher_acc_seen"] for r in results.values() if "teacher_acc_seen" in r]
         teacher_acc = seen[0] if seen else teacher_acc
@@ -78,6 +84,9 @@ def run_candidate(params: dict, ctx: TrialContext, run_teacher: RunPhases,
     return _summary(ctx, teacher, results, "ok" if ok else "diverged", teacher_acc)
 
 
+# Each student row's references: the student alone (plain and label-smoothed), the same attack
+# on the normal teacher.
+BASELINES = ("scratch_acc", "smoothed_acc", "normal_kd_acc")
 # What a runner may add to a phase's result about where and when it ran; copied to the rows.
 PLACEMENT_KEYS = ("node_id", "hostname", "gpu_ids", "cpus", "gpus", "placement_group",
                   "started_at", "finished_at", "cached")
@@ -86,18 +95,18 @@ PLACEMENT_KEYS = ("node_id", "hostname", "gpu_ids", "cpus", "gpus", "placement_g
 def _summary(ctx: TrialContext, teacher: dict | None, results: dict[str, dict], status: str,
              teacher_acc: float) -> dict:
     students = []
-    for template in ctx.kd_templates:
-        label = template.model.label
-        r = results.get(label)
-        base = ctx.baselines.get(label, {})
+    for template in ctx.attack_templates:
+        name = attack_name(template)
+        r = results.get(name)
+        base = ctx.baselines.get(name, {})
         students.append({
-            "student_arch": label,
+            "student_arch": template.model.label,
+            "attack": template.attack,
             "kd_temperature": template.kd_temperature,
-            "kd_alpha": template.kd_alpha,
+            "kd_alpha": template.kd_alpha if template.phase == "kd" else 1.0,
             "status": r["status"] if r else "skipped",
             "student_acc": r["test_acc"] if r and r["test_acc"] is not None else math.nan,
-            "scratch_acc": base.get("scratch_acc", math.nan),
-            "normal_kd_acc": base.get("normal_kd_acc", math.nan),
+            **{k: base.get(k, math.nan) for k in BASELINES},
             "best_epoch": r["best_epoch"] if r else -1,
             "wall_s": r["wall_s"] if r else 0.0,
             **{k: r[k] for k in PLACEMENT_KEYS if r and k in r},
@@ -111,6 +120,7 @@ def _summary(ctx: TrialContext, teacher: dict | None, results: dict[str, dict], 
         "teacher_acc": teacher_acc,
         "student_acc": best["student_acc"] if best and status == "ok" else math.nan,
         "best_student": best["student_arch"] if best else "",
+        "best_attack": best["attack"] if best else "",
         "normal_teacher_acc": ctx.normal_teacher_acc,
         "teacher_drop": ctx.normal_teacher_acc - teacher_acc,
         "teacher_wall_s": teacher_wall,

@@ -1,8 +1,9 @@
-"""The four phases. Each reads top to bottom: config, data, model, loss, loop, result.
+"""The five phases. Each reads top to bottom: config, data, model, loss, loop, result.
 
     teacher  normal teacher, cross-entropy on labels
-    scratch  a student from labels alone (the no-teacher baseline)
+    scratch  a student from labels alone (the no-teacher baselines, plain or label-smoothed)
     kd       a student distilled from a frozen teacher seen through a logit transform
+    dafl     the same without data: distilled on a generator's samples (see `data_free`)
     nasty    a nasty teacher trained from scratch against the frozen normal teacher
 
 `run_phase` is pure: no Ray. It returns a JSON-able result and, for teachers, writes
@@ -23,16 +24,17 @@ from typing import Any, Callable
 import torch
 
 from .data import DatasetSpec, load_dataset
+from .data_free import DataFreeSpec, data_free_split
 from .device import configure_threads, pick_device
 from .errors import ConfigError
 from .losses import cross_entropy, kd_loss, logit_transform, nasty_loss
 from .loop import CHECKPOINT_EVERY_S, Schedule, batched_logits, train
 from .models import check_model_kwargs, create_model
 
-PHASES = ("teacher", "scratch", "kd", "nasty")
+PHASES = ("teacher", "scratch", "kd", "dafl", "nasty")
 # Bump when a change alters what a phase computes: it is part of every artifact key, so cached
 # results from older code are not reused.
-PHASE_CODE_VERSION = 3
+PHASE_CODE_VERSION = 4
 MODEL_FILE = "model.pt"
 
 
@@ -68,10 +70,11 @@ class PhaseConfig:
     schedule: Schedule
     seed: int
     teacher_model: ModelSpec | None = None  # kd, nasty: the frozen network's architecture
-    transform: str = "identity"  # kd: what the student sees of the teacher ("identity" | "stingy")
-    k: int | None = None  # kd with the stingy transform: logits kept per sample
-    kd_temperature: float | None = None  # kd
-    kd_alpha: float | None = None  # kd
+    transform: str = "identity"  # kd, dafl: what the student sees of the teacher ("identity" | "stingy")
+    k: int | None = None  # kd, dafl with the stingy transform: logits kept per sample
+    kd_temperature: float | None = None  # kd, dafl
+    kd_alpha: float | None = None  # kd (dafl has no labels: 1)
+    data_free: DataFreeSpec | None = None  # dafl: the generator
     omega: float | None = None  # nasty
     tau_a: float | None = None  # nasty
     label_smoothing: float = 0.0  # teacher, scratch
@@ -79,9 +82,18 @@ class PhaseConfig:
     def __post_init__(self):
         if self.phase not in PHASES:
             raise ConfigError(f"unknown phase {self.phase!r}; known: {', '.join(PHASES)}")
-        needs_teacher = self.phase in ("kd", "nasty")
+        needs_teacher = self.phase in ("kd", "dafl", "nasty")
         if needs_teacher != (self.teacher_model is not None):
             raise ConfigError(f"phase {self.phase!r} {'needs' if needs_teacher else 'takes no'} teacher")
+        if (self.phase == "dafl") != (self.data_free is not None):
+            raise ConfigError("a data_free generator goes with phase 'dafl', and only with it")
+
+    @property
+    def attack(self) -> str:
+        """kd, dafl: the attack's label in results (`kd-T4`, `dafl`); "" for other phases."""
+        if self.phase == "kd":
+            return f"kd-T{self.kd_temperature:g}"
+        return "dafl" if self.phase == "dafl" else ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -181,14 +193,16 @@ def run_phase(
         def loss_fn(m, x, y, idx):
             return cross_entropy(m(x), y, label_smoothing=smoothing)
 
-    elif cfg.phase == "kd":
+    elif cfg.phase in ("kd", "dafl"):
         transform = logit_transform(cfg.transform, k=cfg.k)
-        # Without augmentation every epoch shows the teacher the same inputs: ask it once.
-        seen = transform(batched_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
         # What the attacker's teacher scores through the transform (stingy keeps top-1: the same).
         correct = (transform(batched_logits(frozen, data.test_x, data.prepare)).argmax(1) == data.test_y).sum().item()
         extra["teacher_acc_seen"] = 100.0 * correct / len(data.test_y)
-        alpha, temperature = cfg.kd_alpha, cfg.kd_temperature
+        if cfg.phase == "dafl":  # no data: a generator's samples replace the training split
+            data, extra["generator"] = data_free_split(data, frozen, transform, cfg.data_free, cfg.seed)
+        # Without augmentation every epoch shows the teacher the same inputs: ask it once.
+        seen = transform(batched_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
+        alpha, temperature = (cfg.kd_alpha if cfg.phase == "kd" else 1.0), cfg.kd_temperature
 
         def loss_fn(m, x, y, idx):
             t = seen[idx] if seen is not None else transform(_frozen_logits(frozen, x))
