@@ -220,6 +220,8 @@ def _open_storage(location: str):
 @_format_option
 def status(name, storage, fmt):
     """Progress of sweep NAME: trials by status, front size, and where the work ran."""
+    from collections import Counter
+
     from orchestrator.layout import read_json, read_state, read_sweep
     from results import STATUSES, ResultStore, pareto_front, render
     from results.usage import node_usage
@@ -239,6 +241,9 @@ def status(name, storage, fmt):
         "trials_total": stored["trials"],
         **counts,
         "front_size": len(pareto_front(rows)),
+        # which attack made each finished trial's best clone, most often first
+        "best_attacks": ", ".join(f"{a} ×{n}" for a, n in Counter(
+            r["best_attack"] for r in rows if r["status"] == "ok" and r["best_attack"]).most_common()),
         "finished": bool(_run(read_state, where, name).get("finished")),
         "compute_s": round(sum(r["compute_s"] or 0.0 for r in rows), 1),
         "active_s": round(active_s, 1),

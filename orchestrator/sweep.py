@@ -251,8 +251,8 @@ def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str) -> dict[str, dic
     from . import dag
 
     t0 = time.perf_counter()
-    _log(f"upstream: {len(plan.upstream)} phases (normal teacher, students alone, students "
-         "distilled from the normal teacher)")
+    _log(f"upstream: {len(plan.upstream)} phases (normal teacher, students alone, every attack "
+         "on the normal teacher)")
 
     def done(node, result):
         acc = result.get("test_acc")

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -229,6 +230,10 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         for f in alone:
             mine = [s["student_acc"] for s in students if s["trial_id"] == f["trial_id"] and s["attack"] in members]
             assert f["student_acc"] == max(mine)
+
+    status = json.loads(_cli("status", "smoke", "--format", "json", storage=tmp_storage).stdout)
+    counted = {part.split(" ×")[0]: int(part.split(" ×")[1]) for part in status["best_attacks"].split(", ")}
+    assert counted == dict(Counter(t["best_attack"] for t in trials))
 
     nan_limit = _cli("pareto", "smoke", "--max-teacher-drop", "nan", storage=tmp_storage)
     assert nan_limit.returncode == 2 and "must be ≥ 0" in nan_limit.stderr
