@@ -74,6 +74,7 @@ def make_plan(preset: Preset) -> Plan:
             attacks.append(PhaseConfig("dafl", dataset, student, student_schedule, seed,
                                        teacher_model=teacher_model,
                                        kd_temperature=preset.data_free["kd_temperature"],
+                                       kd_alpha=1.0,  # no data, no labels: soft targets only
                                        data_free=DataFreeSpec(**spec)))
         for cfg in attacks:
             templates.append(cfg)

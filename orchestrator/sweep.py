@@ -100,6 +100,7 @@ def options_from_stored(storage: str, name: str, address: str | None = None,
     """The options `name` was started with; `overrides` given (not None) replace them. Resources
     and concurrency cannot change once trials have started (see `_fixed_run`)."""
     stored = read_sweep(Storage(storage), name)
+    _check_current(stored, name)
     preset = parse_preset(stored["preset_name"], stored["identity"]["preset"])
     run = stored.get("run", {})
     options = {"cpus_per_trial": run.get("cpus_per_trial"), "gpus_per_trial": run.get("gpus_per_trial"),
@@ -125,6 +126,8 @@ def check_options(opts: SweepOptions) -> Storage:
     storage.check_writable()
     if storage.exists(opts.name, "sweep.json"):
         stored = read_sweep(storage, opts.name)
+        if _has_started(storage, opts.name):
+            _check_current(stored, opts.name)
         if stored["fingerprint"] != opts.fingerprint() and _has_started(storage, opts.name):
             raise ConfigError(
                 f"sweep {opts.name!r} already exists in {storage} with a different config; "
@@ -135,6 +138,16 @@ def check_options(opts: SweepOptions) -> Storage:
 
         open_study_storage(opts.study_storage, storage, opts.name)
     return storage
+
+
+def _check_current(stored: dict, name: str) -> None:
+    """A sweep stored before the attack suite (one KD attack) cannot go on with this code: its
+    phases and Tune state belong to the older version."""
+    attack = stored.get("identity", {}).get("preset", {}).get("attack", {})
+    if "kd_temperatures" not in attack:
+        raise ConfigError(f"sweep {name!r} was made by an older undistill (one KD attack, before the "
+                          "attack suite): `pareto` and `status` still read its results; to go on, "
+                          "run it again under another --name")
 
 
 def _fixed_run(storage: Storage, opts: SweepOptions) -> dict | None:

@@ -320,7 +320,7 @@ def _attack(table: object) -> dict:
         raise ConfigError(f"attack.kd_temperatures must list temperatures, got {temperatures!r}")
     for t in temperatures:
         _positive("attack.kd_temperatures", t)
-    if len(set(temperatures)) != len(temperatures):
+    if len({f"{t:g}" for t in temperatures}) != len(temperatures):  # attacks are named kd-T<t:g>
         raise ConfigError(f"attack.kd_temperatures lists a temperature twice: {temperatures!r}")
     if not 0 <= table["kd_alpha"] <= 1:
         raise ConfigError(f"attack.kd_alpha must be within [0, 1], got {table['kd_alpha']!r}")
@@ -332,9 +332,9 @@ def _attack(table: object) -> dict:
     data_free = table.get("data_free")
     if data_free is not None:
         _check_keys("attack.data_free", data_free, _DATA_FREE)
-        for key in ("latent_dim", "generator_steps", "batch_size"):
-            if key in data_free and data_free[key] < 1:
-                raise ConfigError(f"attack.data_free.{key} must be ≥ 1, got {data_free[key]!r}")
+        for key, least in (("latent_dim", 1), ("generator_steps", 1), ("batch_size", 2)):
+            if key in data_free and data_free[key] < least:  # the generator's BatchNorm needs 2
+                raise ConfigError(f"attack.data_free.{key} must be ≥ {least}, got {data_free[key]!r}")
         for key in ("lr", "kd_temperature"):
             if key in data_free:
                 _positive(f"attack.data_free.{key}", data_free[key])

@@ -101,7 +101,9 @@ BAD_INPUT = [
     (["status", "ghost"], 2, "no sweep named 'ghost'"),
     (["resume", "ghost"], 2, "no sweep named 'ghost'"),
     (["pareto", "smoke", "--max-teacher-drop", "nan"], 2, "--max-teacher-drop nan must be ≥ 0"),
-    (["pareto", "smoke", "--attack", "kd-T3"], 2, "--attack 'kd-T3': sweep 'smoke' ran "),
+    (["pareto", "smoke", "--attack", "kd-T3"], 2, "--attack 'kd-T3': sweep 'smoke' ran kd, kd-T4"),
+    (["resume", "old"], 2, "sweep 'old' was made by an older undistill"),
+    (["sweep", "--preset", "smoke", "--name", "old"], 2, "sweep 'old' was made by an older undistill"),
 ]
 
 
@@ -122,11 +124,19 @@ def started_sweep(tmp_path_factory):
         "fingerprint": opts.fingerprint(), "trials": 4,
         "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2}, "created_at": "then"})
     (root / "smoke" / "tune").mkdir()
+    # and sweep 'old', started by an undistill from before the attack suite (one KD temperature)
+    write_json(storage, "old", "sweep.json", {
+        "name": "old", "preset_name": "smoke", "fingerprint": "0" * 16, "trials": 4,
+        "identity": {"preset": {"attack": {"kd_temperature": 4.0, "kd_alpha": 0.9}}},
+        "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2}, "created_at": "then"})
+    (root / "old" / "tune").mkdir()
     context = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
                    preset="smoke", config_fingerprint=opts.fingerprint(), versions={}, normal_teacher_acc=90.0,
                    students=[])
+    clone = {"student_arch": "mlp", "attack": "kd-T4", "kd_temperature": 4.0, "kd_alpha": 0.9,
+             "status": "ok", "student_acc": 70.0}
     result = dict(final=True, status="ok", teacher_acc=89.0, student_acc=70.0, teacher_drop=1.0,
-                  best_student="", wall_s=1.0, students="[]")
+                  best_student="mlp", best_attack="kd-T4", wall_s=1.0, students=json.dumps([clone]))
     ResultStore(storage, "smoke").write_trial(*trial_rows(
         sweep="smoke", trial_id="t1", params={"defense": "stingy", "k": 2}, result=result,
         context=context))

@@ -108,3 +108,30 @@ def test_the_data_free_split_keeps_real_evaluation_data_and_only_synthetic_train
     assert torch.equal(split.val_x, data.val_x) and torch.equal(split.test_y, data.test_y)
     assert stats["generator_loss_last"] < stats["generator_loss_first"]
     assert stats["synthetic_classes"] >= 5  # the entropy term spreads samples over the classes
+
+
+def test_the_synthetic_set_has_every_sample_asked_for_and_holds_only_them(teacher_and_data):
+    teacher, data = teacher_and_data
+    # 5 steps of 8 samples cannot give 100: the generator's end point draws the rest
+    samples, _ = train_generator(teacher, logit_transform("identity"), data.input_shape,
+                                 DataFreeSpec(generator_steps=5, batch_size=8), 100, 0, torch.device("cpu"))
+    assert samples.shape == (100, *data.input_shape) and torch.isfinite(samples).all()
+    # each step keeps a copy of its slice, not a view that holds the whole batch
+    many, _ = train_generator(teacher, logit_transform("identity"), data.input_shape,
+                              DataFreeSpec(generator_steps=20, batch_size=64), 40, 0, torch.device("cpu"))
+    assert many.untyped_storage().nbytes() == many.numel() * 4
+
+
+def test_the_plan_runs_every_attack_on_every_student_and_the_baselines_upstream():
+    from orchestrator.plan import make_plan
+    from search_spaces import load_preset
+
+    preset = load_preset("smoke")
+    plan = make_plan(preset)
+    attacks = [(c.attack, c.model.label, c.kd_alpha) for c in plan.attack_templates]
+    assert attacks == [(a, s, 1.0 if a == "dafl" else 0.9) for s in ("mlp(hidden=32)", "cnn1d(width=8)")
+                       for a in ("kd-T4", "kd-T20", "dafl")]
+    assert [n.config.label_smoothing for n in plan.smoothed] == [0.1, 0.1]
+    assert [n.name for n in plan.upstream][:5] == ["teacher", "scratch mlp(hidden=32)", "scratch cnn1d(width=8)",
+                                                   "smoothed mlp(hidden=32)", "smoothed cnn1d(width=8)"]
+    assert all(n.teacher_key == plan.teacher.key for n in plan.normal_attacks) and len(plan.normal_attacks) == 6

@@ -5,19 +5,19 @@ import pytest
 
 from results import STUDENTS, TRIALS, ResultStore, Storage, trial_rows
 
-CONTEXT = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
-               preset="smoke", config_fingerprint="abc", versions={"torch": "x"},
-               normal_teacher_acc=96.0,
-               students=[{"student_arch": "mlp", "kd_temperature": 4.0, "kd_alpha": 0.9,
-                          "scratch_acc": 72.0, "normal_kd_acc": 72.5}])
+CONTEXT = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, preset="smoke",
+               config_fingerprint="abc", versions={"torch": "x"}, normal_teacher_acc=96.0,
+               students=[{"student_arch": "mlp", "attack": "kd-T4", "kd_temperature": 4.0,
+                          "kd_alpha": 0.9, "scratch_acc": 72.0, "smoothed_acc": 72.2,
+                          "normal_kd_acc": 72.5}])
 RESULT = dict(final=True, status="ok", teacher_acc=95.5, student_acc=80.0, teacher_drop=0.5,
-              best_student="cnn1d", wall_s=12.0,
-              students='[{"student_arch": "mlp", "kd_temperature": 4.0, "kd_alpha": 0.9, '
-                       '"status": "ok", "student_acc": 70.0, "scratch_acc": 72.0, '
-                       '"normal_kd_acc": 72.5, "best_epoch": 3, "wall_s": 2.0}, '
-                       '{"student_arch": "cnn1d", "kd_temperature": 4.0, "kd_alpha": 0.9, '
-                       '"status": "ok", "student_acc": 80.0, "scratch_acc": 93.0, '
-                       '"normal_kd_acc": 94.0, "best_epoch": 9, "wall_s": 5.0}]')
+              best_student="cnn1d", best_attack="dafl", wall_s=12.0,
+              students='[{"student_arch": "mlp", "attack": "kd-T4", "kd_temperature": 4.0, '
+                       '"kd_alpha": 0.9, "status": "ok", "student_acc": 70.0, "scratch_acc": 72.0, '
+                       '"smoothed_acc": 72.2, "normal_kd_acc": 72.5, "best_epoch": 3, "wall_s": 2.0}, '
+                       '{"student_arch": "cnn1d", "attack": "dafl", "kd_temperature": 4.0, '
+                       '"kd_alpha": 1.0, "status": "ok", "student_acc": 80.0, "scratch_acc": 93.0, '
+                       '"smoothed_acc": 93.1, "normal_kd_acc": 94.0, "best_epoch": 9, "wall_s": 5.0}]')
 
 
 def test_rows_round_trip_through_parquet_with_the_schema(tmp_path):
@@ -30,9 +30,14 @@ def test_rows_round_trip_through_parquet_with_the_schema(tmp_path):
     got = trials.to_pylist()[0]
     assert got["omega"] == 0.01 and got["k"] is None and got["student_acc"] == 80.0
     assert got["status"] == "ok" and got["teacher_drop"] == 0.5
+    # the best clone's attack, and that attack's parameters
+    assert (got["best_student"], got["best_attack"], got["kd_temperature"], got["kd_alpha"]) == (
+        "cnn1d", "dafl", 4.0, 1.0)
     stud = store.students()
     assert stud.schema.equals(STUDENTS) and stud.num_rows == 2
-    assert sorted(stud.column("student_arch").to_pylist()) == ["cnn1d", "mlp"]
+    rows = sorted(stud.to_pylist(), key=lambda r: r["student_arch"])
+    assert [(r["student_arch"], r["attack"], r["smoothed_acc"]) for r in rows] == [
+        ("cnn1d", "dafl", 93.1), ("mlp", "kd-T4", 72.2)]
 
 
 def test_writing_a_trial_twice_keeps_one_row_and_leaves_no_partial_files(tmp_path):

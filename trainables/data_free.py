@@ -134,7 +134,8 @@ def train_generator(teacher: nn.Module, transform, input_shape: tuple[int, ...],
     generator = make_generator(spec.latent_dim, input_shape).to(device)
     opt = torch.optim.Adam(generator.parameters(), lr=spec.lr, betas=(0.5, 0.999))
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    keep = math.ceil(count / max(1, spec.generator_steps))  # samples kept per step
+    # samples kept per step; copies, so a step's whole batch is not held through its slice
+    keep = min(spec.batch_size, math.ceil(count / max(1, spec.generator_steps)))
     losses, kept = [], []
     generator.train()
     with penultimate(teacher) as seen:
@@ -147,8 +148,16 @@ def train_generator(teacher: nn.Module, transform, input_shape: tuple[int, ...],
             loss.backward()
             opt.step()
             losses.append(loss.item())
-            kept.append(x[:keep].detach().float())
-    return torch.cat(kept)[:count], losses
+            kept.append(x[:keep].detach().clone())
+    samples = torch.cat(kept)[:count] if kept else torch.empty(0, *input_shape, device=device)
+    if len(samples) < count:  # fewer steps × batch than samples wanted: the end point draws the rest
+        generator.eval()
+        with torch.no_grad():
+            extra = [generator(torch.randn(min(spec.batch_size, count - n), spec.latent_dim,
+                                           generator=gen).to(device))
+                     for n in range(len(samples), count, spec.batch_size)]
+        samples = torch.cat([samples, *extra])
+    return samples.float(), losses
 
 
 def data_free_split(data: DeviceData, teacher: nn.Module, transform, spec: DataFreeSpec, seed: int

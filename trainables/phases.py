@@ -73,7 +73,7 @@ class PhaseConfig:
     transform: str = "identity"  # kd, dafl: what the student sees of the teacher ("identity" | "stingy")
     k: int | None = None  # kd, dafl with the stingy transform: logits kept per sample
     kd_temperature: float | None = None  # kd, dafl
-    kd_alpha: float | None = None  # kd (dafl has no labels: 1)
+    kd_alpha: float | None = None  # kd, dafl (which has no labels: 1)
     data_free: DataFreeSpec | None = None  # dafl: the generator
     omega: float | None = None  # nasty
     tau_a: float | None = None  # nasty
@@ -202,7 +202,7 @@ def run_phase(
             data, extra["generator"] = data_free_split(data, frozen, transform, cfg.data_free, cfg.seed)
         # Without augmentation every epoch shows the teacher the same inputs: ask it once.
         seen = transform(batched_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
-        alpha, temperature = (cfg.kd_alpha if cfg.phase == "kd" else 1.0), cfg.kd_temperature
+        alpha, temperature = cfg.kd_alpha, cfg.kd_temperature
 
         def loss_fn(m, x, y, idx):
             t = seen[idx] if seen is not None else transform(_frozen_logits(frozen, x))
