@@ -1,5 +1,6 @@
 """Config files for tests that exercise the machinery (faults, clusters, buckets), not the attack
-suite: the smoke preset with one KD attack, so each trial trains two students, not six."""
+suite or the accuracies: the smoke preset with one KD attack, so each trial trains two students,
+not six, and 8 epochs per phase instead of 12."""
 
 from pathlib import Path
 
@@ -7,15 +8,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = (ROOT / "search_spaces" / "presets" / "smoke.toml").read_text()
 
 
-def one_attack_smoke(folder: Path, name: str = "smoke", *, epochs: int | None = None,
+def one_attack_smoke(folder: Path, name: str = "smoke", *, epochs: int = 8,
                      checkpoint_every_s: float | None = None) -> Path:
-    """`folder/<name>.toml`: smoke with KD at T = 4 only (no DAFL); optionally every schedule at
-    `epochs` and a checkpoint interval."""
+    """`folder/<name>.toml`: smoke with KD at T = 4 only (no DAFL), every schedule at `epochs`,
+    and optionally a checkpoint interval."""
     text = SMOKE.replace("kd_temperatures = [4.0, 20.0]", "kd_temperatures = [4.0]")
     text = text.replace("[attack.data_free]\ngenerator_steps = 60\n", "")
     assert "data_free" not in text and "20.0]" not in text
-    if epochs is not None:
-        text = text.replace("epochs = 12", f"epochs = {epochs}")
+    assert text.count("epochs = 12") == 2
+    text = text.replace("epochs = 12", f"epochs = {epochs}")
     if checkpoint_every_s is not None:
         text += f"checkpoint_every_s = {checkpoint_every_s}\n"
     path = Path(folder) / f"{name}.toml"
