@@ -208,6 +208,31 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
                    "normal teacher)", err=True)
 
 
+@main.command()
+@click.argument("name")
+@_storage_option
+@click.option("--out", "out_dir", default=None, help="Folder for the report (default: reports/NAME).")
+def report(name, storage, out_dir):
+    """Write a report folder for sweep NAME: front.png, hypervolume.png, front.json, report.md."""
+    from pathlib import Path
+
+    from orchestrator.layout import read_sweep
+    from results import ResultStore
+    from results.storage import atomic_write
+    from results.sweep_report import build_report
+
+    where = _open_storage(storage)
+    stored = _run(read_sweep, where, name)
+    store = ResultStore(where, name)
+    trials, students = _run(store.trial_rows), _run(store.students).to_pylist()
+    if not trials:
+        raise BadInput(f"sweep {name!r} has no finished trial yet; run `status {name}` to see it")
+    folder = Path(out_dir or Path("reports") / name)
+    for file, data in build_report(name, stored, trials, students, store.location).items():
+        _run(atomic_write, folder / file, lambda f, data=data: f.write(data))
+    click.echo(f"report of {name!r}: {folder / 'report.md'} (with front.png, hypervolume.png, front.json)")
+
+
 def _open_storage(location: str):
     from results import Storage
 

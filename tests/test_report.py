@@ -1,0 +1,100 @@
+"""`report`: the figures' plotted data read back, the hypervolume curve against hand values, and
+the report's front table against `pareto --format json`, on a known small Parquet set."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+from orchestrator.layout import write_json
+from results import ResultStore, Storage, pareto_front, trial_rows
+from results.plots import front_figure, hypervolume_curve, hypervolume_figure
+from results.report import _fmt
+
+TRIALS = [  # (defense, knob, teacher_acc, best clone)
+    ("nasty", {"omega": 0.015, "tau_a": 4.0}, 96.0, 90.0),  # the preset's start point
+    ("stingy", {"k": 2}, 97.0, 94.0),
+    ("nasty", {"omega": 0.03, "tau_a": 8.0}, 92.0, 80.0),
+    ("nasty", {"omega": 0.02, "tau_a": 6.0}, 95.0, 91.0),  # dominated by the start point
+    ("stingy", {"k": 5}, 97.0, 95.5),  # dominated by k = 2
+]
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    storage = Storage(tmp_path / "sweeps")
+    write_json(storage, "known", "sweep.json", {
+        "name": "known", "preset_name": "smoke", "trials": 6, "created_at": "then",
+        "identity": {"preset": {"search": {"nasty": {"start": {"omega": 0.015, "tau_a": 4.0}}},
+                                "attack": {"kd_temperatures": [4.0], "kd_alpha": 0.9}}}})
+    context = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, preset="smoke", config_fingerprint="f",
+                   versions={}, normal_teacher_acc=97.0, students=[])
+    store = ResultStore(storage, "known")
+    for i, (defense, knobs, teacher, clone) in enumerate(TRIALS):
+        students = [{"student_arch": "cnn", "attack": "kd-T4", "kd_temperature": 4.0, "kd_alpha": 0.9,
+                     "status": "ok", "student_acc": clone, "scratch_acc": 93.0, "smoothed_acc": 93.5,
+                     "normal_kd_acc": 96.0, "started_at": 1000.0 + i, "finished_at": 1001.0 + i}]
+        result = dict(final=True, status="ok", teacher_acc=teacher, student_acc=clone,
+                      teacher_drop=97.0 - teacher, best_student="cnn", best_attack="kd-T4",
+                      students=json.dumps(students), ran=json.dumps({"finished_at": 2000.0 + i}))
+        store.write_trial(*trial_rows(sweep="known", trial_id=f"t{i}", params={"defense": defense, **knobs},
+                                      result=result, context=context))
+    return tmp_path / "sweeps"
+
+
+def _artists(figure, gid):
+    return [a for ax in figure.axes for a in ax.get_children() if getattr(a, "get_gid", lambda: None)() == gid]
+
+
+def test_the_front_figure_plots_every_trial_the_front_and_the_marks(sweep):
+    store = ResultStore(Storage(sweep), "known")
+    trials = store.trial_rows()
+    front = pareto_front(trials)
+    fig = front_figure(trials, front, normal=(97.0, 96.0), baselines={"alone": 93.0},
+                       paper_point=trials[0], title="t")
+    (nasty,), (stingy,) = _artists(fig, "trials:nasty"), _artists(fig, "trials:stingy")
+    assert len(nasty.get_offsets()) == 3 and len(stingy.get_offsets()) == 2
+    (line,) = _artists(fig, "front")
+    assert sorted(zip(line.get_xdata(), line.get_ydata())) == sorted(
+        (t["teacher_acc"], t["student_acc"]) for t in front)
+    assert len(front) == 3  # k = 2, the start point, ω = 0.03
+    (paper,) = _artists(fig, "paper")
+    assert paper.get_offsets().tolist() == [[96.0, 90.0]]
+    assert len(_artists(fig, "normal")) == 1 and len(_artists(fig, "baseline:alone")) == 1
+
+
+def test_the_hypervolume_curve_matches_hand_values(sweep):
+    trials = ResultStore(Storage(sweep), "known").trial_rows()
+    # reference (0, 96): a defense adds teacher × points its clone lost below 96
+    curve = hypervolume_curve(trials, (0.0, 96.0))
+    assert curve[0] == pytest.approx(96 * 6)  # (96, 90)
+    assert curve[1] == pytest.approx(96 * 6 + (97 - 96) * 2)  # + (97, 94) above it
+    assert curve[2] == pytest.approx(96 * 6 + 1 * 2 + 92 * (90 - 80))  # + (92, 80)
+    assert curve[3] == curve[2] and curve[4] == curve[2]  # dominated trials add nothing
+    (line,) = _artists(hypervolume_figure(trials, (0.0, 96.0)), "hypervolume")
+    assert list(line.get_ydata()) == curve and list(line.get_xdata()) == [1, 2, 3, 4, 5]
+
+
+def test_the_report_folder_and_its_table_equal_pareto_json(sweep, tmp_path):
+    out = tmp_path / "report"
+    run = CliRunner().invoke(cli.main, ["report", "known", "--storage", str(sweep), "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert {p.name for p in out.iterdir()} == {"front.png", "hypervolume.png", "front.json", "report.md"}
+    assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pareto = CliRunner().invoke(cli.main, ["pareto", "known", "--storage", str(sweep), "--format", "json"])
+    front = json.loads(pareto.stdout if hasattr(pareto, "stdout") else pareto.output)
+    assert json.loads((out / "front.json").read_text()) == front
+    md = (out / "report.md").read_text()
+    table = md.split("## The front\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    assert rows == [[_fmt(c, f[c]) for c in header] for f in front]
+    assert "![front](front.png)" in md and "kd-T4" in md
+
+
+def test_a_sweep_without_trials_is_one_line(tmp_path):
+    storage = Storage(tmp_path / "s")
+    write_json(storage, "empty", "sweep.json", {"name": "empty", "trials": 1, "identity": {}})
+    run = CliRunner().invoke(cli.main, ["report", "empty", "--storage", str(tmp_path / "s")])
+    assert run.exit_code == 2 and "no finished trial yet" in run.output
