@@ -93,6 +93,10 @@ def test_the_cifar10_preset_scaled_down_runs_end_to_end(tmp_path):
     assert sorted({s["student_arch"] for s in students}) == ["cnn", "resnet18", "resnetc20", "resnetc32"]
     assert {s["attack"] for s in students} == {"kd-T4"}
     assert len(students) == 2 * 4 and all(s["status"] == "ok" for s in students)
+    report = subprocess.run([sys.executable, str(root / "cli.py"), "report", "cifar10-resnet18-x0.00625",
+                             "--storage", str(storage), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, timeout=120, cwd=root)
+    assert report.returncode == 0 and (tmp_path / "report" / "report.md").is_file(), report.stderr
 
     # no data root: one line naming the download command, before anything starts
     missing = subprocess.run(

@@ -103,6 +103,8 @@ BAD_INPUT = [
     (["pareto", "smoke", "--max-teacher-drop", "nan"], 2, "--max-teacher-drop nan must be ≥ 0"),
     (["pareto", "smoke", "--attack", "kd-T3"], 2, "--attack 'kd-T3': sweep 'smoke' ran kd, kd-T4"),
     (["resume", "old"], 2, "sweep 'old' was made by an older undistill"),
+    (["report", "ghost"], 2, "no sweep named 'ghost'"),
+    (["report", "old"], 2, "sweep 'old' has no finished trial yet"),
     (["sweep", "--preset", "smoke", "--name", "old"], 2, "sweep 'old' was made by an older undistill"),
 ]
 
@@ -240,6 +242,12 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         for f in alone:
             mine = [s["student_acc"] for s in students if s["trial_id"] == f["trial_id"] and s["attack"] in members]
             assert f["student_acc"] == max(mine)
+
+    # the report folder of a real sweep: its front is pareto's
+    report = _cli("report", "smoke", "--out", str(tmp_storage.parent / "report"), storage=tmp_storage)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert json.loads((tmp_storage.parent / "report" / "front.json").read_text()) == front
+    assert (tmp_storage.parent / "report" / "front.png").stat().st_size > 10_000
 
     status = json.loads(_cli("status", "smoke", "--format", "json", storage=tmp_storage).stdout)
     counted = {part.split(" ×")[0]: int(part.split(" ×")[1]) for part in status["best_attacks"].split(", ")}
