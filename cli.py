@@ -181,7 +181,8 @@ def _finish(outcome: dict, storage: str, name: str, fmt: str) -> None:
 @_format_option
 def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
     """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch)."""
-    from results import ResultStore, attack_names, by_attack, front_hypervolume, pareto_front, render
+    from results import (ResultStore, attack_names, by_attack, front_hypervolume, is_attack,
+                         pareto_front, render)
     from orchestrator.layout import read_sweep
 
     where = _open_storage(storage)
@@ -195,7 +196,7 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         if attack not in known:
             raise BadInput(f"--attack {attack!r}: sweep {name!r} ran {', '.join(known) or 'no attack yet'}")
         trials = by_attack(trials, students, attack)
-        students = [s for s in students if s["attack"] == attack or s["attack"].startswith(attack + "-")]
+        students = [s for s in students if is_attack(s["attack"], attack)]
     if defense is not None:
         trials = [t for t in trials if t["defense"] == defense]
     front = pareto_front(trials, max_teacher_drop)
@@ -214,8 +215,6 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
 @click.option("--out", "out_dir", default=None, help="Folder for the report (default: reports/NAME).")
 def report(name, storage, out_dir):
     """Write a report folder for sweep NAME: front.png, hypervolume.png, front.json, report.md."""
-    from pathlib import Path
-
     from orchestrator.layout import read_sweep
     from results import ResultStore
     from results.storage import atomic_write

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search_spaces import Preset
+from trainables.candidate import attack_name
 from trainables.data import DatasetSpec
 from trainables.data_free import DataFreeSpec
 from trainables.loop import Schedule
@@ -78,7 +79,7 @@ def make_plan(preset: Preset) -> Plan:
                                        data_free=DataFreeSpec(**spec)))
         for cfg in attacks:
             templates.append(cfg)
-            normal_attacks.append(Node(f"{cfg.attack} {student.label}", cfg, cfg.key(teacher.key), teacher.key))
+            normal_attacks.append(Node(attack_name(cfg), cfg, cfg.key(teacher.key), teacher.key))
 
     # The nasty teacher trains like the normal one, from scratch, with the same architecture.
     nasty = None

@@ -128,11 +128,11 @@ def check_options(opts: SweepOptions) -> Storage:
         stored = read_sweep(storage, opts.name)
         if _has_started(storage, opts.name):
             _check_current(stored, opts.name)
-        if stored["fingerprint"] != opts.fingerprint() and _has_started(storage, opts.name):
-            raise ConfigError(
-                f"sweep {opts.name!r} already exists in {storage} with a different config; "
-                f"resume it with `resume {opts.name}` or choose another --name"
-            )
+            if stored["fingerprint"] != opts.fingerprint():
+                raise ConfigError(
+                    f"sweep {opts.name!r} already exists in {storage} with a different config; "
+                    f"resume it with `resume {opts.name}` or choose another --name"
+                )
     if opts.study_storage is not None:  # a mistyped URL fails here, not after the upstream phases
         from ._study import open_study_storage
 

@@ -60,6 +60,11 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def is_attack(name: str | None, attack: str) -> bool:
+    """`name` (a student row's attack) is `attack`, or belongs to the family `attack` (`kd`)."""
+    return bool(name) and (name == attack or name.startswith(attack + "-"))
+
+
 def attack_names(student_rows: Iterable[dict]) -> list[str]:
     """The attacks a sweep ran, and their families (`kd` for every `kd-T…`)."""
     names = {r["attack"] for r in student_rows if r.get("attack")}
@@ -71,9 +76,7 @@ def by_attack(trial_rows: Iterable[dict], student_rows: Iterable[dict], attack: 
     trial's best clone, and which student made it, over that attack's student rows alone."""
     best: dict[str, dict] = {}
     for s in student_rows:
-        name = s.get("attack") or ""
-        if (name == attack or name.startswith(attack + "-")) and s["status"] == "ok" \
-                and _finite(s["student_acc"]):
+        if is_attack(s.get("attack"), attack) and s["status"] == "ok" and _finite(s["student_acc"]):
             held = best.get(s["trial_id"])
             if held is None or s["student_acc"] > held["student_acc"]:
                 best[s["trial_id"]] = s

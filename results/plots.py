@@ -71,9 +71,9 @@ def hypervolume_curve(trials: list[dict], reference: tuple[float, float]) -> lis
     return out
 
 
-def hypervolume_figure(trials: list[dict], reference: tuple[float, float], title: str = ""):
+def hypervolume_figure(curve: list[float], reference: tuple[float, float], title: str = ""):
+    """`curve`: see `hypervolume_curve`."""
     plt = _pyplot()
-    curve = hypervolume_curve(trials, reference)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
     ax.plot(range(1, len(curve) + 1), curve, "-o", markersize=3, gid="hypervolume")
     ax.set_xlabel("trials finished")

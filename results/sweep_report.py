@@ -29,13 +29,15 @@ def build_report(name: str, stored: dict, trials: list[dict], students: list[dic
         "best student alone, label-smoothed": _max(s.get("smoothed_acc") for s in students),
     }
     paper = _paper_point(stored, trials)
+    curve = hypervolume_curve(trials, reference)
     files = {
         "front.png": png(front_figure(trials, front, normal=(normal_acc, reference[1]), baselines=baselines,
                                       paper_point=paper, title=f"{name}: {len(front)} of {len(trials)} trials on the front")),
-        "hypervolume.png": png(hypervolume_figure(trials, reference)),
+        "hypervolume.png": png(hypervolume_figure(curve, reference)),
         "front.json": render(front, "json").encode(),
     }
-    files["report.md"] = _markdown(name, stored, trials, students, front, reference, baselines,
+    hv = curve[-1] if curve else 0.0
+    files["report.md"] = _markdown(name, stored, trials, students, front, reference, hv, baselines,
                                    results_uri).encode()
     return files
 
@@ -52,15 +54,14 @@ def _paper_point(stored: dict, trials: list[dict]) -> dict | None:
     return None
 
 
-def _markdown(name, stored, trials, students, front, reference, baselines, results_uri) -> str:
+def _markdown(name, stored, trials, students, front, reference, hv, baselines, results_uri) -> str:
     preset = stored.get("identity", {}).get("preset", {})
     attack = preset.get("attack", {})
-    hv = hypervolume_curve(trials, reference)
     lines = [
         f"# Sweep `{name}`",
         "",
         f"{len(trials)} of {stored.get('trials', '?')} trials done; {len(front)} on the front. "
-        f"Hypervolume {hv[-1] if hv else 0:.1f} (reference: teacher {reference[0]:.0f} %, "
+        f"Hypervolume {hv:.1f} (reference: teacher {reference[0]:.0f} %, "
         f"clone {reference[1]:.2f} % = the normal teacher's best clone).",
         "",
         "![front](front.png)",

@@ -102,10 +102,11 @@ def test_the_generators_loss_decreases_on_a_tiny_run(teacher_and_data):
 
 def test_the_data_free_split_keeps_real_evaluation_data_and_only_synthetic_training_data(teacher_and_data):
     teacher, data = teacher_and_data
-    split, stats = data_free_split(data, teacher, logit_transform("identity"),
-                                   DataFreeSpec(generator_steps=30, batch_size=64), 0)
+    split, seen, stats = data_free_split(data, teacher, logit_transform("identity"),
+                                         DataFreeSpec(generator_steps=30, batch_size=64), 0)
     assert split.train_x.shape == data.train_x.shape and not torch.equal(split.train_x, data.train_x)
     assert torch.equal(split.val_x, data.val_x) and torch.equal(split.test_y, data.test_y)
+    assert seen.shape == (len(split.train_y), 10) and torch.equal(seen.argmax(1), split.train_y)
     assert stats["generator_loss_last"] < stats["generator_loss_first"]
     assert stats["synthetic_classes"] >= 5  # the entropy term spreads samples over the classes
 

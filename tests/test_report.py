@@ -72,7 +72,7 @@ def test_the_hypervolume_curve_matches_hand_values(sweep):
     assert curve[1] == pytest.approx(96 * 6 + (97 - 96) * 2)  # + (97, 94) above it
     assert curve[2] == pytest.approx(96 * 6 + 1 * 2 + 92 * (90 - 80))  # + (92, 80)
     assert curve[3] == curve[2] and curve[4] == curve[2]  # dominated trials add nothing
-    (line,) = _artists(hypervolume_figure(trials, (0.0, 96.0)), "hypervolume")
+    (line,) = _artists(hypervolume_figure(curve, (0.0, 96.0)), "hypervolume")
     assert list(line.get_ydata()) == curve and list(line.get_xdata()) == [1, 2, 3, 4, 5]
 
 

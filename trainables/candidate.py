@@ -1,7 +1,8 @@
 """One defense candidate, start to finish: build the defended teacher, gate it, attack it with
-every attack on every student, and summarise: a defense is as good as its best clone. What runs each phase, and where, is the caller's: `run_candidate`
-hands lists of `PhaseJob`s to runners (the Tune shell runs the teacher in the trial's process
-and the students as parallel child tasks; tests run them in-process).
+every attack on every student, and summarise: a defense is as good as its best clone. What runs
+each phase, and where, is the caller's: `run_candidate` hands lists of `PhaseJob`s to runners
+(the Tune shell runs the teacher in the trial's process and the students as parallel child
+tasks; tests run them in-process).
 """
 
 from __future__ import annotations

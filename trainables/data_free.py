@@ -161,18 +161,20 @@ def train_generator(teacher: nn.Module, transform, input_shape: tuple[int, ...],
 
 
 def data_free_split(data: DeviceData, teacher: nn.Module, transform, spec: DataFreeSpec, seed: int
-                    ) -> tuple[DeviceData, dict]:
+                    ) -> tuple[DeviceData, torch.Tensor, dict]:
     """The attacker's data: synthetic training inputs (labelled by the teacher's argmax, which a
     distillation with α = 1 never reads) and the real validation and test splits, every split
-    already in model-input form. Also the generator's first and last losses."""
+    already in model-input form; the teacher's logits on the synthetic inputs, as the attacker
+    sees them (what the student is distilled on); and the generator's first and last losses."""
     device = data.train_x.device
     count = spec.samples or len(data.train_y)
     train_x, losses = train_generator(teacher, transform, data.input_shape, spec, count, seed, device)
-    train_y = transform(batched_logits(teacher, train_x, lambda x: x)).argmax(1)
+    seen = transform(batched_logits(teacher, train_x, lambda x: x))
+    train_y = seen.argmax(1)
     split = replace(data, train_x=train_x, train_y=train_y, val_x=data.prepare(data.val_x),
                     test_x=data.prepare(data.test_x), augment=None, prepare=lambda x: x)
     tail = max(1, len(losses) // 10)
     stats = {"generator_loss_first": losses[0] if losses else math.nan,
              "generator_loss_last": sum(losses[-tail:]) / tail if losses else math.nan,
              "synthetic_classes": int(torch.bincount(train_y, minlength=data.num_classes).gt(0).sum())}
-    return split, stats
+    return split, seen, stats

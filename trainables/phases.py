@@ -199,9 +199,9 @@ def run_phase(
         correct = (transform(batched_logits(frozen, data.test_x, data.prepare)).argmax(1) == data.test_y).sum().item()
         extra["teacher_acc_seen"] = 100.0 * correct / len(data.test_y)
         if cfg.phase == "dafl":  # no data: a generator's samples replace the training split
-            data, extra["generator"] = data_free_split(data, frozen, transform, cfg.data_free, cfg.seed)
-        # Without augmentation every epoch shows the teacher the same inputs: ask it once.
-        seen = transform(batched_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
+            data, seen, extra["generator"] = data_free_split(data, frozen, transform, cfg.data_free, cfg.seed)
+        else:  # without augmentation every epoch shows the teacher the same inputs: ask it once
+            seen = transform(batched_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
         alpha, temperature = cfg.kd_alpha, cfg.kd_temperature
 
         def loss_fn(m, x, y, idx):
