@@ -228,7 +228,11 @@ def report(name, storage, out_dir):
         raise BadInput(f"sweep {name!r} has no finished trial yet; run `status {name}` to see it")
     folder = Path(out_dir or Path("reports") / name)
     for file, data in build_report(name, stored, trials, students, store.location).items():
-        _run(atomic_write, folder / file, lambda f, data=data: f.write(data))
+        try:
+            atomic_write(folder / file, lambda f, data=data: f.write(data))
+        except OSError as exc:
+            raise BadInput(f"--out {folder}: cannot write there ({exc.strerror or exc}); "
+                           "give a folder you can write to") from None
     click.echo(f"report of {name!r}: {folder / 'report.md'} (with front.png, hypervolume.png, front.json)")
 
 

@@ -105,6 +105,7 @@ BAD_INPUT = [
     (["resume", "old"], 2, "sweep 'old' was made by an older undistill"),
     (["report", "ghost"], 2, "no sweep named 'ghost'"),
     (["report", "old"], 2, "sweep 'old' has no finished trial yet"),
+    (["report", "smoke", "--out", "/dev/null/x"], 2, "--out /dev/null/x: cannot write there"),
     (["sweep", "--preset", "smoke", "--name", "old"], 2, "sweep 'old' was made by an older undistill"),
 ]
 
