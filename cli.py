@@ -106,10 +106,12 @@ def main():
               help="Multiply every schedule's epochs (and lr milestones) by this, for a quick "
                    "look at a paper-scale preset; the result is its own config.")
 @click.option("--trials", type=int, help="Run this many trials instead of the preset's.")
+@click.option("--sampler", help="Search with this Optuna sampler instead of the preset's: "
+                                "tpe, gp, nsga2 or random (see BENCHMARKS.md).")
 @_format_option
 def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurrency,
           gpus_per_trial, cpus_per_trial, study_storage, shared_storage, data_root, epochs_scale,
-          trials, fmt):
+          trials, sampler, fmt):
     """Run a sweep (or finish an interrupted one) and print its Pareto front."""
     from orchestrator import SweepOptions
     from search_spaces import adjust, load_preset
@@ -117,8 +119,11 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
     chosen = _run(load_preset, None if config_file else preset, config_file)
     if trials is not None and trials < 1:
         raise BadInput(f"--trials {trials} must be ≥ 1")
-    chosen = _run(adjust, chosen, epochs_scale=epochs_scale, trials=trials)
+    preset_sampler = chosen.sampler
+    chosen = _run(adjust, chosen, epochs_scale=epochs_scale, trials=trials, sampler=sampler)
     default_name = chosen.name if epochs_scale == 1 else f"{chosen.name}-x{epochs_scale:g}"
+    if sampler is not None and sampler != preset_sampler:  # side by side with the preset's own search
+        default_name += f"-{sampler}"
     opts = SweepOptions(chosen, name or default_name, storage, address, max_teacher_drop, concurrency,
                         cpus_per_trial, gpus_per_trial, study_storage, shared_storage,
                         _absolute(data_root))

@@ -31,10 +31,19 @@ logger = logging.getLogger(__name__)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler a preset's `search.sampler` (or `--sampler`) names; `bench/search.py`
+    measures each of them. Explicit arguments: Optuna 5 changed TPE's defaults."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    # Explicit arguments: Optuna 5 changed TPE's defaults. A handful of random start-up trials,
-    # then TPE; constant_liar keeps concurrent trials from being sent to the same spot.
+    if name == "gp":
+        # The space is conditional (ω, τ_A for nasty, k for stingy): the GP models only what
+        # every trial shares (the defense) and draws the knobs from its independent sampler.
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=6, warn_independent_sampling=False)
+    if name == "nsga2":
+        # Optuna's default population of 50 would be random search for a whole sweep.
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    # A handful of random start-up trials, then TPE; constant_liar keeps concurrent trials from
+    # being sent to the same spot.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=False,
                                       constant_liar=True)
 

@@ -80,14 +80,17 @@ def start_points(preset: Preset) -> list[dict]:
     return points
 
 
-def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = None) -> Preset:
+def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = None,
+           sampler: str | None = None) -> Preset:
     """The preset with every schedule's epochs (and lr milestones), and the data-free attack's
-    generator steps, times `epochs_scale`, and with `trials` trials: a quick look at a
-    paper-scale preset. The result is another config (its own identity), validated like any
-    preset."""
+    generator steps, times `epochs_scale`, with `trials` trials and searched by `sampler`: a
+    quick look at a paper-scale preset, or another search of the same space. The result is
+    another config (its own identity), validated like any preset."""
     if not (math.isfinite(epochs_scale) and epochs_scale > 0):
         raise ConfigError(f"--epochs-scale {epochs_scale} must be > 0")
-    if epochs_scale == 1.0 and trials is None:
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if epochs_scale == 1.0 and trials is None and sampler in (None, preset.sampler):
         return preset
     doc = preset.to_dict()
     doc["description"] = preset.description
@@ -104,4 +107,6 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
         data_free["generator_steps"] = max(1, round(data_free["generator_steps"] * epochs_scale))
     if trials is not None:
         doc["search"]["trials"] = trials
+    if sampler is not None:
+        doc["search"]["sampler"] = sampler
     return parse_preset(preset.name, doc)

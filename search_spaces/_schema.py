@@ -14,7 +14,7 @@ from typing import Any
 from trainables.errors import ConfigError
 
 DEFENSES = ("nasty", "stingy")
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "gp", "nsga2", "random")
 
 
 @dataclass(frozen=True)

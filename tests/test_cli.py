@@ -92,6 +92,8 @@ BAD_INPUT = [
      "--gpus-per-trial 1e-05 is below Ray's resource precision (0.0001)"),
     (["sweep", "--preset", "smoke", "--name", "other", "--cpus-per-trial", "0"], 2,
      "--cpus-per-trial 0 must be > 0"),
+    (["sweep", "--preset", "smoke", "--sampler", "cmaes"], 2,
+     "--sampler 'cmaes' is not one of tpe, gp, nsga2, random"),
     (["sweep", "--preset", "smoke", "--name", "other", "--study-storage", "postgresql://u:p@127.0.0.1:1/db"],
      2, "its database driver is not installed"),
     # this machine has no GPU: the local Ray starts, and the check refuses before any work

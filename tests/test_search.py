@@ -9,9 +9,9 @@ import pytest
 from optuna.storages.journal import JournalStorage
 
 from orchestrator._study import BucketJournal, open_study_storage
-from orchestrator.search import DefenseSearch
+from orchestrator.search import DefenseSearch, candidate_key, make_sampler
 from results import Storage
-from search_spaces import load_preset
+from search_spaces import SAMPLERS, adjust, load_preset
 
 
 @pytest.fixture(params=["sqlite", "bucket-journal"])
@@ -124,3 +124,36 @@ def test_a_trial_told_before_a_kill_is_not_told_again_after_restore(tmp_path, ma
     restored.on_trial_complete("a", dict(ok, student_acc=81.0))  # the rerun: must not raise
     trials = restored._ot_study.get_trials()
     assert [(t.state.name, t.values) for t in trials][:1] == [("COMPLETE", [95.0, 80.0])]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_a_sweep_offers_searches_the_space_past_its_start_up(make_storage, sampler):
+    """12 trials, two in flight as in a local sweep: past TPE's and GP's 6 start-up trials and
+    NSGA-II's first generation of 8, so each sampler's own model proposes. Every candidate is in
+    the space and new; a diverged trial is pruned, not fatal."""
+    preset = adjust(load_preset("smoke"), sampler=sampler)
+    search = DefenseSearch(preset, "s", make_storage(), max_teacher_drop=None)
+    assert type(search._ot_study.sampler) is type(make_sampler(sampler, 0))
+    seen, running = [], []
+    for n in range(12):
+        running.append((f"t{n}", search.suggest(f"t{n}")))
+        if len(running) < 2:
+            continue
+        tid, params = running.pop(0)
+        seen.append(params)
+        if params["defense"] == "nasty" and params["omega"] > 0.2:  # the smoke space's far end
+            search.on_trial_complete(tid, dict(final=True, status="diverged", teacher_acc=math.nan,
+                                               student_acc=math.nan, teacher_drop=math.nan))
+        else:
+            knob = params.get("k") or params["omega"] * params["tau_a"] ** 2
+            search.on_trial_complete(tid, dict(final=True, status="ok", teacher_acc=99.0 - knob,
+                                               student_acc=80.0 + knob, teacher_drop=knob))
+    nasty, stingy = preset.nasty, preset.stingy
+    for p in seen:
+        if p["defense"] == "nasty":
+            assert nasty.omega[0] <= p["omega"] <= nasty.omega[1] and nasty.tau_a[0] <= p["tau_a"] <= nasty.tau_a[1]
+        else:
+            assert stingy.k[0] <= p["k"] <= stingy.k[1]
+    assert len({candidate_key(p) for p in seen}) == len(seen) == 11
+    done = [t for t in search._ot_study.get_trials() if t.state.is_finished() and "repeat_of" not in t.user_attrs]
+    assert len(done) == 11 and all(t.state.name in ("COMPLETE", "PRUNED") for t in done)

@@ -1,0 +1,140 @@
+"""Real trial outcomes on a grid of the mnist1d preset's search space: the objective of
+`bench/search.py`.
+
+A trial of the embedded default costs about half a minute of both cores here (a nasty teacher
+and 10 attacked students), so comparing five samplers over many seeds with real trials would take
+a day. Instead every candidate on a grid covering the preset's whole space (every ω × τ_A pair of
+`OMEGAS` × `TAUS`, every k) is evaluated once for real, with the preset's own phases exactly as a
+sweep runs them, and `bench/search.py` answers each sampler's proposal with the outcome of the
+nearest grid point.
+
+    python bench/search_table.py [--storage DIR] [--workers 2]
+
+Phases go through the artifact store in `--storage`, so an interrupted run picks up where it
+stopped, and a folder that already holds an mnist1d sweep lends it its upstream phases. The
+table is written to `bench/data/mnist1d_outcomes.json` after every candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import date
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PRESET = "mnist1d"
+TABLE = Path(__file__).resolve().parent / "data" / f"{PRESET}_outcomes.json"
+# The preset's ranges, about 1.35× apart for ω and 1.5× for τ_A (both searched on a log scale),
+# holding the values of the paper's hand grid (see bench/search.py).
+OMEGAS = (0.002, 0.003, 0.004, 0.006, 0.008, 0.011, 0.015, 0.02, 0.025, 0.03, 0.04)
+TAUS = (2.0, 3.0, 4.0, 6.0, 10.0, 14.0, 20.0)
+OUTCOME_KEYS = ("status", "teacher_acc", "student_acc", "best_student", "best_attack", "compute_s")
+
+_worker: dict = {}
+
+
+def grid_candidates(preset) -> list[dict]:
+    nasty = [{"defense": "nasty", "omega": w, "tau_a": t} for w in OMEGAS for t in TAUS]
+    low, high = preset.stingy.k
+    return nasty + [{"defense": "stingy", "k": k} for k in range(low, high + 1)]
+
+
+def _start_worker(storage: str, context) -> None:
+    # one core per candidate: trainables.device sets torch's threads from this
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from orchestrator._resources import Resources
+    from orchestrator._worker import PhaseRuntime
+    from results import Storage
+
+    _worker["runtime"] = PhaseRuntime(Storage(storage), Resources(1, 0, students=0))
+    _worker["context"] = context
+
+
+def _evaluate(params: dict) -> dict:
+    from orchestrator._worker import run_job
+    from trainables.candidate import run_candidate
+
+    def in_process(jobs):
+        return [run_job(job, _worker["runtime"]) for job in jobs]
+
+    summary = run_candidate(params, _worker["context"], in_process, in_process)
+    return {**params, **{k: summary[k] for k in OUTCOME_KEYS}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--storage", default=str(Path(tempfile.gettempdir()) / "undistill-search-table"),
+                        help="artifact store of the phases (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="candidates at once, one core each (default: every core)")
+    args = parser.parse_args()
+
+    from orchestrator._driver import _context
+    from orchestrator._worker import run_job
+    from orchestrator.plan import make_plan
+    from search_spaces import load_preset
+
+    preset = load_preset(PRESET)
+    plan = make_plan(preset)
+    _start_worker(args.storage, None)
+    t0 = time.perf_counter()
+    upstream = {node.key: run_job(node, _worker["runtime"]) for node in plan.upstream}
+    context = _context(argparse.Namespace(max_teacher_drop=None), plan, upstream)
+
+    table = _read(preset)
+    done = {_key(o) for o in table["outcomes"]}
+    todo = [c for c in grid_candidates(preset) if _key(c) not in done]
+    print(f"{len(done)} candidates in the table, {len(todo)} to evaluate", file=sys.stderr)
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_start_worker,
+                             initargs=(args.storage, context)) as pool:
+        futures = [pool.submit(_evaluate, c) for c in todo]
+        for i, future in enumerate(as_completed(futures), 1):
+            outcome = future.result()
+            table["outcomes"].append(outcome)
+            _write(table)
+            print(f"[{i}/{len(todo)}] {outcome} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+
+    import torch
+    table["normal_teacher_acc"] = upstream[plan.teacher.key]["test_acc"]
+    # the sweep's hypervolume reference (results.report.reference_point): the normal teacher's
+    # best clone over every student and attack
+    table["reference"] = [0.0, max(upstream[n.key]["test_acc"] for n in plan.normal_attacks)]
+    table["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    table["date"] = date.today().isoformat()
+    table["outcomes"].sort(key=lambda o: (o["defense"], o.get("omega") or 0, o.get("tau_a") or 0, o.get("k") or 0))
+    _write(table)
+    print(f"wrote {TABLE} ({len(table['outcomes'])} candidates)", file=sys.stderr)
+
+
+def _key(params: dict) -> tuple:
+    return (params["defense"], params.get("omega"), params.get("tau_a"), params.get("k"))
+
+
+def _read(preset) -> dict:
+    fingerprint = preset.to_dict()
+    if TABLE.exists():
+        table = json.loads(TABLE.read_text())
+        if table["preset"] == fingerprint:
+            return table
+        print(f"{TABLE} was made with another {PRESET} preset: starting it again", file=sys.stderr)
+    return {"preset": fingerprint, "omegas": list(OMEGAS), "taus": list(TAUS), "outcomes": []}
+
+
+def _write(table: dict) -> None:
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = TABLE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table, indent=1, default=str) + "\n")
+    os.replace(tmp, TABLE)
+
+
+if __name__ == "__main__":
+    main()
