@@ -127,7 +127,7 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
     opts = SweepOptions(chosen, name or default_name, storage, address, max_teacher_drop, concurrency,
                         cpus_per_trial, gpus_per_trial, study_storage, shared_storage,
                         _absolute(data_root))
-    _finish(_run_sweep(opts), storage, opts.name, fmt)
+    _finish(_run_sweep(opts), opts, storage, fmt)
 
 
 @main.command()
@@ -146,7 +146,7 @@ def resume(name, storage, address, study_storage, shared_storage, data_root, fmt
 
     opts = _run(options_from_stored, storage, name, address, study_storage=study_storage,
                 shared_storage=shared_storage, data_root=_absolute(data_root))
-    _finish(_run_sweep(opts), storage, name, fmt)
+    _finish(_run_sweep(opts), opts, storage, fmt)
 
 
 def _run_sweep(opts) -> dict:
@@ -161,10 +161,10 @@ def _run_sweep(opts) -> dict:
         return _run(run_sweep, opts)
 
 
-def _finish(outcome: dict, storage: str, name: str, fmt: str) -> None:
-    from results import render
+def _finish(outcome: dict, opts, storage: str, fmt: str) -> None:
+    from results import range_edges, render
 
-    front = outcome["front"]
+    front, name = outcome["front"], opts.name
     if fmt != "table":
         click.echo(render(front, fmt))
         return
@@ -173,6 +173,9 @@ def _finish(outcome: dict, storage: str, name: str, fmt: str) -> None:
     click.echo(render(front, "table"))
     click.echo(f"\nresults: {outcome['results']}  (query: python cli.py pareto "
                f"{name}{'' if storage == DEFAULT_STORAGE else f' --storage {storage}'})")
+    edges = range_edges(front, opts.preset.to_dict()["search"])
+    if edges:
+        click.echo(edges, err=True)
 
 
 @main.command()
@@ -187,11 +190,11 @@ def _finish(outcome: dict, storage: str, name: str, fmt: str) -> None:
 def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
     """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch)."""
     from results import (ResultStore, attack_names, by_attack, front_hypervolume, is_attack,
-                         pareto_front, render)
+                         pareto_front, range_edges, render)
     from orchestrator.layout import read_sweep
 
     where = _open_storage(storage)
-    _run(read_sweep, where, name)
+    stored = _run(read_sweep, where, name)
     if max_teacher_drop is not None and not max_teacher_drop >= 0:  # also refuses nan
         raise BadInput(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
     store = ResultStore(where, name)
@@ -212,6 +215,9 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         click.echo(f"\n{len(front)} {noun} on the front · hypervolume {hv:.1f} "
                    f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best clone of the "
                    "normal teacher)", err=True)
+        edges = range_edges(front, stored.get("identity", {}).get("preset", {}).get("search", {}))
+        if edges:
+            click.echo(edges, err=True)
 
 
 @main.command()

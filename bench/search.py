@@ -22,23 +22,36 @@ import argparse
 import bisect
 import json
 import math
+import os
 import random
 import statistics
 import sys
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from functools import lru_cache
+from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_table import PRESET, TABLE  # noqa: E402  (bench/ is the script's folder)
 
-SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")
+SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")  # and grid-WxT, see `log_grid`
 # The paper's way: a few weights at a few temperatures, run exhaustively (24 candidates).
 HAND_GRID = [{"defense": "nasty", "omega": w, "tau_a": t}
              for w in (0.002, 0.004, 0.008, 0.015, 0.025, 0.04) for t in (2.0, 4.0, 10.0, 20.0)]
 CHECKPOINTS = (4, 8, 12, 16, 20, 24)
+
+
+def log_grid(preset, name: str) -> list[dict]:
+    """`grid-WxT`: W values of ω by T of τ_A, log-spaced over the preset's ranges, ends included;
+    how much a grid's result owes to which values it happens to hold."""
+    w, t = (int(n) for n in name.removeprefix("grid-").split("x"))
+    (w_lo, w_hi), (t_lo, t_hi) = preset.nasty.omega, preset.nasty.tau_a
+    return [{"defense": "nasty", "omega": w_lo * (w_hi / w_lo) ** (i / (w - 1)),
+             "tau_a": t_lo * (t_hi / t_lo) ** (j / (t - 1))} for i in range(w) for j in range(t)]
 
 
 class Table:
@@ -48,6 +61,7 @@ class Table:
         self.omegas, self.taus = doc["omegas"], doc["taus"]
         self.reference = tuple(doc["reference"])
         self._by_key = {self._key(o): o for o in doc["outcomes"]}
+        self.attainable = math.nan  # the hypervolume of every searchable outcome
 
     def outcome(self, params: dict) -> dict:
         if params["defense"] == "nasty":
@@ -76,9 +90,10 @@ def _nearest_log(grid: list[float], x: float) -> float:
 
 def run_sampler(name: str, seed: int, table: Table, preset, trials: int, concurrency: int) -> list[dict]:
     """The outcomes of one search, in the order its trials finished."""
-    if name == "grid":
-        order = list(HAND_GRID)
-        random.Random(seed).shuffle(order)  # run side by side, the grid finishes in any order
+    if name.startswith("grid"):
+        order = HAND_GRID if name == "grid" else log_grid(preset, name)
+        order = list(order)
+        random.Random(seed).shuffle(order)  # run side by side, a grid finishes in any order
         return [table.outcome(p) for p in order[:trials]]
 
     import optuna
@@ -102,6 +117,39 @@ def run_sampler(name: str, seed: int, table: Table, preset, trials: int, concurr
     return outcomes
 
 
+@lru_cache(maxsize=None)
+def _setup(path: Path, defenses: str | None) -> tuple[Table, object]:
+    """The table and the preset, searching only `defenses` when given."""
+    import optuna
+
+    from search_spaces import load_preset
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    doc = json.loads(path.read_text())
+    preset = load_preset(PRESET)
+    if doc["preset"] != preset.to_dict() or "reference" not in doc:
+        sys.exit(f"{path} is unfinished or was made with another {PRESET} preset: "
+                 "run python bench/search_table.py")
+    if defenses:
+        chosen = tuple(defenses.split(","))
+        preset = replace(preset, defenses=chosen, nasty=preset.nasty if "nasty" in chosen else None,
+                         stingy=preset.stingy if "stingy" in chosen else None)
+    table = Table(doc)
+    table.attainable = table.hypervolume([o for o in doc["outcomes"] if o["defense"] in preset.defenses])
+    return table, preset
+
+
+def _curve(name: str, seed: int, path: Path, defenses: str | None, trials: int,
+           concurrency: int) -> tuple[list[float], float]:
+    """One search's hypervolume after each trial, % of the table's; and the seconds it took."""
+    table, preset = _setup(path, defenses)
+    t0 = time.perf_counter()
+    outcomes = run_sampler(name, seed, table, preset, trials, concurrency)
+    spent = time.perf_counter() - t0
+    return [100 * table.hypervolume(outcomes[:i]) / table.attainable
+            for i in range(1, len(outcomes) + 1)], spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=24)
@@ -113,39 +161,28 @@ def main() -> None:
                                            "preset's nasty,stingy); nasty alone is the paper's space")
     parser.add_argument("--table", type=Path, default=TABLE, help="outcomes (default: %(default)s)")
     parser.add_argument("--plot", help="write hypervolume against trials to this PNG")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="searches at once (default: every core)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
     args = parser.parse_args()
 
-    import optuna
-
-    from search_spaces import load_preset
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if not args.table.exists():
         sys.exit(f"{args.table} is missing: run python bench/search_table.py first")
-    doc = json.loads(args.table.read_text())
-    preset = load_preset(PRESET)
-    if doc["preset"] != preset.to_dict() or "reference" not in doc:
-        sys.exit(f"{args.table} is unfinished or was made with another {PRESET} preset: "
-                 "run python bench/search_table.py")
-    if args.defenses:
-        chosen = tuple(args.defenses.split(","))
-        preset = replace(preset, defenses=chosen, nasty=preset.nasty if "nasty" in chosen else None,
-                         stingy=preset.stingy if "stingy" in chosen else None)
-    table = Table(doc)
-    attainable = table.hypervolume([o for o in doc["outcomes"] if o["defense"] in preset.defenses])
+    table, preset = _setup(args.table, args.defenses)
+    attainable = table.attainable
 
-    curves: dict[str, list[list[float]]] = {}
-    seconds: dict[str, float] = {}
-    for name in args.samplers.split(","):
-        t0 = time.perf_counter()
-        curves[name] = []
-        for seed in range(args.seeds):
-            outcomes = run_sampler(name, seed, table, preset, args.trials, args.concurrency)
-            curves[name].append([100 * table.hypervolume(outcomes[:i]) / attainable
-                                 for i in range(1, len(outcomes) + 1)])
-        seconds[name] = time.perf_counter() - t0
-        print(f"{name}: {args.seeds} seeds in {seconds[name]:.1f} s", file=sys.stderr)
+    jobs = [(name, seed) for name in args.samplers.split(",") for seed in range(args.seeds)]
+    curves: dict[str, list[list[float]]] = {name: [] for name, _ in jobs}
+    seconds: dict[str, float] = dict.fromkeys(curves, 0.0)
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        done = pool.map(_curve, *zip(*[(name, seed, args.table, args.defenses, args.trials, args.concurrency)
+                                        for name, seed in jobs]))
+        for (name, _), (curve, spent) in zip(jobs, done):
+            curves[name].append(curve)
+            seconds[name] += spent
+    for name, spent in seconds.items():
+        print(f"{name}: {spent / (args.seeds * args.trials):.2f} s per trial asked and told",
+              file=sys.stderr)
 
     marks = [n for n in CHECKPOINTS if n <= args.trials] or [args.trials]
     print(f"defenses {', '.join(preset.defenses)}: hypervolume, % of the table's ({attainable:.1f}), "
@@ -162,13 +199,14 @@ def main() -> None:
             cells.append(f"{mean:.1f} ± {sd:.1f} [{min(values):.1f}]")
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.plot:
-        _plot(curves, args.plot)
+        _plot(curves, args.plot, f"{PRESET}, defenses {', '.join(preset.defenses)}")
     if args.json:
-        print(json.dumps({"attainable": attainable, "seeds": args.seeds, "trials": args.trials,
-                          "concurrency": args.concurrency, "summary": summary, "seconds": seconds}))
+        print(json.dumps({"defenses": preset.defenses, "attainable": attainable, "seeds": args.seeds, "trials": args.trials,
+                          "concurrency": args.concurrency, "summary": summary,
+                          "seconds_per_trial": {n: t / (args.seeds * args.trials) for n, t in seconds.items()}}))
 
 
-def _plot(curves: dict[str, list[list[float]]], path: str) -> None:
+def _plot(curves: dict[str, list[list[float]]], path: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,7 +223,7 @@ def _plot(curves: dict[str, list[list[float]]], path: str) -> None:
         ax.fill_between(x, low, high, alpha=0.15)
     ax.set_xlabel("trials finished")
     ax.set_ylabel("hypervolume, % of the table's")
-    ax.set_title("mnist1d: mean over seeds, band = quartiles")
+    ax.set_title(f"{title}: mean over seeds, band = quartiles", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from functools import partial
 
 import optuna
@@ -95,7 +96,7 @@ class DefenseSearch(OptunaSearch):
             for attempt in range(_REDRAWS):
                 if attempt == _REDRAWS // 2:  # the sampler insists: draw at random instead
                     self._ot_study.sampler = optuna.samplers.RandomSampler(seed=attempt)
-                params = super().suggest(trial_id)
+                params = self._ask(trial_id)
                 repeat = self._repeat_of(params, self._ot_trials[trial_id].number)
                 if repeat is None:
                     return params
@@ -104,7 +105,14 @@ class DefenseSearch(OptunaSearch):
                 self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         finally:
             self._ot_study.sampler = sampler
-        return super().suggest(trial_id)  # nothing new found: a repeat is better than stalling
+        return self._ask(trial_id)  # nothing new found: a repeat is better than stalling
+
+    def _ask(self, trial_id: str) -> dict | None:
+        with warnings.catch_warnings():
+            # Ray times the define-by-run space function, which here includes the sampler's own
+            # work (GP fits a model per ask, over a second) and warns as if it trained something.
+            warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space`")
+            return super().suggest(trial_id)
 
     def _repeat_of(self, params: dict, number: int) -> int | None:
         key = candidate_key(params)

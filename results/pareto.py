@@ -87,3 +87,28 @@ def by_attack(trial_rows: Iterable[dict], student_rows: Iterable[dict], attack: 
                     "best_student": b.get("student_arch"), "best_attack": b.get("attack"),
                     "kd_temperature": b.get("kd_temperature"), "kd_alpha": b.get("kd_alpha")})
     return out
+
+
+EDGE_SHARE = 0.05  # "at the end of a range": within its outer 5 %, on the log scale it is searched on
+
+
+def range_edges(front: list[dict], search: dict) -> str | None:
+    """Where the front runs into the end of a nasty teacher's search range, one sentence saying
+    so, since the front may go on past it (BENCHMARKS.md, "Choosing the sampler", found this on
+    the mnist1d preset); None when it does not. `search`: the sweep's resolved `search` table.
+    k needs no such hint: its range is the teacher's whole (1 ≤ k < classes) unless narrowed."""
+    nasty = [r for r in front if r["defense"] == "nasty"]
+    found = []
+    for knob, symbol in (("omega", "ω"), ("tau_a", "τ_A")):
+        low, high = search.get("nasty", {}).get(knob, (None, None))
+        if not nasty or not low or not high or high <= low:
+            continue
+        width = math.log(high / low)
+        for end, value in (("top", high), ("bottom", low)):
+            count = sum(abs(math.log(r[knob] / value)) <= EDGE_SHARE * width for r in nasty)
+            if count:
+                found.append(f"{symbol} at the {end} of its range ({value:g}) for {count}")
+    if not found:
+        return None
+    return (f"The front reaches the end of a search range: {'; '.join(found)} of its {len(front)} "
+            "defenses. It may go on past them: widen search.nasty there and sweep again.")

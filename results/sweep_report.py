@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 
-from .pareto import pareto_front
+from .pareto import pareto_front, range_edges
 from .plots import front_figure, hypervolume_curve, hypervolume_figure, png
 from .report import FRONT_COLUMNS, _fmt, reference_point, render
 
@@ -72,6 +72,7 @@ def _markdown(name, stored, trials, students, front, reference, hv, baselines, r
         "",
         _markdown_table(front, FRONT_COLUMNS),
         "",
+        *([f"**{edges}**", ""] if (edges := range_edges(front, preset.get("search", {}))) else []),
         "## Each front defense, student by attack",
         "",
     ]

@@ -266,21 +266,24 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert again.returncode == 0 and "already finished" in again.stderr
     assert json.loads(again.stdout) == front
 
-    # another name with the same preset reuses the upstream phases from the artifact cache, but
-    # not the teacher, whose weights are corrupted by one flipped byte: it is trained again;
-    # with a teacher-drop limit, nasty teachers beyond it are gated: no students trained
+    # another sampler makes another sweep (named after it), which reuses the upstream phases
+    # from the artifact cache, but not the teacher, whose weights are corrupted by one flipped
+    # byte: it is trained again; with a teacher-drop limit, nasty teachers beyond it are gated:
+    # no students trained
     (weights,) = (tmp_storage / "_artifacts").glob("teacher-*/model.pt")
     blob = bytearray(weights.read_bytes())
     blob[len(blob) // 2] ^= 0x01
     weights.write_bytes(bytes(blob))
-    other = _cli("sweep", "--preset", "smoke", "--name", "smoke-b", "--max-teacher-drop", "0.5",
+    other = _cli("sweep", "--preset", "smoke", "--sampler", "random", "--max-teacher-drop", "0.5",
                  "--trials", "2", storage=tmp_storage)  # the start points: one gated, one not
     assert other.returncode == 0, other.stderr[-3000:]
+    stored = json.loads((tmp_storage / "smoke-random" / "sweep.json").read_text())
+    assert stored["identity"]["preset"]["search"]["sampler"] == "random"
     assert other.stderr.count("(cached)") == 10  # of 11 upstream phases
     (teacher_line,) = [line for line in other.stderr.splitlines() if line.strip().startswith("teacher ")]
     assert "cached" not in teacher_line and weights.read_bytes() != bytes(blob)
-    gated_trials = pq.read_table(tmp_storage / "smoke-b" / "results" / "trials").to_pylist()
-    gated_students = pq.read_table(tmp_storage / "smoke-b" / "results" / "students").to_pylist()
+    gated_trials = pq.read_table(tmp_storage / "smoke-random" / "results" / "trials").to_pylist()
+    gated_students = pq.read_table(tmp_storage / "smoke-random" / "results" / "students").to_pylist()
     assert len(gated_trials) == 2
     assert any(t["status"] == "infeasible" for t in gated_trials)
     for t in gated_trials:
@@ -288,7 +291,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         assert (t["status"] == "infeasible") == over
         trained = [s["status"] for s in gated_students if s["trial_id"] == t["trial_id"]]
         assert trained == (["skipped"] * 6 if over else ["ok"] * 6)
-    gated_front = json.loads(_cli("pareto", "smoke-b", "--format", "json", storage=tmp_storage).stdout)
+    gated_front = json.loads(_cli("pareto", "smoke-random", "--format", "json", storage=tmp_storage).stdout)
     assert all(f["teacher_drop"] <= 0.5 for f in gated_front)
 
     # pareto and status read Parquet only: they must not load torch or Ray
@@ -302,11 +305,11 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert probe.returncode == 0, probe.stderr[-2000:]
 
     # a damaged results file is one line and exit 1 for the readers, not a traceback
-    damaged = tmp_storage / "smoke-b" / "results" / "trials"
+    damaged = tmp_storage / "smoke-random" / "results" / "trials"
     victim = sorted(damaged.glob("*.parquet"))[0]
     victim.write_bytes(b"PAR1 torn")
     for command in ("pareto", "status"):
-        broken = _cli(command, "smoke-b", storage=tmp_storage)
+        broken = _cli(command, "smoke-random", storage=tmp_storage)
         assert broken.returncode == 1 and "cannot be read" in broken.stderr
         assert "Traceback" not in broken.stderr
 

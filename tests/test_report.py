@@ -26,7 +26,8 @@ def sweep(tmp_path):
     storage = Storage(tmp_path / "sweeps")
     write_json(storage, "known", "sweep.json", {
         "name": "known", "preset_name": "smoke", "trials": 6, "created_at": "then",
-        "identity": {"preset": {"search": {"nasty": {"start": {"omega": 0.015, "tau_a": 4.0}}},
+        "identity": {"preset": {"search": {"nasty": {"omega": [0.002, 0.03], "tau_a": [2.0, 20.0],
+                                                     "start": {"omega": 0.015, "tau_a": 4.0}}},
                                 "attack": {"kd_temperatures": [4.0], "kd_alpha": 0.9}}}})
     context = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, preset="smoke", config_fingerprint="f",
                    versions={}, normal_teacher_acc=97.0, students=[])
@@ -98,3 +99,18 @@ def test_a_sweep_without_trials_is_one_line(tmp_path):
     write_json(storage, "empty", "sweep.json", {"name": "empty", "trials": 1, "identity": {}})
     run = CliRunner().invoke(cli.main, ["report", "empty", "--storage", str(tmp_path / "s")])
     assert run.exit_code == 2 and "no finished trial yet" in run.output
+
+
+EDGE = ("The front reaches the end of a search range: ω at the top of its range (0.03) for 1 of its 3 "
+        "defenses. It may go on past them: widen search.nasty there and sweep again.")
+
+
+def test_pareto_and_the_report_say_when_the_front_reaches_a_range_end(sweep, tmp_path):
+    """The front's ω = 0.03 is the top of the sweep's ω range [0.002, 0.03]."""
+    run = CliRunner().invoke(cli.main, ["pareto", "known", "--storage", str(sweep)])
+    assert run.exit_code == 0 and EDGE in run.output
+    CliRunner().invoke(cli.main, ["report", "known", "--storage", str(sweep), "--out", str(tmp_path / "r")])
+    assert f"**{EDGE}**" in (tmp_path / "r" / "report.md").read_text()
+    # a front of the stingy teacher alone has no range end to reach
+    run = CliRunner().invoke(cli.main, ["pareto", "known", "--storage", str(sweep), "--defense", "stingy"])
+    assert run.exit_code == 0 and "range" not in run.output
