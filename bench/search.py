@@ -91,8 +91,7 @@ def _nearest_log(grid: list[float], x: float) -> float:
 def run_sampler(name: str, seed: int, table: Table, preset, trials: int, concurrency: int) -> list[dict]:
     """The outcomes of one search, in the order its trials finished."""
     if name.startswith("grid"):
-        order = HAND_GRID if name == "grid" else log_grid(preset, name)
-        order = list(order)
+        order = list(HAND_GRID if name == "grid" else log_grid(preset, name))
         random.Random(seed).shuffle(order)  # run side by side, a grid finishes in any order
         return [table.outcome(p) for p in order[:trials]]
 
