@@ -127,10 +127,11 @@ def test_a_trial_told_before_a_kill_is_not_told_again_after_restore(tmp_path, ma
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_every_sampler_a_sweep_offers_searches_the_space_past_its_start_up(make_storage, sampler):
+def test_every_sampler_a_sweep_offers_searches_the_space_past_its_start_up(tmp_path, make_storage, sampler):
     """12 trials, two in flight as in a local sweep: past TPE's and GP's 6 start-up trials and
     NSGA-II's first generation of 8, so each sampler's own model proposes. Every candidate is in
-    the space and new; a diverged trial is pruned, not fatal."""
+    the space and new; a diverged trial is pruned, not fatal; the searcher survives Tune's
+    save and restore (a resumed sweep)."""
     preset = adjust(load_preset("smoke"), sampler=sampler)
     search = DefenseSearch(preset, "s", make_storage(), max_teacher_drop=None)
     assert type(search._ot_study.sampler) is type(make_sampler(sampler, 0))
@@ -157,3 +158,8 @@ def test_every_sampler_a_sweep_offers_searches_the_space_past_its_start_up(make_
     assert len({candidate_key(p) for p in seen}) == len(seen) == 11
     done = [t for t in search._ot_study.get_trials() if t.state.is_finished() and "repeat_of" not in t.user_attrs]
     assert len(done) == 11 and all(t.state.name in ("COMPLETE", "PRUNED") for t in done)
+    search.save(str(tmp_path / "searcher.pkl"))
+    restored = DefenseSearch(preset, "s", make_storage(), max_teacher_drop=None)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert type(restored._ot_study.sampler) is type(search._ot_study.sampler)
+    assert candidate_key(restored.suggest("after")) not in {candidate_key(p) for p in seen}
