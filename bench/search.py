@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results.plots import hypervolume_curve  # noqa: E402
 from search_table import PRESET, TABLE  # noqa: E402  (bench/ is the script's folder)
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")  # and grid-WxT, see `log_grid`
@@ -61,7 +62,7 @@ class Table:
         self.omegas, self.taus = doc["omegas"], doc["taus"]
         self.reference = tuple(doc["reference"])
         self._by_key = {self._key(o): o for o in doc["outcomes"]}
-        self.attainable = math.nan  # the hypervolume of every searchable outcome
+        self.attainable = math.nan  # the hypervolume of every searchable outcome (see `_setup`)
 
     def outcome(self, params: dict) -> dict:
         if params["defense"] == "nasty":
@@ -74,12 +75,6 @@ class Table:
     @staticmethod
     def _key(o: dict) -> tuple:
         return (o["defense"], o.get("omega"), o.get("tau_a"), o.get("k"))
-
-    def hypervolume(self, outcomes: list[dict]) -> float:
-        from results.pareto import hypervolume
-
-        return hypervolume([(o["teacher_acc"], o["student_acc"]) for o in outcomes if o["status"] == "ok"],
-                           self.reference)
 
 
 def _nearest_log(grid: list[float], x: float) -> float:
@@ -134,7 +129,8 @@ def _setup(path: Path, defenses: str | None) -> tuple[Table, object]:
         preset = replace(preset, defenses=chosen, nasty=preset.nasty if "nasty" in chosen else None,
                          stingy=preset.stingy if "stingy" in chosen else None)
     table = Table(doc)
-    table.attainable = table.hypervolume([o for o in doc["outcomes"] if o["defense"] in preset.defenses])
+    searchable = [o for o in doc["outcomes"] if o["defense"] in preset.defenses]
+    table.attainable = hypervolume_curve(searchable, table.reference)[-1]
     return table, preset
 
 
@@ -145,8 +141,7 @@ def _curve(name: str, seed: int, path: Path, defenses: str | None, trials: int,
     t0 = time.perf_counter()
     outcomes = run_sampler(name, seed, table, preset, trials, concurrency)
     spent = time.perf_counter() - t0
-    return [100 * table.hypervolume(outcomes[:i]) / table.attainable
-            for i in range(1, len(outcomes) + 1)], spent
+    return [100 * hv / table.attainable for hv in hypervolume_curve(outcomes, table.reference)], spent
 
 
 def main() -> None:
@@ -206,12 +201,9 @@ def main() -> None:
 
 
 def _plot(curves: dict[str, list[list[float]]], path: str, title: str) -> None:
-    import matplotlib
+    from results.plots import _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = _pyplot().subplots(figsize=(7, 4), dpi=120)
     for name, runs in curves.items():
         x = range(1, len(runs[0]) + 1)
         columns = list(zip(*runs))

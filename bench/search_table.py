@@ -78,7 +78,7 @@ def main() -> None:
                         help="candidates at once, one core each (default: every core)")
     args = parser.parse_args()
 
-    from orchestrator._driver import _context
+    from orchestrator._driver import trial_context
     from orchestrator._worker import run_job
     from orchestrator.plan import make_plan
     from search_spaces import load_preset
@@ -88,7 +88,7 @@ def main() -> None:
     _start_worker(args.storage, None)
     t0 = time.perf_counter()
     upstream = {node.key: run_job(node, _worker["runtime"]) for node in plan.upstream}
-    context = _context(argparse.Namespace(max_teacher_drop=None), plan, upstream)
+    context = trial_context(plan, upstream)
 
     table = _read(preset)
     done = {_key(o) for o in table["outcomes"]}

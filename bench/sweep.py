@@ -38,6 +38,7 @@ def main() -> None:
     import torch
 
     from orchestrator import SweepOptions, run_sweep
+    from orchestrator._driver import trial_context
     from orchestrator._resources import Resources
     from orchestrator._worker import PhaseRuntime, run_job
     from orchestrator.artifacts import ArtifactStore
@@ -45,7 +46,7 @@ def main() -> None:
     from orchestrator.plan import make_plan
     from results import Storage
     from search_spaces import load_preset
-    from trainables.candidate import TrialContext, run_candidate
+    from trainables.candidate import run_candidate
 
     preset = load_preset(args.preset)
     root = Path(args.storage or tempfile.mkdtemp(prefix="undistill-bench-"))
@@ -77,12 +78,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     results = {node.key: in_process([node])[0] for node in plan.upstream}
-    context = TrialContext(
-        normal_teacher_key=plan.teacher.key,
-        normal_teacher_acc=results[plan.teacher.key]["test_acc"],
-        nasty_template=plan.nasty_template,
-        attack_templates=plan.attack_templates,
-    )
+    context = trial_context(plan, results)
     for row in rows:
         params = {k: row[k] for k in ("defense", "omega", "tau_a", "k") if row[k] is not None}
         run_candidate(params, context, in_process, in_process)

@@ -79,7 +79,8 @@ def _dur(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def _context(opts, plan: Plan, upstream: dict) -> TrialContext:
+def trial_context(plan: Plan, upstream: dict, max_teacher_drop: float | None = None) -> TrialContext:
+    """What every trial needs besides its knobs, from the upstream phases' results."""
     alone = {node.config.model.label: upstream[node.key]["test_acc"] for node in plan.scratch}
     smoothed = {node.config.model.label: upstream[node.key]["test_acc"] for node in plan.smoothed}
     baselines = {}
@@ -94,7 +95,7 @@ def _context(opts, plan: Plan, upstream: dict) -> TrialContext:
         nasty_template=plan.nasty_template,
         attack_templates=plan.attack_templates,
         baselines=baselines,
-        max_teacher_drop=opts.max_teacher_drop,
+        max_teacher_drop=max_teacher_drop,
     )
 
 
@@ -104,7 +105,7 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
     from .sweep import versions  # sweep imports this module: import back lazily
 
     storage = runtime.storage
-    context = _context(opts, plan, upstream)
+    context = trial_context(plan, upstream, opts.max_teacher_drop)
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context, runtime=runtime),
                                     runtime.resources.placement_group_factory())
     experiment = storage.path(opts.name, TUNE_DIR)

@@ -101,7 +101,7 @@ def range_edges(front: list[dict], search: dict) -> str | None:
     found = []
     for knob, symbol in (("omega", "ω"), ("tau_a", "τ_A")):
         low, high = search.get("nasty", {}).get(knob, (None, None))
-        if not nasty or not low or not high or high <= low:
+        if not nasty or not low or not high or high <= low:  # no nasty defense, or no range
             continue
         width = math.log(high / low)
         for end, value in (("top", high), ("bottom", low)):

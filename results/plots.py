@@ -12,9 +12,8 @@ can read the plotted data back.
 from __future__ import annotations
 
 import io
-import math
 
-from .pareto import hypervolume, pareto_front
+from .pareto import _finite, hypervolume, pareto_front
 
 FAMILY_COLOURS = {"nasty": "tab:red", "stingy": "tab:blue"}
 
@@ -35,7 +34,7 @@ def front_figure(trials: list[dict], front: list[dict], *, normal: tuple[float, 
     paper-like start point, if it ran."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    done = [t for t in trials if t["status"] == "ok" and _finite(t["teacher_acc"], t["student_acc"])]
+    done = [t for t in trials if t["status"] == "ok" and _finite(t["teacher_acc"]) and _finite(t["student_acc"])]
     for family in sorted({t["defense"] for t in done}):
         mine = [t for t in done if t["defense"] == family]
         ax.scatter([t["teacher_acc"] for t in mine], [t["student_acc"] for t in mine], s=28,
@@ -89,7 +88,3 @@ def png(figure) -> bytes:
     figure.savefig(buffer, format="png")
     _pyplot().close(figure)
     return buffer.getvalue()
-
-
-def _finite(*values) -> bool:
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 
-from .pareto import pareto_front, range_edges
+from .pareto import _finite, pareto_front, range_edges
 from .plots import front_figure, hypervolume_curve, hypervolume_figure, png
 from .report import FRONT_COLUMNS, _fmt, reference_point, render
 
@@ -119,7 +119,7 @@ def _nan_to_none(value):
 
 
 def _max(values) -> float:
-    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    finite = [v for v in values if _finite(v)]
     return max(finite) if finite else math.nan
 
 
