@@ -62,7 +62,7 @@ class BadInput(click.ClickException):
 
 def _run(fn, *args, **kwargs):
     """Call library code; turn undistill's errors into click's (exit 2 for bad input, 1 else)."""
-    from trainables.errors import ConfigError, UndistillError
+    from undistill.errors import ConfigError, UndistillError
 
     try:
         return fn(*args, **kwargs)
@@ -161,19 +161,20 @@ def _run_sweep(opts) -> dict:
         return _run(run_sweep, opts)
 
 
-def _finish(outcome: dict, opts, storage: str, fmt: str) -> None:
+def _finish(outcome, opts, storage: str, fmt: str) -> None:
+    """`outcome`: the sweep's `orchestrator.SweepResult`."""
     from results import range_edges, render
 
-    front, name = outcome["front"], opts.name
+    front, name, space = outcome.front, opts.name, opts.preset.space
     if fmt != "table":
-        click.echo(render(front, fmt))
+        click.echo(render(front, fmt, space=space))
         return
-    click.echo(f"\nPareto front of {name!r}: {len(front)} of {len(outcome['trials'])} trials "
+    click.echo(f"\nPareto front of {name!r}: {len(front)} of {len(outcome.trials)} trials "
                "(teacher accuracy ↑, best clone accuracy ↓)")
-    click.echo(render(front, "table"))
-    click.echo(f"\nresults: {outcome['results']}  (query: python cli.py pareto "
+    click.echo(render(front, "table", space=space))
+    click.echo(f"\nresults: {outcome.results}  (query: python cli.py pareto "
                f"{name}{'' if storage == DEFAULT_STORAGE else f' --storage {storage}'})")
-    edges = range_edges(front, opts.preset.to_dict()["search"])
+    edges = range_edges(front, space)
     if edges:
         click.echo(edges, err=True)
 
@@ -183,7 +184,7 @@ def _finish(outcome: dict, opts, storage: str, fmt: str) -> None:
 @_storage_option
 @click.option("--max-teacher-drop", type=float, help="Only defenses that cost the teacher at most "
                                                      "this many points.")
-@click.option("--defense", type=click.Choice(["nasty", "stingy"]), help="Only this defense family.")
+@click.option("--defense", help="Only this defense family (one the sweep searched: nasty, stingy, ...).")
 @click.option("--attack", help="Judge defenses by this attack alone (kd-T4, dafl, or the family kd); "
                                "default: the best clone over every attack.")
 @_format_option
@@ -197,8 +198,10 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
     stored = _run(read_sweep, where, name)
     if max_teacher_drop is not None and not max_teacher_drop >= 0:  # also refuses nan
         raise BadInput(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
+    if defense is not None and defense not in stored.space.names:
+        raise BadInput(f"--defense {defense!r}: sweep {name!r} searched {', '.join(stored.space.names) or 'no defense'}")
     store = ResultStore(where, name)
-    trials, students = _run(store.trial_rows), _run(store.students).to_pylist()
+    trials, students = _run(store.trial_rows), _run(store.student_rows)
     if attack is not None:
         known = attack_names(students)
         if attack not in known:
@@ -208,14 +211,14 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
     if defense is not None:
         trials = [t for t in trials if t["defense"] == defense]
     front = pareto_front(trials, max_teacher_drop)
-    click.echo(render(front, fmt))
+    click.echo(render(front, fmt, space=stored.space))
     if fmt == "table":
         hv, ref = front_hypervolume(front, students)
         noun = "defense" if len(front) == 1 else "defenses"
         click.echo(f"\n{len(front)} {noun} on the front · hypervolume {hv:.1f} "
                    f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best clone of the "
                    "normal teacher)", err=True)
-        edges = range_edges(front, stored.get("identity", {}).get("preset", {}).get("search", {}))
+        edges = range_edges(front, stored.space)
         if edges:
             click.echo(edges, err=True)
 
@@ -228,13 +231,13 @@ def report(name, storage, out_dir):
     """Write a report folder for sweep NAME: front.png, hypervolume.png, front.json, report.md."""
     from orchestrator.layout import read_sweep
     from results import ResultStore
-    from results.storage import atomic_write
+    from undistill.files import atomic_write
     from results.sweep_report import build_report
 
     where = _open_storage(storage)
     stored = _run(read_sweep, where, name)
     store = ResultStore(where, name)
-    trials, students = _run(store.trial_rows), _run(store.students).to_pylist()
+    trials, students = _run(store.trial_rows), _run(store.student_rows)
     if not trials:
         raise BadInput(f"sweep {name!r} has no finished trial yet; run `status {name}` to see it")
     folder = Path(out_dir or Path("reports") / name)
@@ -272,12 +275,12 @@ def status(name, storage, fmt):
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     upstream = _run(read_json, where, name, "upstream.json", {"phases": []})["phases"]
     runs = _run(read_json, where, name, "cluster.json", {"runs": []})["runs"]
-    nodes, active_s = node_usage(rows, _run(store.students).to_pylist(), upstream, runs)
+    nodes, active_s = node_usage(rows, _run(store.student_rows), upstream, runs)
     info = {
         "sweep": name,
-        "preset": stored["preset_name"],
+        "preset": stored.preset_name,
         "trials_done": len(rows),
-        "trials_total": stored["trials"],
+        "trials_total": stored.trials,
         **counts,
         "front_size": len(pareto_front(rows)),
         # which attack made each finished trial's best clone, most often first
@@ -286,7 +289,7 @@ def status(name, storage, fmt):
         "finished": bool(_run(read_state, where, name).get("finished")),
         "compute_s": round(sum(r["compute_s"] or 0.0 for r in rows), 1),
         "active_s": round(active_s, 1),
-        "created_at": stored["created_at"],
+        "created_at": stored.created_at,
     }
     if fmt == "table":
         for key, value in info.items():

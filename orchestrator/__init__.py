@@ -1,10 +1,11 @@
 """The phase DAG, the artifact cache, the Tune/Optuna sweep driver, cluster connection, resume.
 
-Public surface: `SweepOptions`, `run_sweep`, `options_from_stored`, and the errors. They load
+Public surface: `SweepOptions`, `run_sweep` (its `SweepResult`), `options_from_stored`, and the errors. They load
 lazily, so that `orchestrator.layout` (used by `pareto` and `status`) stays free of torch.
 """
 
-__all__ = ["SweepError", "SweepInterrupted", "SweepOptions", "options_from_stored", "run_sweep"]
+__all__ = ["SweepError", "SweepInterrupted", "SweepOptions", "SweepResult", "options_from_stored",
+           "run_sweep"]
 
 
 def __getattr__(name):

@@ -6,8 +6,8 @@ import logging
 import os
 import socket
 
-from results.storage import Storage
-from trainables.errors import ConfigError, UndistillError
+from undistill.storage import Storage
+from undistill.errors import ConfigError, UndistillError
 
 from ._resources import Resources
 

@@ -9,11 +9,14 @@ import time
 
 from ray import tune
 
-from results import ResultStore, Storage, pareto_front, trial_rows
-from trainables.candidate import TrialContext, attack_name
+from results import ResultStore, pareto_front, trial_rows
+from trainables.candidate import TrialContext, attack_name, student_outcome
+from undistill.outcomes import Baselines, Candidate, SweepColumns
+from undistill.space import SearchSpace
+from undistill.storage import Storage
 
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
-from ._trial import tune_trial
+from ._trial import OUTCOME, tune_trial
 from ._worker import PhaseRuntime
 from .layout import TUNE_DIR
 from .plan import Plan
@@ -21,19 +24,27 @@ from .search import DefenseSearch
 
 
 class SweepCallback(tune.Callback):
-    """Driver side: one atomic Parquet write per finished trial, and a progress line.
+    """Driver side: one atomic Parquet write per finished trial, and a progress line. The rows
+    written so far are read once, when the driver starts, and kept in memory after that.
 
     Picklable on purpose: Tune stores callbacks in its experiment state for restore.
     """
 
-    def __init__(self, sweep: str, storage: Storage, columns: dict, total: int):
+    def __init__(self, sweep: str, storage: Storage, columns: SweepColumns, total: int,
+                 space: SearchSpace):
         self.sweep, self.storage, self.columns, self.total = sweep, storage, columns, total
+        self.space = space
         self._t0 = time.time()
         self._done_at_start = 0
+        self._rows: dict[str, dict] = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_rows": {}}  # a restored driver reads the rows afresh
 
     def setup(self, **info):
         self._t0 = time.time()
-        self._done_at_start = len(ResultStore(self.storage, self.sweep).trial_rows())
+        self._rows = {r["trial_id"]: r for r in ResultStore(self.storage, self.sweep).trial_rows()}
+        self._done_at_start = len(self._rows)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, trial.last_result, None)
@@ -43,27 +54,27 @@ class SweepCallback(tune.Callback):
         self._record(trial, None, cause[-1][:500] if cause else "the trial raised an error")
 
     def _record(self, trial, result, error):
-        final = result if result and result.get("final") else None
-        if final is None and error is None:
+        outcome = result.get(OUTCOME) if result and result.get("final") else None
+        if outcome is None and error is None:
             error = "the trial ended without a final result"
-        params = {k: trial.config.get(k) for k in ("defense", "omega", "tau_a", "k")}
-        store = ResultStore(self.storage, self.sweep)
-        if error is not None and any(r["trial_id"] == trial.trial_id and r["status"] != "error"
-                                     for r in store.trial_rows()):
+        held = self._rows.get(trial.trial_id)
+        if error is not None and held is not None and held["status"] != "error":
             return  # a rerun of a trial that already finished (see DefenseSearch): keep its row
-        row, students = trial_rows(sweep=self.sweep, trial_id=trial.trial_id, params=params,
-                                   result=final, context=self.columns, error=error)
+        candidate = Candidate.from_params(trial.config) if "defense" in trial.config else None
+        row, students = trial_rows(sweep=self.sweep, trial_id=trial.trial_id, candidate=candidate,
+                                   outcome=outcome, context=self.columns, error=error)
         kill_point(BEFORE_TRIAL_WRITE)
-        store.write_trial(row, students)
-        self._progress(row, store.trial_rows())
+        ResultStore(self.storage, self.sweep).write_trial(row, students)
+        self._rows.pop(trial.trial_id, None)
+        self._rows[trial.trial_id] = row
+        self._progress(row, list(self._rows.values()))
 
     def _progress(self, row, rows):
         done = len(rows)
         elapsed = time.time() - self._t0
         new = max(1, done - self._done_at_start)
         eta = elapsed / new * max(0, self.total - done)
-        knobs = (f"ω={row['omega']:.4g} τ_A={row['tau_a']:.3g}" if row["defense"] == "nasty"
-                 else f"k={row['k']}" if row["defense"] == "stingy" else "")
+        knobs = self.space.describe(row["defense"], row["knobs"] or {})
         accs = f"teacher {_pct(row['teacher_acc'])} · clone {_pct(row['student_acc'])}"
         print(f"[{done:>3}/{self.total}] {row['defense'] or '?':<6} {knobs:<24} {accs}  "
               f"{row['status']:<10} front {len(pareto_front(rows))} · {_dur(elapsed)} elapsed"
@@ -80,19 +91,20 @@ def _dur(seconds: float) -> str:
 
 
 def trial_context(plan: Plan, upstream: dict, max_teacher_drop: float | None = None) -> TrialContext:
-    """What every trial needs besides its knobs, from the upstream phases' results."""
+    """What every trial needs besides its candidate, from the upstream phases' results."""
     alone = {node.config.model.label: upstream[node.key]["test_acc"] for node in plan.scratch}
     smoothed = {node.config.model.label: upstream[node.key]["test_acc"] for node in plan.smoothed}
     baselines = {}
     for node in plan.normal_attacks:
         student = node.config.model.label
-        baselines[attack_name(node.config)] = {"scratch_acc": alone[student],
-                                               "smoothed_acc": smoothed.get(student),
-                                               "normal_kd_acc": upstream[node.key]["test_acc"]}
+        baselines[attack_name(node.config)] = Baselines(scratch_acc=alone[student],
+                                                        smoothed_acc=smoothed.get(student),
+                                                        normal_kd_acc=upstream[node.key]["test_acc"])
     return TrialContext(
         normal_teacher_key=plan.teacher.key,
         normal_teacher_acc=upstream[plan.teacher.key]["test_acc"],
-        nasty_template=plan.nasty_template,
+        defenses=plan.defenses,
+        defense_template=plan.defense_template,
         attack_templates=plan.attack_templates,
         baselines=baselines,
         max_teacher_drop=max_teacher_drop,
@@ -119,19 +131,18 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
         return
 
     preset = opts.preset
-    columns = {
-        "dataset": preset.dataset["name"],
-        "teacher_arch": plan.teacher.config.model.label,
-        "seed": preset.seed,
-        "preset": preset.name,
-        "config_fingerprint": opts.fingerprint(),
-        "versions": versions(),
-        "normal_teacher_acc": context.normal_teacher_acc,
+    columns = SweepColumns(
+        dataset=preset.dataset["name"],
+        teacher_arch=plan.teacher.config.model.label,
+        seed=preset.seed,
+        preset=preset.name,
+        config_fingerprint=opts.fingerprint(),
+        versions=versions(),
+        normal_teacher_acc=context.normal_teacher_acc,
         # a failed trial's student rows: every student × attack, with its baselines
-        "students": [{"student_arch": t.model.label, "attack": t.attack,
-                      "kd_temperature": t.kd_temperature, "kd_alpha": t.kd_alpha,
-                      **context.baselines[attack_name(t)]} for t in context.attack_templates],
-    }
+        students=tuple(student_outcome(t, context.baselines[attack_name(t)], None, status="error")
+                       for t in context.attack_templates),
+    )
     study_storage = open_study_storage(opts.study_storage, storage, opts.name)
     searcher = DefenseSearch(preset, opts.name, study_storage, opts.max_teacher_drop)
     searcher.fail_orphans()
@@ -145,7 +156,7 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
             storage_path=storage.path(opts.name),
             storage_filesystem=storage.fs,
             verbose=0,
-            callbacks=[SweepCallback(opts.name, storage, columns, preset.trials)],
+            callbacks=[SweepCallback(opts.name, storage, columns, preset.trials, preset.space)],
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )

@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
 
 _PRECISION = 1e-4  # Ray keeps resource amounts to four decimals
 

@@ -15,8 +15,8 @@ from typing import Any, Iterable
 import optuna
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalStorage
 
-from results.storage import Storage, is_uri
-from trainables.errors import ConfigError
+from undistill.storage import Storage, is_uri
+from undistill.errors import ConfigError
 
 _OBJECT_STORES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 

@@ -9,25 +9,28 @@ The trial reports once, at the end, with `final=True`.
 
 from __future__ import annotations
 
-import json
+import math
 import time
+from dataclasses import replace
 
 from ray import tune
 
 from trainables.candidate import TrialContext, run_candidate
 from trainables.phases import PhaseJob
+from undistill.outcomes import Candidate, Placement
 
 from ._worker import PhaseRuntime, placement, remote_phase, run_job
 
 # The two searcher metrics; the orchestrator's searcher reads them from the final report.
 OBJECTIVES = ("teacher_acc", "student_acc")
+OUTCOME = "outcome"  # the report's key for the trial's typed `CandidateOutcome`
 
 
 def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime) -> None:
     import ray
 
     res = runtime.resources
-    ran = {**placement(), "cpus": res.cpus, "gpus": res.gpus, "started_at": time.time()}
+    started = time.time()
 
     def run_here(jobs: list[PhaseJob]) -> list[dict]:
         return [run_job(job, runtime) for job in jobs]
@@ -38,9 +41,16 @@ def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime) -> No
         refs = [task.options(name=job.name).remote(job, runtime) for job in jobs]
         return ray.get(refs)
 
-    summary = run_candidate(config, context, run_here, run_side_by_side)
-    ran["finished_at"] = time.time()
-    ran["wall_s"] = ran["finished_at"] - ran["started_at"]
-    # Tune's results are flat scalars: lists and dicts travel as JSON.
-    tune.report({**summary, "students": json.dumps(summary["students"]), "ran": json.dumps(ran),
-                 "final": True})
+    outcome = run_candidate(Candidate.from_params(config), context, run_here, run_side_by_side)
+    ran = Placement.from_result({**placement(), "cpus": res.cpus, "gpus": res.gpus,
+                                 "started_at": started, "finished_at": time.time()})
+    outcome = replace(outcome, ran=ran)
+    # Tune's metrics are floats (a missing one is NaN there); the outcome itself travels whole,
+    # pickled by Ray, to the driver's callback.
+    tune.report({"teacher_acc": _metric(outcome.teacher_acc), "student_acc": _metric(outcome.student_acc),
+                 "teacher_drop": _metric(outcome.teacher_drop), "status": outcome.status,
+                 OUTCOME: outcome, "final": True})
+
+
+def _metric(x: float | None) -> float:
+    return math.nan if x is None else x

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from results.storage import Storage
-from trainables.errors import UndistillError
+from undistill.storage import Storage
+from undistill.errors import UndistillError
 from trainables.loop import CHECKPOINT_EVERY_S
 from trainables.phases import MODEL_FILE, PhaseJob, run_phase
 
@@ -79,7 +79,7 @@ def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
                                   f"{storage.uri('_artifacts')}")
         teacher, files = fetched
         if teacher["status"] != "ok":  # diverged: nothing to distil from
-            return {"phase": job.config.phase, "status": "skipped", "test_acc": None,
+            return {"phase": job.config.method, "status": "skipped", "test_acc": None,
                     "best_epoch": -1, "wall_s": 0.0, "cached": False}
         teacher_weights = files[MODEL_FILE]
     where = {**placement(), "cpus": cpus, "gpus": gpus, "started_at": time.time()}

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from results.storage import Storage
+from undistill.storage import Storage
 
 MANIFEST = "MANIFEST.json"
 RESULT = "result.json"

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 
-from results.storage import Storage
-from trainables.errors import ConfigError, UndistillError
+from undistill.errors import ConfigError, DamagedSweepError
+from undistill.record import SweepRecord
+from undistill.storage import Storage
+
+__all__ = ["TUNE_DIR", "DamagedSweepError", "list_sweeps", "read_json", "read_state", "read_sweep",
+           "write_json"]
 
 TUNE_DIR = "tune"
-
-
-class DamagedSweepError(UndistillError):
-    """A sweep's own bookkeeping file cannot be read."""
 
 
 def write_json(storage: Storage, sweep: str, name: str, data: dict) -> None:
@@ -50,13 +50,14 @@ def list_sweeps(storage: Storage) -> list[str]:
     return [name for name in storage.list(dirs=True) if storage.exists(name, "sweep.json")]
 
 
-def read_sweep(storage: Storage, name: str) -> dict:
-    """The stored sweep.json of `name`, or a ConfigError that lists the sweeps there are."""
+def read_sweep(storage: Storage, name: str) -> SweepRecord:
+    """The stored record (sweep.json) of `name`, or a ConfigError that lists the sweeps there
+    are, or a DamagedSweepError when it cannot be read as one."""
     if not storage.exists(name, "sweep.json"):
         known = list_sweeps(storage)
         hint = f"; sweeps in {storage}: {', '.join(known)}" if known else f"; {storage} holds no sweep"
         raise ConfigError(f"no sweep named {name!r}{hint} (use --storage to look elsewhere)")
-    return read_json(storage, name, "sweep.json")
+    return SweepRecord.from_json(read_json(storage, name, "sweep.json"), storage.uri(name, "sweep.json"))
 
 
 def read_state(storage: Storage, name: str) -> dict:

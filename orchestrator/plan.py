@@ -1,12 +1,12 @@
 """From a preset to phase configs, and the DAG of phases that do not depend on searched knobs.
 
-An attack is KD at one of the attacker's temperatures, or data-free KD (DAFL); every student
-meets every attack.
+The attacks are the preset's suite (`trainables.attacks.attack_suite`); every student meets
+every attack.
 
     teacher ──► attack(student_i, normal)          once per sweep config, cached by content key
     scratch(student_i), smoothed(student_i)         once per sweep config: the no-teacher baselines
-    teacher ──► [trial] nasty(ω, τ_A) ──► attack(student_i, nasty)
-    teacher ──► [trial] attack(student_i, stingy k)
+    teacher ──► [trial] defense(knobs) ──► attack(student_i, defended)   a defense that trains
+    teacher ──► [trial] attack(student_i, teacher seen through the defense's transform)
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search_spaces import Preset
+from trainables.attacks import attack_suite
 from trainables.candidate import attack_name
 from trainables.data import DatasetSpec
-from trainables.data_free import DataFreeSpec
+from trainables.defenses import Defense, create_defense
 from trainables.loop import Schedule
 from trainables.phases import ModelSpec, PhaseConfig, PhaseJob
 
@@ -41,7 +42,8 @@ class Plan:
     scratch: tuple[Node, ...]  # each student from labels alone
     smoothed: tuple[Node, ...]  # each student from labels alone with label smoothing (may be empty)
     normal_attacks: tuple[Node, ...]  # every attack template on the normal teacher
-    nasty_template: PhaseConfig | None
+    defenses: dict[str, Defense]  # the searched defenses' registered entries, by name
+    defense_template: PhaseConfig | None  # a defended teacher's phase, defense and knobs unset
     attack_templates: tuple[PhaseConfig, ...]  # student × attack, the defended teacher still unset
 
     @property
@@ -55,6 +57,7 @@ def make_plan(preset: Preset) -> Plan:
     teacher_model = _model(preset.teacher)
     teacher_schedule = _schedule(preset.teacher_schedule)
     student_schedule = _schedule(preset.student_schedule)
+    suite = attack_suite(preset.attack)
 
     teacher_cfg = PhaseConfig("teacher", dataset, teacher_model, teacher_schedule, seed)
     teacher = Node("teacher", teacher_cfg, teacher_cfg.key())
@@ -68,22 +71,19 @@ def make_plan(preset: Preset) -> Plan:
             cfg = PhaseConfig("scratch", dataset, student, student_schedule, seed,
                               label_smoothing=preset.label_smoothing)
             smoothed.append(Node(f"smoothed {student.label}", cfg, cfg.key()))
-        attacks = [PhaseConfig("kd", dataset, student, student_schedule, seed, teacher_model=teacher_model,
-                               kd_temperature=t, kd_alpha=preset.kd_alpha) for t in preset.kd_temperatures]
-        if preset.data_free is not None:
-            spec = {k: v for k, v in preset.data_free.items() if k != "kd_temperature"}
-            attacks.append(PhaseConfig("dafl", dataset, student, student_schedule, seed,
-                                       teacher_model=teacher_model,
-                                       kd_temperature=preset.data_free["kd_temperature"],
-                                       kd_alpha=1.0,  # no data, no labels: soft targets only
-                                       data_free=DataFreeSpec(**spec)))
-        for cfg in attacks:
+        for attack in suite:
+            cfg = PhaseConfig("attack", dataset, student, student_schedule, seed,
+                              teacher_model=teacher_model, attack=attack)
             templates.append(cfg)
             normal_attacks.append(Node(attack_name(cfg), cfg, cfg.key(teacher.key), teacher.key))
 
-    # The nasty teacher trains like the normal one, from scratch, with the same architecture.
-    nasty = None
-    if preset.nasty is not None:
-        nasty = PhaseConfig("nasty", dataset, teacher_model, teacher_schedule, seed,
-                            teacher_model=teacher_model)
-    return Plan(teacher, tuple(scratch), tuple(smoothed), tuple(normal_attacks), nasty, tuple(templates))
+    defenses = {name: create_defense(name) for name in preset.space.names}
+    template = None
+    if any(d.trains_teacher for d in defenses.values()):
+        # A defended teacher trains like the normal one, from scratch, with the same architecture;
+        # the placeholder defense is replaced by each candidate's (see `candidate_jobs`).
+        trained = next(d for d in defenses.values() if d.trains_teacher)
+        template = PhaseConfig("defense", dataset, teacher_model, teacher_schedule, seed,
+                               teacher_model=teacher_model, defense=trained)
+    return Plan(teacher, tuple(scratch), tuple(smoothed), tuple(normal_attacks), defenses, template,
+                tuple(templates))

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 
-from results import ResultStore, Storage, pareto_front
+from results import ResultStore, pareto_front
 from search_spaces import Preset
 from search_spaces._schema import parse_preset
-from trainables.candidate import PLACEMENT_KEYS
 from trainables.data import check_data_root
 from trainables.loop import CHECKPOINT_EVERY_S
-from trainables.errors import ConfigError, UndistillError
+from undistill.errors import ConfigError, UndistillError
+from undistill.outcomes import PLACEMENT_KEYS
+from undistill.record import RunOptions, SweepRecord
+from undistill.storage import Storage
 
 from ._resources import Resources, check_amount
 from ._worker import PhaseRuntime
@@ -85,6 +87,16 @@ class SweepOptions:
         return CHECKPOINT_EVERY_S
 
 
+@dataclass(frozen=True)
+class SweepResult:
+    """What a finished (or re-read) sweep gives back: its front, every trial row (finishing
+    order, as `ResultStore.trial_rows` reads them) and where the Parquet results are."""
+
+    front: list[dict]
+    trials: list[dict]
+    results: str
+
+
 def versions() -> dict:
     out = {"python": sys.version.split()[0]}
     for pkg in ("undistill", "torch", "ray", "optuna", "pyarrow"):
@@ -101,14 +113,14 @@ def options_from_stored(storage: str, name: str, address: str | None = None,
     and concurrency cannot change once trials have started (see `_fixed_run`)."""
     stored = read_sweep(Storage(storage), name)
     _check_current(stored, name)
-    preset = parse_preset(stored["preset_name"], stored["identity"]["preset"])
-    run = stored.get("run", {})
-    options = {"cpus_per_trial": run.get("cpus_per_trial"), "gpus_per_trial": run.get("gpus_per_trial"),
-               "concurrency": run.get("concurrency_cap"), "study_storage": run.get("study_storage"),
-               "shared_storage": run.get("shared_storage", False), "data_root": run.get("data_root"),
-               "checkpoint_every_s": run.get("checkpoint_every_s")}
+    preset = parse_preset(stored.preset_name, stored.preset)
+    run = stored.run
+    options = {"cpus_per_trial": run.cpus_per_trial, "gpus_per_trial": run.gpus_per_trial,
+               "concurrency": run.concurrency_cap, "study_storage": run.study_storage,
+               "shared_storage": run.shared_storage, "data_root": run.data_root,
+               "checkpoint_every_s": run.checkpoint_every_s}
     options.update({k: v for k, v in overrides.items() if v is not None})
-    return SweepOptions(preset, name, storage, address, stored["identity"]["max_teacher_drop"], **options)
+    return SweepOptions(preset, name, storage, address, stored.max_teacher_drop, **options)
 
 
 def check_options(opts: SweepOptions) -> Storage:
@@ -128,7 +140,7 @@ def check_options(opts: SweepOptions) -> Storage:
         stored = read_sweep(storage, opts.name)
         if _has_started(storage, opts.name):
             _check_current(stored, opts.name)
-            if stored["fingerprint"] != opts.fingerprint():
+            if stored.fingerprint != opts.fingerprint():
                 raise ConfigError(
                     f"sweep {opts.name!r} already exists in {storage} with a different config; "
                     f"resume it with `resume {opts.name}` or choose another --name"
@@ -140,25 +152,24 @@ def check_options(opts: SweepOptions) -> Storage:
     return storage
 
 
-def _check_current(stored: dict, name: str) -> None:
+def _check_current(stored: SweepRecord, name: str) -> None:
     """A sweep stored before the attack suite (one KD attack) cannot go on with this code: its
     phases and Tune state belong to the older version."""
-    attack = stored.get("identity", {}).get("preset", {}).get("attack", {})
-    if "kd_temperatures" not in attack:
+    if "kd_temperatures" not in stored.preset.get("attack", {}):
         raise ConfigError(f"sweep {name!r} was made by an older undistill (one KD attack, before the "
                           "attack suite): `pareto` and `status` still read its results; to go on, "
                           "run it again under another --name")
 
 
-def _fixed_run(storage: Storage, opts: SweepOptions) -> dict | None:
+def _fixed_run(storage: Storage, opts: SweepOptions) -> RunOptions | None:
     """How a sweep Tune has already started runs, or None. Its resources and concurrency are
     fixed: restored trials keep their placement groups, and Tune restores its own limit."""
     if not storage.exists(opts.name, TUNE_DIR):
         return None
-    run = read_sweep(storage, opts.name).get("run", {})
-    for flag, asked, was in (("--cpus-per-trial", opts.cpus_per_trial, run.get("cpus_per_trial")),
-                             ("--gpus-per-trial", opts.gpus_per_trial, run.get("gpus_per_trial")),
-                             ("--concurrency", opts.concurrency, run.get("concurrency_cap"))):
+    run = read_sweep(storage, opts.name).run
+    for flag, asked, was in (("--cpus-per-trial", opts.cpus_per_trial, run.cpus_per_trial),
+                             ("--gpus-per-trial", opts.gpus_per_trial, run.gpus_per_trial),
+                             ("--concurrency", opts.concurrency, run.concurrency_cap)):
         if asked is not None and asked != was:
             raise ConfigError(f"{flag} cannot change while resuming {opts.name!r} (its trials "
                               f"started with {was if was is not None else 'the default'}); leave "
@@ -166,7 +177,7 @@ def _fixed_run(storage: Storage, opts: SweepOptions) -> dict | None:
     return run
 
 
-def _resolve_run(opts: SweepOptions, fixed: dict | None, nodes: list[dict]) -> tuple[Resources, int]:
+def _resolve_run(opts: SweepOptions, fixed: RunOptions | None, nodes: list[dict]) -> tuple[Resources, int]:
     """This run's bundle and concurrency: resolved against the cluster for a new sweep, the
     stored ones (which must still fit) for a started one."""
     from . import _cluster
@@ -174,9 +185,9 @@ def _resolve_run(opts: SweepOptions, fixed: dict | None, nodes: list[dict]) -> t
     if fixed is None:
         resources = opts.resources(sum(n["GPU"] for n in nodes))
         return resources, _cluster.check_fits(nodes, resources, opts.concurrency_cap())
-    resources = Resources(fixed["cpus_per_trial"], fixed["gpus_per_trial"], len(opts.preset.students))
+    resources = Resources(fixed.cpus_per_trial, fixed.gpus_per_trial, len(opts.preset.students))
     _cluster.check_fits(nodes, resources, None)
-    return resources, fixed["concurrency"]
+    return resources, fixed.concurrency
 
 
 def _has_started(storage: Storage, name: str) -> bool:
@@ -187,20 +198,23 @@ def _has_started(storage: Storage, name: str) -> bool:
 
 def _create(storage: Storage, opts: SweepOptions, resources: Resources, concurrency: int) -> None:
     if not _has_started(storage, opts.name):
-        write_json(storage, opts.name, "sweep.json", {
-            "name": opts.name,
-            "preset_name": opts.preset.name,
-            "identity": opts.identity(),
-            "fingerprint": opts.fingerprint(),
-            "trials": opts.preset.trials,
+        record = SweepRecord(
+            name=opts.name,
+            preset_name=opts.preset.name,
+            preset=opts.identity()["preset"],
+            max_teacher_drop=opts.max_teacher_drop,
+            fingerprint=opts.fingerprint(),
+            trials=opts.preset.trials,
             # how it runs, resolved: what `resume` keeps
-            "run": {"cpus_per_trial": resources.cpus, "gpus_per_trial": resources.gpus,
-                    "concurrency": concurrency, "concurrency_cap": opts.concurrency_cap(),
-                    "study_storage": opts.study_storage, "shared_storage": opts.shared_storage,
-                    "data_root": opts.data_root, "checkpoint_every_s": opts.checkpoint_interval()},
-            "created_at": _now(),
-            "versions": versions(),
-        })
+            run=RunOptions(cpus_per_trial=resources.cpus, gpus_per_trial=resources.gpus,
+                           concurrency=concurrency, concurrency_cap=opts.concurrency_cap(),
+                           study_storage=opts.study_storage, shared_storage=opts.shared_storage,
+                           data_root=opts.data_root, checkpoint_every_s=opts.checkpoint_interval()),
+            created_at=_now(),
+            versions=versions(),
+            space=opts.preset.space,
+        )
+        write_json(storage, opts.name, "sweep.json", record.to_json())
 
 
 def _now() -> str:
@@ -211,15 +225,14 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_sweep(opts: SweepOptions) -> dict:
-    """Run (or resume, or just re-read) the sweep; returns {"front", "trials", "results"}."""
+def run_sweep(opts: SweepOptions) -> SweepResult:
+    """Run (or resume, or just re-read) the sweep."""
     storage = check_options(opts)
     store = ResultStore(storage, opts.name)
-    done = {"results": store.location}
     if read_state(storage, opts.name).get("finished"):
         _log(f"sweep {opts.name!r} is already finished: nothing to train")
         rows = store.trial_rows()
-        return {"front": pareto_front(rows), "trials": rows, **done}
+        return SweepResult(pareto_front(rows), rows, store.location)
     fixed = _fixed_run(storage, opts)
     from . import _cluster, _driver
 
@@ -249,7 +262,7 @@ def run_sweep(opts: SweepOptions) -> dict:
             f"`python cli.py resume {opts.name}` continues it"
         )
     write_json(storage, opts.name, "state.json", {"finished": True, "trials": len(rows)})
-    return {"front": pareto_front(rows), "trials": rows, **done}
+    return SweepResult(pareto_front(rows), rows, store.location)
 
 
 def _record_cluster(storage: Storage, name: str, nodes: list[dict], resources, concurrency: int) -> None:

@@ -1,21 +1,21 @@
 """Sweep results: the Parquet store and its schema, the Pareto front and hypervolume, reports.
 
-Never imports torch: reading results must work wherever pyarrow does.
+Never imports torch (nor Ray): reading results must work wherever pyarrow does. It knows no
+defense or attack by name: what a sweep's defenses and knobs are comes from its record
+(`undistill.record.SweepRecord.space`).
 """
 
-from .report import front_hypervolume, reference_point, render
-from .pareto import (attack_names, by_attack, is_attack, dominates, front_indices, hypervolume, pareto_front,
+from undistill.storage import Storage
+
+from .pareto import (attack_names, by_attack, dominates, front_indices, hypervolume, is_attack, pareto_front,
                      range_edges)
+from .report import front_columns, front_hypervolume, reference_point, render, with_knob_columns
 from .rows import trial_rows
 from .schema import STATUSES, STUDENTS, TRIALS
-from .storage import Storage
 from .store import ResultStore
 
 __all__ = [
-    "attack_names",
-    "by_attack",
-    "is_attack",
-    "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "Storage", "dominates", "front_hypervolume",
-    "front_indices", "hypervolume", "pareto_front", "range_edges", "reference_point", "render",
-    "trial_rows",
+    "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "Storage", "attack_names", "by_attack", "dominates",
+    "front_columns", "front_hypervolume", "front_indices", "hypervolume", "is_attack", "pareto_front",
+    "range_edges", "reference_point", "render", "trial_rows", "with_knob_columns",
 ]

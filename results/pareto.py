@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
+from undistill.space import SearchSpace
+
 
 def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """(teacher_acc, student_acc) `a` is at least as good as `b` on both and better on one."""
@@ -92,23 +94,26 @@ def by_attack(trial_rows: Iterable[dict], student_rows: Iterable[dict], attack: 
 EDGE_SHARE = 0.05  # "at the end of a range": within its outer 5 %, on the log scale it is searched on
 
 
-def range_edges(front: list[dict], search: dict) -> str | None:
-    """Where the front runs into the end of a nasty teacher's search range, one sentence saying
-    so, since the front may go on past it (BENCHMARKS.md, "Choosing the sampler", found this on
-    the mnist1d preset); None when it does not. `search`: the sweep's resolved `search` table.
-    k needs no such hint: its range is the teacher's whole (1 ≤ k < classes) unless narrowed."""
-    nasty = [r for r in front if r["defense"] == "nasty"]
-    found = []
-    for knob, symbol in (("omega", "ω"), ("tau_a", "τ_A")):
-        low, high = search.get("nasty", {}).get(knob, (None, None))
-        if not nasty or not low or not high or high <= low:  # no nasty defense, or no range
-            continue
-        width = math.log(high / low)
-        for end, value in (("top", high), ("bottom", low)):
-            count = sum(abs(math.log(r[knob] / value)) <= EDGE_SHARE * width for r in nasty)
-            if count:
-                found.append(f"{symbol} at the {end} of its range ({value:g}) for {count}")
+def range_edges(front: list[dict], space: SearchSpace) -> str | None:
+    """Where the front runs into the end of a searched range, one sentence saying so, since the
+    front may go on past it (BENCHMARKS.md, "Choosing the sampler", found this on the mnist1d
+    preset); None when it does not. `space`: the sweep's (its record's). Continuous knobs only:
+    an integer knob's range is its whole (stingy's 1 ≤ k < classes) unless a preset narrows it."""
+    found, widen = [], []
+    for defense in space:
+        mine = [r for r in front if r["defense"] == defense.defense]
+        for r in defense.ranges:
+            if not mine or r.knob.integer or not r.low or r.high <= r.low:
+                continue
+            scale = math.log if r.knob.log else (lambda v: v)
+            width = scale(r.high) - scale(r.low)
+            for end, value in (("top", r.high), ("bottom", r.low)):
+                count = sum(abs(scale(row["knobs"][r.name]) - scale(value)) <= EDGE_SHARE * width
+                            for row in mine if _finite((row.get("knobs") or {}).get(r.name)))
+                if count:
+                    found.append(f"{r.knob.symbol} at the {end} of its range ({value:g}) for {count}")
+                    widen += [f"search.{defense.defense}"] if f"search.{defense.defense}" not in widen else []
     if not found:
         return None
     return (f"The front reaches the end of a search range: {'; '.join(found)} of its {len(front)} "
-            "defenses. It may go on past them: widen search.nasty there and sweep again.")
+            f"defenses. It may go on past them: widen {' and '.join(widen)} there and sweep again.")

@@ -15,9 +15,6 @@ import io
 
 from .pareto import _finite, hypervolume, pareto_front
 
-FAMILY_COLOURS = {"nasty": "tab:red", "stingy": "tab:blue"}
-
-
 def _pyplot():
     import matplotlib
 
@@ -28,17 +25,19 @@ def _pyplot():
 
 
 def front_figure(trials: list[dict], front: list[dict], *, normal: tuple[float, float],
-                 baselines: dict[str, float], paper_point: dict | None = None, title: str = ""):
+                 baselines: dict[str, float], paper_point: dict | None = None,
+                 colours: dict[str, str] | None = None, title: str = ""):
     """`normal`: (normal teacher accuracy, its best clone); `baselines`: label -> clone accuracy
     drawn as horizontal lines (the students alone); `paper_point`: the trial row of the preset's
-    paper-like start point, if it ran."""
+    paper-like start point, if it ran; `colours`: defense -> its colour (the sweep's space)."""
+    colours = colours or {}
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     done = [t for t in trials if t["status"] == "ok" and _finite(t["teacher_acc"]) and _finite(t["student_acc"])]
     for family in sorted({t["defense"] for t in done}):
         mine = [t for t in done if t["defense"] == family]
         ax.scatter([t["teacher_acc"] for t in mine], [t["student_acc"] for t in mine], s=28,
-                   alpha=0.75, color=FAMILY_COLOURS.get(family, "tab:gray"), label=f"{family} ({len(mine)})",
+                   alpha=0.75, color=colours.get(family, "tab:gray"), label=f"{family} ({len(mine)})",
                    gid=f"trials:{family}")
     ordered = sorted(front, key=lambda t: t["teacher_acc"])
     ax.plot([t["teacher_acc"] for t in ordered], [t["student_acc"] for t in ordered], "-o", color="black",

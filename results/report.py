@@ -7,10 +7,31 @@ import io
 import json
 import math
 
+from undistill.space import SearchSpace
+
 from .pareto import hypervolume
 
-FRONT_COLUMNS = ("trial_id", "defense", "omega", "tau_a", "k", "teacher_acc", "student_acc",
-                 "teacher_drop", "best_student", "best_attack", "status")
+# A front's columns around its knobs (a column per knob of the sweep's defenses, see `front_columns`)
+KEY_COLUMNS = ("trial_id", "defense")
+RESULT_COLUMNS = ("teacher_acc", "student_acc", "teacher_drop", "best_student", "best_attack", "status")
+
+
+def front_columns(space: SearchSpace) -> tuple[str, ...]:
+    return (*KEY_COLUMNS, *space.knob_names(), *RESULT_COLUMNS)
+
+
+def with_knob_columns(rows: list[dict], space: SearchSpace) -> list[dict]:
+    """Rows with a column per knob of the sweep (None where a defense lacks it), each value of
+    its knob's type: what tables, JSON and CSV show."""
+    out = []
+    for r in rows:
+        knobs = r.get("knobs") or {}
+        flat = {}
+        for name in space.knob_names():
+            knob = space.knob(name)
+            flat[name] = knob.cast(knobs[name]) if name in knobs else None
+        out.append({**r, **flat})
+    return out
 
 
 def reference_point(student_rows: list[dict]) -> tuple[float, float]:
@@ -33,8 +54,14 @@ def _clean(value):
     return value
 
 
-def render(rows: list[dict], fmt: str, columns=FRONT_COLUMNS) -> str:
-    """Rows as `table`, `json` (an array of objects) or `csv`."""
+def render(rows: list[dict], fmt: str, columns: tuple[str, ...] | None = None,
+           space: SearchSpace | None = None) -> str:
+    """Rows as `table`, `json` (an array of objects) or `csv`. With the sweep's `space`, the
+    rows are trial rows: their knobs become columns (and `columns` defaults to a front's)."""
+    knobs: tuple[str, ...] = ()
+    if space is not None:
+        rows, knobs = with_knob_columns(rows, space), space.knob_names()
+        columns = columns or front_columns(space)
     picked = [{c: _clean(r.get(c)) for c in columns} for r in rows]
     if fmt == "json":
         return json.dumps(picked, indent=1, default=str)
@@ -44,19 +71,20 @@ def render(rows: list[dict], fmt: str, columns=FRONT_COLUMNS) -> str:
         writer.writeheader()
         writer.writerows(picked)
         return out.getvalue().rstrip("\n")
-    return _table(picked, columns)
+    return _table(picked, columns, knobs)
 
 
-def _fmt(column: str, value) -> str:
+def _fmt(column: str, value, knobs: tuple[str, ...] = ()) -> str:
+    """A cell: knobs to 4 significant digits, other numbers (percentages) to 2 decimals."""
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.4g}" if column in ("omega", "tau_a") else f"{value:.2f}"
+        return f"{value:.4g}" if column in knobs else f"{value:.2f}"
     return str(value)
 
 
-def _table(rows: list[dict], columns) -> str:
-    cells = [[_fmt(c, r[c]) for c in columns] for r in rows]
+def _table(rows: list[dict], columns, knobs: tuple[str, ...] = ()) -> str:
+    cells = [[_fmt(c, r[c], knobs) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = lambda values: "  ".join(v.rjust(w) if _numeric(v) else v.ljust(w)
                                     for v, w in zip(values, widths)).rstrip()

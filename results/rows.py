@@ -1,96 +1,94 @@
-"""Build a trial's Parquet rows from what its trial function reported last."""
+"""The one place that maps typed outcomes (`undistill.outcomes`) to a trial's Parquet rows."""
 
 from __future__ import annotations
 
-import json
-import math
+from dataclasses import replace
 from datetime import datetime, timezone
 
-from .schema import WHERE_COLUMNS
+from undistill.outcomes import Candidate, CandidateOutcome, Placement, StudentOutcome, SweepColumns, number
 
 
-def trial_rows(*, sweep: str, trial_id: str, params: dict, result: dict | None, context: dict,
+def trial_rows(*, sweep: str, trial_id: str, candidate: Candidate | None,
+               outcome: CandidateOutcome | None, context: SweepColumns,
                error: str | None = None) -> tuple[dict, list[dict]]:
-    """`params`: the candidate's knobs; `result`: the final report (None when the trial failed),
-    with `ran`, where and when the trial's own process ran, and `students`, each with its own;
-    `context`: sweep-wide columns (dataset, teacher_arch, seed, preset, config_fingerprint,
-    versions, normal_teacher_acc) and `students`, each student × attack's baseline row
-    (student_arch, attack, kd_temperature, kd_alpha, scratch_acc, smoothed_acc, normal_kd_acc)."""
-    knobs = {
-        "defense": params.get("defense"),
-        "omega": params.get("omega"),
-        "tau_a": params.get("tau_a"),
-        "k": params.get("k"),
-    }
-    result = result or {}
-    status = result.get("status", "error") if error is None else "error"
-    students = result.get("students") or []
-    if isinstance(students, str):  # reported as JSON: Tune's results must be flat scalars
-        students = json.loads(students)
-    if not students:  # a failed trial still gets its trial × student rows, with the baselines
-        students = [{**s, "status": "error"} for s in context.get("students", [])]
-    ran = result.get("ran") or {}
-    if isinstance(ran, str):
-        ran = json.loads(ran)
-    best = next((s for s in students if s.get("student_arch") == result.get("best_student")
-                 and s.get("attack") == result.get("best_attack")), {})
+    """The trial row and its student × attack rows, as `schema.TRIALS` and `schema.STUDENTS`.
+
+    `outcome` is None when the trial failed (`error` says why): its row has no numbers, and its
+    student rows are the sweep's baselines with status `error`. `candidate` is None only when
+    the trial failed before one was drawn."""
+    candidate = outcome.candidate if outcome is not None else candidate
+    knobs = {"defense": candidate.defense if candidate else None,
+             "knobs": {k: float(v) for k, v in candidate.knobs} if candidate else None}
+    status = outcome.status if outcome is not None and error is None else "error"
+    if outcome is not None and outcome.students:
+        students = outcome.students
+    else:  # a failed trial still gets its student rows, with their baselines
+        students = tuple(replace(s, status="error", student_acc=None) for s in context.students)
+    ran = outcome.ran if outcome is not None else Placement()
+    best = outcome.best if outcome is not None else None
     trial = {
         "sweep": sweep,
         "trial_id": trial_id,
         **knobs,
-        "dataset": context["dataset"],
-        "teacher_arch": context["teacher_arch"],
-        "seed": context["seed"],
+        "dataset": context.dataset,
+        "teacher_arch": context.teacher_arch,
+        "seed": context.seed,
         "status": status,
-        "teacher_acc": _num(result.get("teacher_acc")),
-        "normal_teacher_acc": context["normal_teacher_acc"],
-        "teacher_drop": _num(result.get("teacher_drop")),
-        "student_acc": _num(result.get("student_acc")) if status == "ok" else None,
-        "best_student": result.get("best_student") or None,
-        "best_attack": result.get("best_attack") or None,
-        "kd_temperature": best.get("kd_temperature"),
-        "kd_alpha": best.get("kd_alpha"),
-        "wall_s": _num(ran.get("wall_s")),
-        "compute_s": _num(result.get("compute_s")),
-        "teacher_wall_s": _num(result.get("teacher_wall_s")),
-        "teacher_cached": result.get("teacher_cached"),
+        "teacher_acc": number(outcome.teacher_acc) if outcome else None,
+        "normal_teacher_acc": context.normal_teacher_acc,
+        "teacher_drop": number(outcome.teacher_drop) if outcome else None,
+        "student_acc": number(outcome.student_acc) if outcome and status == "ok" else None,
+        "best_student": outcome.best_student if outcome else None,
+        "best_attack": outcome.best_attack if outcome else None,
+        "kd_temperature": best.kd_temperature if best else None,
+        "kd_alpha": best.kd_alpha if best else None,
+        "wall_s": _span(ran),
+        "compute_s": outcome.compute_s if outcome else None,
+        "teacher_wall_s": outcome.teacher_wall_s if outcome else None,
+        "teacher_cached": outcome.teacher_cached if outcome else None,
         **_where(ran),
-        "started_at": _time(ran.get("started_at")),
-        "finished_at": _time(ran.get("finished_at")) or datetime.now(timezone.utc),
-        "preset": context["preset"],
-        "config_fingerprint": context["config_fingerprint"],
-        "versions": json.dumps(context["versions"], sort_keys=True),
+        "started_at": _time(ran.started_at),
+        "finished_at": _time(ran.finished_at) or datetime.now(timezone.utc),
+        "preset": context.preset,
+        "config_fingerprint": context.config_fingerprint,
+        "versions": {k: (None if v is None else str(v)) for k, v in sorted(context.versions.items())},
         "error": error,
     }
-    student_rows = [
-        {
-            "sweep": sweep,
-            "trial_id": trial_id,
-            **knobs,
-            **{key: s.get(key) for key in ("student_arch", "attack", "kd_temperature", "kd_alpha",
-                                           "status", "best_epoch")},
-            **{key: _num(s.get(key)) for key in ("student_acc", "scratch_acc", "smoothed_acc",
-                                                 "normal_kd_acc", "wall_s")},
-            "cached": s.get("cached"),
-            **_where(s),
-            "started_at": _time(s.get("started_at")),
-            "finished_at": _time(s.get("finished_at")),
-        }
-        for s in students
-    ]
-    return trial, student_rows
+    return trial, [_student_row(sweep, trial_id, knobs, s) for s in students]
 
 
-def _num(x) -> float | None:
-    """Floats for Parquet: NaN and missing both become null."""
-    if x is None:
+def _student_row(sweep: str, trial_id: str, knobs: dict, s: StudentOutcome) -> dict:
+    return {
+        "sweep": sweep,
+        "trial_id": trial_id,
+        **knobs,
+        "student_arch": s.student_arch,
+        "attack": s.attack,
+        "kd_temperature": s.kd_temperature,
+        "kd_alpha": s.kd_alpha,
+        "status": s.status,
+        "student_acc": number(s.student_acc),
+        "scratch_acc": number(s.baselines.scratch_acc),
+        "smoothed_acc": number(s.baselines.smoothed_acc),
+        "normal_kd_acc": number(s.baselines.normal_kd_acc),
+        "best_epoch": s.best_epoch,
+        "wall_s": number(s.wall_s),
+        "cached": s.ran.cached,
+        **_where(s.ran),
+        "started_at": _time(s.ran.started_at),
+        "finished_at": _time(s.ran.finished_at),
+    }
+
+
+def _where(ran: Placement) -> dict:
+    return {"node_id": ran.node_id, "hostname": ran.hostname, "gpu_ids": None if ran.gpu_ids is None else list(ran.gpu_ids),
+            "cpus": ran.cpus, "gpus": ran.gpus, "placement_group": ran.placement_group}
+
+
+def _span(ran: Placement) -> float | None:
+    if ran.started_at is None or ran.finished_at is None:
         return None
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-def _where(ran: dict) -> dict:
-    return {key: ran.get(key) for key in WHERE_COLUMNS}
+    return ran.finished_at - ran.started_at
 
 
 def _time(epoch_s: float | None) -> datetime | None:

@@ -1,5 +1,7 @@
 """The two Parquet tables of a sweep: `trials` (one row per trial) and `students` (one row per
-trial × student × attack). Accuracies are percentages; a knob that does not apply is null.
+trial × student × attack). Accuracies are percentages; a value that does not exist is null.
+A candidate's knobs are one map column (`knobs`: name -> value, as floats), whatever the defense:
+the sweep's record says which knobs each defense has and how to show them.
 
 Both record where the work ran: the trial row for the trial's own process (which trains the
 nasty teacher and holds bundle 0 of the trial's placement group for the trial's whole span), a
@@ -19,14 +21,13 @@ _WHERE = [
     ("placement_group", pa.string()),  # the trial's placement group id
 ]
 WHERE_COLUMNS = tuple(name for name, _ in _WHERE)
+KNOBS = pa.map_(pa.string(), pa.float64())
 
 TRIALS = pa.schema([
     ("sweep", pa.string()),
     ("trial_id", pa.string()),
-    ("defense", pa.string()),  # nasty | stingy
-    ("omega", pa.float64()),  # nasty: KL weight ω
-    ("tau_a", pa.float64()),  # nasty: temperature τ_A
-    ("k", pa.int64()),  # stingy: logits kept per sample
+    ("defense", pa.string()),  # a registered defense: nasty, stingy, ...
+    ("knobs", KNOBS),  # its knobs: omega and tau_a, or k, ...
     ("dataset", pa.string()),
     ("teacher_arch", pa.string()),
     ("seed", pa.int64()),
@@ -48,7 +49,7 @@ TRIALS = pa.schema([
     ("finished_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
     ("preset", pa.string()),
     ("config_fingerprint", pa.string()),
-    ("versions", pa.string()),  # JSON: undistill, torch, ray, optuna, python
+    ("versions", pa.map_(pa.string(), pa.string())),  # undistill, torch, ray, optuna, python
     ("error", pa.string()),
 ])
 
@@ -56,14 +57,12 @@ STUDENTS = pa.schema([
     ("sweep", pa.string()),
     ("trial_id", pa.string()),
     ("defense", pa.string()),
-    ("omega", pa.float64()),
-    ("tau_a", pa.float64()),
-    ("k", pa.int64()),
+    ("knobs", KNOBS),
     ("student_arch", pa.string()),
-    ("attack", pa.string()),  # kd-T<temperature> (KD with data) or dafl (data-free)
+    ("attack", pa.string()),  # a registered attack's label: kd-T<temperature>, dafl, ...
     ("kd_temperature", pa.float64()),
     ("kd_alpha", pa.float64()),  # 1 for dafl: no labels
-    ("status", pa.string()),  # ok | diverged | skipped
+    ("status", pa.string()),  # ok | diverged | skipped | error
     ("student_acc", pa.float64()),  # the clone: the student by this attack on the defended teacher
     ("scratch_acc", pa.float64()),  # the same student trained from labels alone
     ("smoothed_acc", pa.float64()),  # ... alone with label smoothing (null if the preset has none)

@@ -8,15 +8,16 @@ counted twice.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trainables.errors import UndistillError
+from undistill.errors import UndistillError
 
 from . import schema
-from .storage import Storage
+from undistill.storage import Storage
 
 TRIALS_DIR, STUDENTS_DIR = "trials", "students"
 
@@ -45,13 +46,18 @@ class ResultStore:
         return self._read_all(STUDENTS_DIR, schema.STUDENTS)
 
     def trial_rows(self) -> list[dict]:
-        """Trial rows as dicts, NaN for missing accuracies, in finishing order."""
-        rows = self.trials().to_pylist()
+        """Trial rows as dicts in finishing order: NaN for a missing accuracy (so rows sort and
+        compare), `knobs` and `versions` as dicts."""
+        rows = [_maps_as_dicts(r) for r in self.trials().to_pylist()]
         for row in rows:
-            for key in ("teacher_acc", "student_acc", "teacher_drop", "omega", "tau_a"):
+            for key in ("teacher_acc", "student_acc", "teacher_drop"):
                 if row[key] is None:
                     row[key] = math.nan
         return sorted(rows, key=lambda r: (r["finished_at"] is None, r["finished_at"], r["trial_id"]))
+
+    def student_rows(self) -> list[dict]:
+        """Student × attack rows as dicts, `knobs` as a dict, nulls as None."""
+        return [_maps_as_dicts(r) for r in self.students().to_pylist()]
 
     def _write(self, table: pa.Table, kind: str, name: str) -> None:
         self.storage.write_with((self.folder, kind, name), lambda f: pq.write_table(table, f))
@@ -62,8 +68,40 @@ class ResultStore:
         for name in self.storage.list(folder, suffix=".parquet"):
             path = self.storage.path(folder, name)
             try:
-                tables.append(pq.read_table(path, schema=table_schema, filesystem=self.storage.fs))
-            except (OSError, pa.ArrowException) as exc:
+                table = pq.read_table(path, filesystem=self.storage.fs)
+                tables.append(_conform(table, table_schema))
+            except (OSError, pa.ArrowException, ValueError) as exc:
                 raise DamagedResultsError(f"{self.storage.uri(folder, name)} cannot be read ({exc}); "
                                           "move it out of the folder to read the rest") from None
         return pa.concat_tables(tables) if tables else table_schema.empty_table()
+
+
+def _maps_as_dicts(row: dict) -> dict:
+    for key in ("knobs", "versions"):
+        if isinstance(row.get(key), list):  # Arrow gives a map as (key, value) pairs
+            row[key] = dict(row[key])
+    return row
+
+
+def _conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """`table` as `target`. A file written before knobs had their own map column has a column
+    per knob instead (`omega`, `tau_a`, `k`) and `versions` as JSON: read those into the map."""
+    if "knobs" not in table.column_names:
+        numeric = (pa.types.is_integer, pa.types.is_floating)
+        extra = [n for n in table.column_names if n not in target.names
+                 and any(is_kind(table.schema.field(n).type) for is_kind in numeric)]
+        columns = {n: table.column(n).to_pylist() for n in extra}
+        knobs = [{n: float(columns[n][i]) for n in extra if columns[n][i] is not None}
+                 for i in range(table.num_rows)]
+        table = table.drop_columns(extra).append_column(pa.field("knobs", schema.KNOBS),
+                                                        pa.array(knobs, type=schema.KNOBS))
+    if "versions" in table.column_names and pa.types.is_string(table.schema.field("versions").type):
+        versions = [json.loads(v) if v else {} for v in table.column("versions").to_pylist()]
+        table = table.set_column(table.column_names.index("versions"), target.field("versions"),
+                                 pa.array([{k: None if x is None else str(x) for k, x in v.items()}
+                                           for v in versions], type=target.field("versions").type))
+    missing = [f for f in target if f.name not in table.column_names]
+    for f in missing:
+        table = table.append_column(f, pa.nulls(table.num_rows, type=f.type))
+    return table.select(target.names).cast(target)
+

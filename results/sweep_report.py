@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import math
 
+from undistill.record import SweepRecord
+
 from .pareto import _finite, pareto_front, range_edges
 from .plots import front_figure, hypervolume_curve, hypervolume_figure, png
-from .report import FRONT_COLUMNS, _fmt, reference_point, render
+from .report import _fmt, front_columns, reference_point, render, with_knob_columns
 
 
-def build_report(name: str, stored: dict, trials: list[dict], students: list[dict],
+def build_report(name: str, stored: SweepRecord, trials: list[dict], students: list[dict],
                  results_uri: str) -> dict[str, bytes]:
-    """The report's files by name. `stored`: the sweep's sweep.json; `trials` in finishing
+    """The report's files by name. `stored`: the sweep's record; `trials` in finishing
     order (as `ResultStore.trial_rows` gives them)."""
     front = pareto_front(trials)
     reference = reference_point(students)
@@ -32,9 +34,10 @@ def build_report(name: str, stored: dict, trials: list[dict], students: list[dic
     curve = hypervolume_curve(trials, reference)
     files = {
         "front.png": png(front_figure(trials, front, normal=(normal_acc, reference[1]), baselines=baselines,
-                                      paper_point=paper, title=f"{name}: {len(front)} of {len(trials)} trials on the front")),
+                                      paper_point=paper, colours={d.defense: d.colour for d in stored.space},
+                                      title=f"{name}: {len(front)} of {len(trials)} trials on the front")),
         "hypervolume.png": png(hypervolume_figure(curve, reference)),
-        "front.json": render(front, "json").encode(),
+        "front.json": render(front, "json", space=stored.space).encode(),
     }
     hv = curve[-1] if curve else 0.0
     files["report.md"] = _markdown(name, stored, trials, students, front, reference, hv, baselines,
@@ -42,25 +45,29 @@ def build_report(name: str, stored: dict, trials: list[dict], students: list[dic
     return files
 
 
-def _paper_point(stored: dict, trials: list[dict]) -> dict | None:
-    """The trial of the preset's nasty start point (the paper-like ω, τ_A), if it finished."""
-    start = stored.get("identity", {}).get("preset", {}).get("search", {}).get("nasty", {}).get("start")
-    if not start:
+def _paper_point(stored: SweepRecord, trials: list[dict]) -> dict | None:
+    """The trial of the preset's first start point (the paper-like knobs of the first defense
+    that has one: the nasty teacher's ω, τ_A on every built-in preset), if it finished."""
+    space = next((d for d in stored.space if d.start), None)
+    if space is None:
         return None
     for t in trials:
-        if t["defense"] == "nasty" and t["status"] == "ok" and _close(t["omega"], start["omega"]) \
-                and _close(t["tau_a"], start["tau_a"]):
+        knobs = t.get("knobs") or {}
+        if t["defense"] == space.defense and t["status"] == "ok" \
+                and all(_close(knobs.get(k), v) for k, v in space.start.items()):
             return t
     return None
 
 
-def _markdown(name, stored, trials, students, front, reference, hv, baselines, results_uri) -> str:
-    preset = stored.get("identity", {}).get("preset", {})
+def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv, baselines,
+              results_uri) -> str:
+    preset, space = stored.preset, stored.space
     attack = preset.get("attack", {})
+    knobs = space.knob_names()
     lines = [
         f"# Sweep `{name}`",
         "",
-        f"{len(trials)} of {stored.get('trials', '?')} trials done; {len(front)} on the front. "
+        f"{len(trials)} of {stored.trials} trials done; {len(front)} on the front. "
         f"Hypervolume {hv:.1f} (reference: teacher {reference[0]:.0f} %, "
         f"clone {reference[1]:.2f} % = the normal teacher's best clone).",
         "",
@@ -70,9 +77,9 @@ def _markdown(name, stored, trials, students, front, reference, hv, baselines, r
         "",
         "## The front",
         "",
-        _markdown_table(front, FRONT_COLUMNS),
+        _markdown_table(with_knob_columns(front, space), front_columns(space), knobs),
         "",
-        *([f"**{edges}**", ""] if (edges := range_edges(front, preset.get("search", {}))) else []),
+        *([f"**{edges}**", ""] if (edges := range_edges(front, space)) else []),
         "## Each front defense, student by attack",
         "",
     ]
@@ -81,20 +88,19 @@ def _markdown(name, stored, trials, students, front, reference, hv, baselines, r
         by_trial.setdefault(s["trial_id"], []).append(s)
     columns = ("student_arch", "attack", "status", "student_acc", "normal_kd_acc", "scratch_acc", "smoothed_acc")
     for t in front:
-        knobs = f"k = {t['k']}" if t["defense"] == "stingy" else f"ω = {_fmt('omega', t['omega'])}, τ_A = {_fmt('tau_a', t['tau_a'])}"
-        lines += [f"### {t['defense']} {knobs} (trial {t['trial_id']})", "",
+        shown = space.describe(t["defense"], t.get("knobs") or {}, sep=", ", eq=" = ")
+        lines += [f"### {t['defense']} {shown} (trial {t['trial_id']})", "",
                   _markdown_table(sorted(by_trial.get(t["trial_id"], []),
                                          key=lambda s: (s["student_arch"], s["attack"] or "")), columns), ""]
     lines += [
         "## Settings",
         "",
-        f"- preset: `{stored.get('preset_name')}`, created {stored.get('created_at')}",
+        f"- preset: `{stored.preset_name}`, created {stored.created_at}",
         f"- dataset: `{json.dumps(preset.get('dataset', {}), sort_keys=True)}`",
         f"- teacher: `{json.dumps(preset.get('teacher', {}), sort_keys=True)}`",
         f"- students: {', '.join('`' + json.dumps(s, sort_keys=True) + '`' for s in preset.get('students', []))}",
-        f"- attacks: KD at T = {', '.join(f'{t:g}' for t in attack.get('kd_temperatures', []))}, "
-        f"α = {attack.get('kd_alpha')}" + (", DAFL" if attack.get("data_free") else "")
-        + f"; label smoothing {attack.get('label_smoothing')} for the baseline",
+        f"- attacks: {', '.join(_attacks(students)) or 'none yet'} (`{json.dumps(attack, sort_keys=True)}`)"
+        f"; label smoothing {attack.get('label_smoothing')} for the baseline",
         f"- search: `{json.dumps(preset.get('search', {}), sort_keys=True)}`",
         "- baselines: " + "; ".join(f"{k} {_fmt('x', v)} %" for k, v in baselines.items()),
         "",
@@ -107,11 +113,16 @@ def _markdown(name, stored, trials, students, front, reference, hv, baselines, r
     return "\n".join(lines)
 
 
-def _markdown_table(rows: list[dict], columns) -> str:
+def _markdown_table(rows: list[dict], columns, knobs: tuple[str, ...] = ()) -> str:
     head = "| " + " | ".join(columns) + " |"
     rule = "| " + " | ".join("---" for _ in columns) + " |"
-    body = ["| " + " | ".join(_fmt(c, _nan_to_none(r.get(c))) for c in columns) + " |" for r in rows]
+    body = ["| " + " | ".join(_fmt(c, _nan_to_none(r.get(c)), knobs) for c in columns) + " |" for r in rows]
     return "\n".join([head, rule, *body])
+
+
+def _attacks(students: list[dict]) -> list[str]:
+    """The attacks the sweep ran, in the order its rows first name them."""
+    return list(dict.fromkeys(s["attack"] for s in students if s.get("attack")))
 
 
 def _nan_to_none(value):

@@ -10,11 +10,11 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
 
-from ._schema import DEFENSES, SAMPLERS, Preset, parse_preset
+from ._schema import SAMPLERS, Preset, parse_preset
 
-__all__ = ["DEFENSES", "SAMPLERS", "Preset", "adjust", "list_presets", "load_preset", "start_points",
+__all__ = ["SAMPLERS", "Preset", "adjust", "list_presets", "load_preset", "start_points",
            "suggest_candidate"]
 
 
@@ -56,28 +56,24 @@ def load_preset(name: str | None = None, config_file: str | Path | None = None) 
 
 
 def suggest_candidate(trial, preset: Preset) -> dict:
-    """Optuna define-by-run space: one defense and its knobs, conditional on the defense.
+    """Optuna define-by-run space: one defense and its knobs, conditional on the defense, each
+    knob as its defense declares it (integer or not, log scale or not), in its searched range.
 
     Works on an `optuna.Trial` (or Ray's captor of one); returns nothing extra, every value is
     suggested so the study records it.
     """
-    defense = trial.suggest_categorical("defense", list(preset.defenses))
-    if defense == "nasty":
-        trial.suggest_float("omega", *preset.nasty.omega, log=True)
-        trial.suggest_float("tau_a", *preset.nasty.tau_a, log=True)
-    else:
-        trial.suggest_int("k", *preset.stingy.k)
+    defense = trial.suggest_categorical("defense", list(preset.space.names))
+    for r in preset.space.get(defense).ranges:
+        if r.knob.integer:
+            trial.suggest_int(r.name, int(r.low), int(r.high), log=r.knob.log)
+        else:
+            trial.suggest_float(r.name, r.low, r.high, log=r.knob.log)
     return {}
 
 
 def start_points(preset: Preset) -> list[dict]:
     """The preset's paper-like candidates, evaluated before the sampler takes over."""
-    points = []
-    if preset.nasty and preset.nasty.start:
-        points.append({"defense": "nasty", **preset.nasty.start})
-    if preset.stingy and preset.stingy.start:
-        points.append({"defense": "stingy", **preset.stingy.start})
-    return points
+    return [{"defense": d.defense, **d.start} for d in preset.space if d.start]
 
 
 def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = None,
@@ -102,9 +98,9 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
         milestones = sorted(round(m * epochs_scale) for m in schedule.get("milestones", []))
         schedule["epochs"] = epochs
         schedule["milestones"] = [m for m in milestones if 0 < m < epochs]
-    data_free = doc["attack"].get("data_free")
-    if data_free:
-        data_free["generator_steps"] = max(1, round(data_free["generator_steps"] * epochs_scale))
+    from trainables.attacks import scale_attack_epochs
+
+    scale_attack_epochs(doc["attack"], epochs_scale)  # the data-free attack's generator steps
     if trials is not None:
         doc["search"]["trials"] = trials
     if sampler is not None:

@@ -5,15 +5,17 @@ Every problem is reported as one `ConfigError` line naming the key, the bad valu
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
+from undistill.space import DefenseSpace, KnobRange, SearchSpace
+from undistill.tables import check_keys as _check_keys
+from undistill.tables import check_positive as _positive
+from undistill.tables import is_a as _is
 
-DEFENSES = ("nasty", "stingy")
 SAMPLERS = ("tpe", "gp", "nsga2", "random")
 
 
@@ -27,19 +29,6 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
-class NastySpace:
-    omega: tuple[float, float]  # log-uniform
-    tau_a: tuple[float, float]  # log-uniform
-    start: dict[str, float] | None  # the paper-like point, enqueued first
-
-
-@dataclass(frozen=True)
-class StingySpace:
-    k: tuple[int, int]  # inclusive integer range
-    start: dict[str, int] | None
-
-
-@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
@@ -49,19 +38,21 @@ class Preset:
     teacher_schedule: dict[str, Any]
     students: tuple[ModelEntry, ...]
     student_schedule: dict[str, Any]
-    kd_temperatures: tuple[float, ...]  # one KD attack per temperature the attacker picks
-    kd_alpha: float
+    # the resolved [attack] table: every registered attack's keys (see trainables.attacks),
+    # and label_smoothing
+    attack: dict[str, Any]
     label_smoothing: float  # the baseline student trained alone with it (0: none)
-    data_free: dict[str, Any] | None  # the DAFL attack's generator (DataFreeSpec fields), or None
     trials: int
     sampler: str
-    defenses: tuple[str, ...]
-    nasty: NastySpace | None
-    stingy: StingySpace | None
+    space: SearchSpace  # each searched defense's knob ranges and start point, in order
     num_classes: int
     # [resources]: how a sweep runs, not what it computes, so not part of its identity
     resources: dict[str, Any] = field(default_factory=dict)
     resolved: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def defenses(self) -> tuple[str, ...]:
+        return self.space.names
 
     def to_dict(self) -> dict:
         """The preset with every default filled in, as a TOML-shaped document: what a sweep
@@ -82,49 +73,13 @@ _SCHEDULE = {
     "batch_size": int, "lr_schedule": str, "milestones": list, "gamma": float,
 }
 _DATASET = {"name": str, "num_samples": int, "val_fraction": float, "seed": int}
-_ATTACK = {"kd_temperatures": list, "kd_alpha": float, "label_smoothing": float, "data_free": dict}
-_DATA_FREE = {"latent_dim": int, "generator_steps": int, "batch_size": int, "lr": float,
-              "activation_weight": float, "entropy_weight": float, "samples": int,
-              "kd_temperature": float}
-_SEARCH = {"trials": int, "sampler": str, "defenses": list, "nasty": dict, "stingy": dict}
+_SEARCH = {"trials": int, "sampler": str, "defenses": list}  # and a table per defense
 # Per process of a trial (its own and each student's); concurrency caps trials at once.
 _RESOURCES = {"cpus_per_trial": float, "gpus_per_trial": float, "concurrency": int,
               "checkpoint_every_s": float}
 # None: GPUs chosen by the cluster, no concurrency cap, the training loop's checkpoint interval
 RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": None, "concurrency": None,
                      "checkpoint_every_s": None}
-_NASTY = {"omega": list, "tau_a": list, "start": dict}
-_STINGY = {"k": list, "start": dict}
-
-
-def _check_keys(where: str, table: dict, allowed: dict, required: tuple[str, ...] = ()) -> None:
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
-    for key in required:
-        if key not in table:
-            raise ConfigError(f"{where}: missing required key {key!r}")
-    for key, kind in allowed.items():
-        if key in table and not _is(table[key], kind):
-            raise ConfigError(
-                f"{where}.{key}: expected {kind.__name__}, got {type(table[key]).__name__} "
-                f"{table[key]!r}"
-            )
-
-
-def _is(value: Any, kind: type) -> bool:
-    if kind is float:  # TOML writes 4 for 4.0: accept integers where floats are meant
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _positive(where: str, value: float, *, allow_zero: bool = False) -> None:
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{where} must be {'≥' if allow_zero else '>'} 0, got {value!r}")
 
 
 def _range(where: str, value: list, *, integer: bool, low: float, high: float, why: str = "") -> tuple:
@@ -216,7 +171,9 @@ def parse_preset(name: str, doc: dict) -> Preset:
     attack = _attack(doc["attack"])
 
     search = doc["search"]
-    _check_keys("search", search, _SEARCH, ("trials",))
+    from trainables.defenses import list_defenses
+
+    _check_keys("search", search, {**_SEARCH, **{d: dict for d in list_defenses()}}, ("trials",))
     trials = search["trials"]
     if trials < 1:
         raise ConfigError(f"search.trials must be ≥ 1, got {trials!r}")
@@ -230,43 +187,12 @@ def parse_preset(name: str, doc: dict) -> Preset:
     sampler = search.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
-    defenses = tuple(search.get("defenses", list(DEFENSES)))
-    for d in defenses:
-        if d not in DEFENSES:
-            raise ConfigError(f"search.defenses: unknown defense {d!r}; known: {', '.join(DEFENSES)}")
-    if not defenses or len(set(defenses)) != len(defenses):
-        raise ConfigError(f"search.defenses: list each defense once, at least one; got {list(defenses)}")
-
-    nasty = stingy = None
-    if "nasty" in defenses:
-        table = search.get("nasty")
-        if table is None:
-            raise ConfigError("search.nasty: missing; give omega = [lo, hi] and tau_a = [lo, hi]")
-        _check_keys("search.nasty", table, _NASTY, ("omega", "tau_a"))
-        omega = _range("search.nasty.omega", table["omega"], integer=False, low=1e-6, high=10.0)
-        tau_a = _range("search.nasty.tau_a", table["tau_a"], integer=False, low=0.1, high=100.0)
-        start = table.get("start")
-        if start is not None:
-            _check_keys("search.nasty.start", start, {"omega": float, "tau_a": float}, ("omega", "tau_a"))
-            _inside("search.nasty.start.omega", start["omega"], omega)
-            _inside("search.nasty.start.tau_a", start["tau_a"], tau_a)
-        nasty = NastySpace(omega, tau_a, start)
-    if "stingy" in defenses:
-        table = search.get("stingy")
-        if table is None:
-            raise ConfigError(f"search.stingy: missing; give k = [lo, hi] with 1 ≤ k < {num_classes}")
-        _check_keys("search.stingy", table, _STINGY, ("k",))
-        k = _range("search.stingy.k", table["k"], integer=True, low=1, high=num_classes - 1,
-                   why=f": the teacher keeps its k largest of {num_classes} logits, so 1 ≤ k < {num_classes}")
-        start = table.get("start")
-        if start is not None:
-            _check_keys("search.stingy.start", start, {"k": int}, ("k",))
-            _inside("search.stingy.start.k", start["k"], k)
-        stingy = StingySpace(k, start)
-
-    if defenses == ("stingy",) and trials > stingy.k[1] - stingy.k[0] + 1:
-        raise ConfigError(f"search.trials = {trials} exceeds the {stingy.k[1] - stingy.k[0] + 1} "
-                          "distinct stingy candidates in search.stingy.k; lower trials")
+    space = _space(search, num_classes)
+    finite = [d.candidates() for d in space]
+    if all(n is not None for n in finite) and trials > sum(finite):
+        where = ", ".join(f"search.{d.defense}.{r.name}" for d in space for r in d.ranges)
+        raise ConfigError(f"search.trials = {trials} exceeds the {sum(finite)} distinct "
+                          f"{' and '.join(space.names)} candidates in {where}; lower trials")
     resolved = {
         "seed": doc.get("seed", 0),
         "dataset": dataset,
@@ -275,14 +201,9 @@ def parse_preset(name: str, doc: dict) -> Preset:
         "students": [s.to_dict() for s in students],
         "student_schedule": {**Schedule().to_dict(), **student_schedule},
         "attack": attack,
-        "search": {"trials": trials, "sampler": sampler,
-                   "defenses": list(defenses)},
+        "search": {"trials": trials, "sampler": sampler, "defenses": list(space.names),
+                   **{d.defense: d.table() for d in space}},
     }
-    if nasty:
-        resolved["search"]["nasty"] = {"omega": list(nasty.omega), "tau_a": list(nasty.tau_a),
-                                       **({"start": nasty.start} if nasty.start else {})}
-    if stingy:
-        resolved["search"]["stingy"] = {"k": list(stingy.k), **({"start": stingy.start} if stingy.start else {})}
     return Preset(
         name=name,
         description=doc.get("description", ""),
@@ -292,15 +213,11 @@ def parse_preset(name: str, doc: dict) -> Preset:
         teacher_schedule=resolved["teacher_schedule"],
         students=students,
         student_schedule=resolved["student_schedule"],
-        kd_temperatures=tuple(attack["kd_temperatures"]),
-        kd_alpha=attack["kd_alpha"],
+        attack=attack,
         label_smoothing=attack["label_smoothing"],
-        data_free=attack.get("data_free"),
         trials=trials,
         sampler=sampler,
-        defenses=defenses,
-        nasty=nasty,
-        stingy=stingy,
+        space=space,
         num_classes=num_classes,
         resources=resources,
         resolved=resolved,
@@ -308,46 +225,62 @@ def parse_preset(name: str, doc: dict) -> Preset:
 
 
 def _attack(table: object) -> dict:
-    """The attack suite, resolved: KD at each temperature, the optional data-free attack, and the
-    label-smoothing baseline."""
-    from trainables.data_free import DataFreeSpec
+    """The attack suite's table, resolved: each registered attack reads its own keys (KD's
+    temperatures, the data-free attack's generator, ...), and the label-smoothing baseline."""
+    from trainables.attacks import attack_keys, resolve_attacks
 
     if not isinstance(table, dict):
         raise ConfigError("attack: expected a table")
-    _check_keys("attack", table, _ATTACK, ("kd_temperatures", "kd_alpha"))
-    temperatures = table["kd_temperatures"]
-    if not temperatures or not all(_is(t, float) for t in temperatures):
-        raise ConfigError(f"attack.kd_temperatures must list temperatures, got {temperatures!r}")
-    for t in temperatures:
-        _positive("attack.kd_temperatures", t)
-    if len({f"{t:g}" for t in temperatures}) != len(temperatures):  # attacks are named kd-T<t:g>
-        raise ConfigError(f"attack.kd_temperatures lists a temperature twice: {temperatures!r}")
-    if not 0 <= table["kd_alpha"] <= 1:
-        raise ConfigError(f"attack.kd_alpha must be within [0, 1], got {table['kd_alpha']!r}")
+    keys, required = attack_keys()
+    _check_keys("attack", table, {**keys, "label_smoothing": float}, required)
     smoothing = table.get("label_smoothing", 0.0)
     if not 0 <= smoothing < 1:
         raise ConfigError(f"attack.label_smoothing must be within [0, 1), got {smoothing!r}")
-    out = {"kd_temperatures": sorted(float(t) for t in temperatures), "kd_alpha": float(table["kd_alpha"]),
-           "label_smoothing": float(smoothing)}
-    data_free = table.get("data_free")
-    if data_free is not None:
-        _check_keys("attack.data_free", data_free, _DATA_FREE)
-        for key, least in (("latent_dim", 1), ("generator_steps", 1), ("batch_size", 2)):
-            if key in data_free and data_free[key] < least:  # the generator's BatchNorm needs 2
-                raise ConfigError(f"attack.data_free.{key} must be ≥ {least}, got {data_free[key]!r}")
-        for key in ("lr", "kd_temperature"):
-            if key in data_free:
-                _positive(f"attack.data_free.{key}", data_free[key])
-        for key in ("activation_weight", "entropy_weight", "samples"):
-            if key in data_free:
-                _positive(f"attack.data_free.{key}", data_free[key], allow_zero=True)
-        given = {k: float(v) if _DATA_FREE[k] is float else v for k, v in data_free.items()}
-        out["data_free"] = {**asdict(DataFreeSpec()), "kd_temperature": DATA_FREE_TEMPERATURE, **given}
+    out = resolve_attacks(table)
+    out["label_smoothing"] = float(smoothing)
+    from trainables.attacks import attack_suite
+
+    attack_suite(out)  # two attacks with one name would be one column of results
     return out
 
 
-# DAFL distils at this temperature unless the preset's [attack.data_free] says otherwise
-DATA_FREE_TEMPERATURE = 4.0
+def _space(search: dict, num_classes: int) -> SearchSpace:
+    """Each searched defense's `[search.<defense>]` table: a `[low, high]` range for each of the
+    knobs its defense declares, within the knob's bounds, and an optional start point."""
+    from trainables.defenses import get_defense, list_defenses
+
+    given = [d for d in list_defenses() if d in search]
+    defenses = tuple(search.get("defenses", given))
+    for d in defenses:
+        if not isinstance(d, str):
+            raise ConfigError(f"search.defenses: expected names, got {d!r}")
+        try:
+            get_defense(d)
+        except ConfigError as exc:
+            raise ConfigError(f"search.defenses: {exc}") from None
+    if not defenses or len(set(defenses)) != len(defenses):
+        raise ConfigError(f"search.defenses: list each defense once, at least one; got {list(defenses)} "
+                          f"(known: {', '.join(list_defenses())})")
+    spaces = []
+    for name in defenses:
+        cls = get_defense(name)
+        knobs = cls().knobs(num_classes)
+        table = search.get(name)
+        if table is None:
+            ranges = " and ".join(f"{k.name} = [lo, hi]" for k in knobs)
+            raise ConfigError(f"search.{name}: missing; give {ranges}")
+        where = f"search.{name}"
+        _check_keys(where, table, {**{k.name: list for k in knobs}, "start": dict}, tuple(k.name for k in knobs))
+        ranges = tuple(KnobRange(k, *_range(f"{where}.{k.name}", table[k.name], integer=k.integer,
+                                            low=k.low, high=k.high, why=k.why)) for k in knobs)
+        start = table.get("start")
+        if start is not None:
+            _check_keys(f"{where}.start", start, {k.name: int if k.integer else float for k in knobs},
+                        tuple(k.name for k in knobs))
+            for r in ranges:
+                _inside(f"{where}.start.{r.name}", start[r.name], (r.low, r.high))
+        spaces.append(DefenseSpace(name, ranges, start, colour=cls.colour, trains_teacher=cls.trains_teacher))
+    return SearchSpace(tuple(spaces))
 
 
 def _inside(where: str, value: float, bounds: tuple) -> None:

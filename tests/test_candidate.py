@@ -13,6 +13,7 @@ from orchestrator.plan import make_plan
 from results import Storage
 from search_spaces import load_preset
 from trainables.candidate import TrialContext, _summary, attack_name, candidate_jobs, run_candidate
+from undistill.outcomes import Candidate
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def context(storage):
     return TrialContext(
         normal_teacher_key=plan.teacher.key,
         normal_teacher_acc=teacher["test_acc"],
-        nasty_template=plan.nasty_template,
+        defenses=plan.defenses,
+        defense_template=plan.defense_template,
         attack_templates=plan.attack_templates,
     )
 
@@ -46,11 +48,11 @@ def _runner(storage, log=None):
 
 
 def test_stingy_keeps_the_teacher_and_reports_the_best_clone(context, storage):
-    out = run_candidate({"defense": "stingy", "k": 2}, context, _runner(storage), _runner(storage))
-    assert out["status"] == "ok" and out["teacher_acc"] == context.normal_teacher_acc
-    assert out["student_acc"] == max(s["student_acc"] for s in out["students"])
-    assert out["best_student"] in {s["student_arch"] for s in out["students"]}
-    assert out["teacher_wall_s"] == 0 and out["compute_s"] == sum(s["wall_s"] for s in out["students"])
+    out = run_candidate(Candidate.of("stingy", k=2), context, _runner(storage), _runner(storage))
+    assert out.status == "ok" and out.teacher_acc == context.normal_teacher_acc
+    assert out.student_acc == max(s.student_acc for s in out.students)
+    assert out.best_student in {s.student_arch for s in out.students}
+    assert out.teacher_wall_s == 0 and out.compute_s == sum(s.wall_s for s in out.students)
 
 
 def test_a_diverging_nasty_teacher_is_recorded_not_raised(context, storage):
@@ -58,23 +60,23 @@ def test_a_diverging_nasty_teacher_is_recorded_not_raised(context, storage):
     # as diverged and the trial is recorded, not raised. (On MNIST-1D, AdamW's bounded steps
     # and BatchNorm keep even huge finite ω·τ_A² from overflowing.)
     students = []
-    out = run_candidate({"defense": "nasty", "omega": math.inf, "tau_a": 4.0}, context,
+    out = run_candidate(Candidate.of("nasty", omega=math.inf, tau_a=4.0), context,
                         _runner(storage), _runner(storage, students))
-    assert out["status"] == "diverged" and math.isnan(out["student_acc"])
-    assert all(s["status"] == "skipped" for s in out["students"]) and students == []
+    assert out.status == "diverged" and out.student_acc is None
+    assert all(s.status == "skipped" for s in out.students) and students == []
 
 
 def test_the_gate_skips_students_of_a_teacher_that_lost_too_much(context, storage):
     gated = replace(context, max_teacher_drop=-100.0)  # every teacher is "too bad"
     students = []
-    out = run_candidate({"defense": "nasty", "omega": 0.01, "tau_a": 4.0}, gated,
+    out = run_candidate(Candidate.of("nasty", omega=0.01, tau_a=4.0), gated,
                         _runner(storage), _runner(storage, students))
-    assert out["status"] == "infeasible" and not math.isnan(out["teacher_acc"])
-    assert all(s["status"] == "skipped" for s in out["students"]) and students == []
+    assert out.status == "infeasible" and out.teacher_acc is not None
+    assert all(s.status == "skipped" for s in out.students) and students == []
 
 
 def test_a_retry_finds_every_finished_phase_in_the_artifact_store(context, storage):
-    params = {"defense": "nasty", "omega": 0.02, "tau_a": 4.0}
+    params = Candidate.of("nasty", omega=0.02, tau_a=4.0)
     first_log, again_log = [], []
     first = run_candidate(params, context, _runner(storage, first_log), _runner(storage, first_log))
     phases = 1 + len(context.attack_templates)  # the nasty teacher, then students × attacks
@@ -84,9 +86,9 @@ def test_a_retry_finds_every_finished_phase_in_the_artifact_store(context, stora
     storage.delete_dir("_artifacts", student_jobs[1].key)
     again = run_candidate(params, context, _runner(storage, again_log), _runner(storage, again_log))
     assert [cached for _, cached in again_log] == [True, True, False] + [True] * (phases - 3)
-    assert again["student_acc"] == first["student_acc"] and again["teacher_acc"] == first["teacher_acc"]
-    placed = again["students"][0]
-    assert placed["cached"] is True and placed["started_at"] <= placed["finished_at"]
+    assert again.student_acc == first.student_acc and again.teacher_acc == first.teacher_acc
+    placed = again.students[0].ran
+    assert placed.cached is True and placed.started_at <= placed.finished_at
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -98,12 +100,12 @@ def test_the_objective_is_the_best_clone_over_every_student_and_attack(context, 
     assert len(names) == len(set(names)) == 6  # smoke: 2 students × (KD at 2 temperatures + DAFL)
     results = {n: {"status": rng.choice(["ok", "ok", "diverged"]), "test_acc": round(rng.uniform(5, 95), 2),
                    "best_epoch": 1, "wall_s": 1.0} for n in names}
-    out = _summary(context, None, results, "ok", 90.0)
+    out = _summary(Candidate.of("stingy", k=2), context, None, results, "ok", 90.0)
     finished = [(r["test_acc"], n) for n, r in results.items() if r["status"] == "ok"]
     if not finished:
-        assert math.isnan(out["student_acc"]) and out["best_attack"] == ""
+        assert out.student_acc is None and out.best_attack is None
         return
     acc, name = max(finished)
-    assert out["student_acc"] == acc and f"{out['best_attack']} {out['best_student']}" == name
-    by_name = {f"{s['attack']} {s['student_arch']}": s for s in out["students"]}
-    assert {n: by_name[n]["student_acc"] for n in names} == {n: r["test_acc"] for n, r in results.items()}
+    assert out.student_acc == acc and f"{out.best_attack} {out.best_student}" == name
+    by_name = {f"{s.attack} {s.student_arch}": s for s in out.students}
+    assert {n: by_name[n].student_acc for n in names} == {n: r["test_acc"] for n, r in results.items()}

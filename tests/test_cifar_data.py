@@ -8,7 +8,7 @@ from tiny_cifar import write_cifar10, write_cifar100
 
 from trainables import cifar_data
 from trainables.data import DatasetSpec, load_dataset
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
 from trainables.models import create_model, list_models
 
 CIFAR = (3, 32, 32)

@@ -110,7 +110,7 @@ def test_trials_and_their_students_pack_onto_fractional_gpus_of_two_nodes(fake_g
 def test_asking_for_more_gpus_than_the_cluster_has_is_refused_before_any_work(fake_gpu_cluster, tmp_path):
     from orchestrator import SweepOptions, run_sweep
     from search_spaces import load_preset
-    from trainables.errors import ConfigError
+    from undistill.errors import ConfigError
 
     storage = tmp_path / "sweeps"
     with pytest.raises(ConfigError, match="one trial needs 6 GPUs"):

@@ -11,7 +11,8 @@ from trainables.data_free import (DataFreeSpec, activation_loss, data_free_split
                                   information_entropy_loss, make_generator, one_hot_loss,
                                   penultimate, train_generator)
 from trainables.loop import Schedule, train
-from trainables.losses import cross_entropy, kd_loss, logit_transform
+from trainables.defenses import create_defense
+from trainables.losses import cross_entropy, kd_loss
 from trainables.models import create_model
 
 
@@ -36,7 +37,7 @@ def test_information_entropy_loss_is_minus_the_entropy_of_the_mean_prediction():
 def test_the_generator_loss_through_a_stingy_teacher_is_finite_and_has_finite_gradients():
     logits = torch.tensor([[3.0, 1.0, 0.5, -1.0], [0.2, 2.0, 0.1, 0.0]], requires_grad=True)
     features = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
-    seen = logit_transform("stingy", k=2)(logits)  # class 3 is masked in both rows: mean 0
+    seen = create_defense("stingy").transform(logits, {"k": 2})  # class 3 is masked in both rows: mean 0
     spec = DataFreeSpec(activation_weight=0.1, entropy_weight=5.0)
     loss = generator_loss(seen, features, spec)
     mean = torch.softmax(seen, 1).mean(0)
@@ -92,7 +93,7 @@ def teacher_and_data(tmp_path_factory):
 
 def test_the_generators_loss_decreases_on_a_tiny_run(teacher_and_data):
     teacher, data = teacher_and_data
-    samples, losses = train_generator(teacher, logit_transform("identity"), data.input_shape,
+    samples, losses = train_generator(teacher, _identity, data.input_shape,
                                       DataFreeSpec(generator_steps=60, batch_size=64), 500, 0,
                                       torch.device("cpu"))
     assert samples.shape == (500, *data.input_shape)
@@ -102,7 +103,7 @@ def test_the_generators_loss_decreases_on_a_tiny_run(teacher_and_data):
 
 def test_the_data_free_split_keeps_real_evaluation_data_and_only_synthetic_training_data(teacher_and_data):
     teacher, data = teacher_and_data
-    split, seen, stats = data_free_split(data, teacher, logit_transform("identity"),
+    split, seen, stats = data_free_split(data, teacher, _identity,
                                          DataFreeSpec(generator_steps=30, batch_size=64), 0)
     assert split.train_x.shape == data.train_x.shape and not torch.equal(split.train_x, data.train_x)
     assert torch.equal(split.val_x, data.val_x) and torch.equal(split.test_y, data.test_y)
@@ -114,11 +115,11 @@ def test_the_data_free_split_keeps_real_evaluation_data_and_only_synthetic_train
 def test_the_synthetic_set_has_every_sample_asked_for_and_holds_only_them(teacher_and_data):
     teacher, data = teacher_and_data
     # 5 steps of 8 samples cannot give 100: the generator's end point draws the rest
-    samples, _ = train_generator(teacher, logit_transform("identity"), data.input_shape,
+    samples, _ = train_generator(teacher, _identity, data.input_shape,
                                  DataFreeSpec(generator_steps=5, batch_size=8), 100, 0, torch.device("cpu"))
     assert samples.shape == (100, *data.input_shape) and torch.isfinite(samples).all()
     # each step keeps a copy of its slice, not a view that holds the whole batch
-    many, _ = train_generator(teacher, logit_transform("identity"), data.input_shape,
+    many, _ = train_generator(teacher, _identity, data.input_shape,
                               DataFreeSpec(generator_steps=20, batch_size=64), 40, 0, torch.device("cpu"))
     assert many.untyped_storage().nbytes() == many.numel() * 4
 
@@ -129,10 +130,14 @@ def test_the_plan_runs_every_attack_on_every_student_and_the_baselines_upstream(
 
     preset = load_preset("smoke")
     plan = make_plan(preset)
-    attacks = [(c.attack, c.model.label, c.kd_alpha) for c in plan.attack_templates]
+    attacks = [(c.attack.label, c.model.label, c.attack.kd_alpha) for c in plan.attack_templates]
     assert attacks == [(a, s, 1.0 if a == "dafl" else 0.9) for s in ("mlp(hidden=32)", "cnn1d(width=8)")
                        for a in ("kd-T4", "kd-T20", "dafl")]
     assert [n.config.label_smoothing for n in plan.smoothed] == [0.1, 0.1]
     assert [n.name for n in plan.upstream][:5] == ["teacher", "scratch mlp(hidden=32)", "scratch cnn1d(width=8)",
                                                    "smoothed mlp(hidden=32)", "smoothed cnn1d(width=8)"]
     assert all(n.teacher_key == plan.teacher.key for n in plan.normal_attacks) and len(plan.normal_attacks) == 6
+
+
+def _identity(z):
+    return z

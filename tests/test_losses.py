@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.errors import ConfigError
-from trainables.losses import kd_loss, logit_transform, nasty_loss, stingy_logits
+from undistill.errors import ConfigError
+from trainables.defenses import create_defense
+from trainables.losses import kd_loss, nasty_loss, stingy_logits
 
 
 def _kl(p, q):
@@ -65,7 +66,7 @@ def test_stingy_keeps_top_k_and_masks_the_rest():
     assert torch.equal(out.argmax(1), z.argmax(1))  # top-1, hence accuracy, unchanged
     with pytest.raises(ConfigError):
         stingy_logits(z, 5)
-    assert torch.equal(logit_transform("stingy", k=4)(z), z)
+    assert torch.equal(create_defense("stingy").transform(z, {"k": 4}), z)
 
 
 def test_kd_through_a_stingy_teacher_is_finite_and_matches_the_renormalised_kl():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
 from trainables.models import create_model
 
 

@@ -88,17 +88,26 @@ def test_judging_by_one_attack_takes_each_trials_best_clone_of_that_attack(seed)
                 best["student_acc"], best["student_arch"], best["attack"])
 
 
+def _space(**defenses):
+    from undistill.space import DefenseSpace, Knob, KnobRange, SearchSpace
+
+    knobs = {"omega": Knob("omega", "ω", 1e-6, 10.0, log=True), "tau_a": Knob("tau_a", "τ_A", 0.1, 100.0, log=True),
+             "k": Knob("k", "k", 1, 9, integer=True)}
+    return SearchSpace(tuple(DefenseSpace(d, tuple(KnobRange(knobs[n], *r) for n, r in ranges.items()))
+                             for d, ranges in defenses.items()))
+
+
 def test_range_edges_names_each_range_end_the_front_reaches():
-    search = {"nasty": {"omega": [0.002, 0.04], "tau_a": [2.0, 20.0]}}
+    search = _space(nasty={"omega": [0.002, 0.04], "tau_a": [2.0, 20.0]}, stingy={"k": [1, 9]})
     width = math.log(20)  # both ranges span a factor of 20; "at an end" is its outer 5 %
     inside, outside = 0.04 * math.exp(-0.049 * width), 0.04 * math.exp(-0.051 * width)
-    row = lambda **knobs: {"defense": "nasty", **knobs}
+    row = lambda **knobs: {"defense": "nasty", "knobs": knobs}
     front = [row(omega=inside, tau_a=6.0), row(omega=0.04, tau_a=2.0), row(omega=outside, tau_a=6.0),
-             {"defense": "stingy", "k": 1}]
+             {"defense": "stingy", "knobs": {"k": 1}}]
     assert range_edges(front, search) == (
         "The front reaches the end of a search range: ω at the top of its range (0.04) for 2; τ_A at "
         "the bottom of its range (2) for 1 of its 4 defenses. It may go on past them: widen "
         "search.nasty there and sweep again.")
     assert range_edges([row(omega=outside, tau_a=6.0)], search) is None
-    assert range_edges([{"defense": "stingy", "k": 1}], search) is None  # k's range is the teacher's whole
-    assert range_edges(front, {"stingy": {"k": [1, 9]}}) is None  # a sweep without the nasty teacher
+    assert range_edges([{"defense": "stingy", "knobs": {"k": 1}}], search) is None  # k's range is the teacher's whole
+    assert range_edges(front, _space(stingy={"k": [1, 9]})) is None  # a sweep without the nasty teacher

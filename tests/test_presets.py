@@ -3,7 +3,7 @@ import tomllib
 import pytest
 
 from search_spaces import list_presets, load_preset, start_points
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", sorted(list_presets()))
@@ -137,9 +137,10 @@ def test_the_cifar_presets_carry_the_papers_settings(name):
                 schedule["batch_size"]) == ("sgd", 0.1, 0.9, 0.0005, 128)
         assert (schedule["epochs"], schedule["milestones"], schedule["gamma"]) == (
             want["epochs"], want["milestones"], want["gamma"])
-    assert want["T"] in p.kd_temperatures and p.kd_alpha == 0.9  # the paper's attack is in the suite
-    assert (p.nasty.start["omega"], p.nasty.start["tau_a"]) == want["nasty"]
-    assert p.stingy.start["k"] == want["k"] and p.stingy.k[1] < p.num_classes
+    assert want["T"] in p.attack["kd_temperatures"] and p.attack["kd_alpha"] == 0.9  # the paper's attack is in the suite
+    nasty, stingy = p.space.get("nasty"), p.space.get("stingy")
+    assert (nasty.start["omega"], nasty.start["tau_a"]) == want["nasty"]
+    assert stingy.start["k"] == want["k"] and stingy.ranges[0].high < p.num_classes
     assert start_points(p)[0] == {"defense": "nasty", "omega": want["nasty"][0], "tau_a": want["nasty"][1]}
 
 
@@ -149,7 +150,7 @@ def test_epochs_scale_shrinks_every_schedule_and_keeps_every_decay_step():
     quick = adjust(load_preset("cifar10-resnet18"), epochs_scale=0.01, trials=3)
     assert quick.trials == 3 and quick.teacher_schedule["epochs"] == 2
     assert quick.teacher_schedule["milestones"] == [1, 1]  # both ×0.1 steps survive
-    assert quick.data_free["generator_steps"] == 20  # the data-free attack's 2000 steps too
+    assert quick.attack["data_free"]["generator_steps"] == 20  # the data-free attack's 2000 steps too
     assert adjust(load_preset("smoke")) is not None
     with pytest.raises(Exception, match="epochs-scale"):
         adjust(load_preset("smoke"), epochs_scale=0)

@@ -5,7 +5,7 @@ import pytest
 from orchestrator._cluster import check_fits, check_storage_shared
 from orchestrator._resources import Resources, check_amount
 from results import Storage
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
 
 
 @pytest.mark.parametrize("value", [0.25, 0.5, 1, 2, 3])

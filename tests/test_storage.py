@@ -8,7 +8,7 @@ from orchestrator._study import open_study_storage
 from orchestrator.layout import list_sweeps, read_json, write_json
 from results import Storage
 from results.usage import node_usage
-from trainables.errors import ConfigError
+from undistill.errors import ConfigError
 
 
 def test_files_are_written_atomically_and_dot_names_stay_hidden(tmp_path):

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from results.storage import atomic_write
+from undistill.files import atomic_write
 
 MAGIC = b"undistill checkpoint v1\n"
 _DIGEST = 32  # bytes of SHA-256
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write `state` to `path` atomically (see `results.storage.atomic_write`)."""
+    """Write `state` to `path` atomically (see `undistill.files.atomic_write`)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getbuffer()

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from .errors import ConfigError
+from undistill.errors import ConfigError
 
 # Per-channel mean and std of each training set (RGB, on [0, 1]).
 _STATS = {

@@ -21,7 +21,7 @@ from torchvision.models.mobilenetv2 import MobileNetV2
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1, conv3x3
 from torchvision.models.shufflenetv2 import ShuffleNetV2
 
-from .errors import ConfigError
+from undistill.errors import ConfigError
 from .models import register_model
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from undistill.errors import ConfigError
 
 # name -> fn(spec, cache_dir, data_root) -> arrays {x, y, x_test, y_test}
 _DATASETS: dict[str, Callable[["DatasetSpec", Path | None, Path | None], dict[str, np.ndarray]]] = {}

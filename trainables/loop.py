@@ -19,7 +19,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DeviceData
-from .errors import ConfigError
+from undistill.errors import ConfigError
 
 # loss_fn(model, x, y, idx) -> scalar loss; idx are the batch's row numbers in the training
 # split, so a distillation loss can look up teacher logits computed once for the whole set.

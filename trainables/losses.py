@@ -1,4 +1,4 @@
-"""The losses of the three kinds of training and the defenses' logit transforms.
+"""The losses of the three kinds of training, and the Stingy Teacher's sparse logits.
 
 Shapes: logits are (N, classes), labels (N,) int64. KL terms use `reduction="batchmean"`, the
 mathematical KL averaged over the batch, as the public Nasty-Teacher and KD code does.
@@ -6,12 +6,10 @@ mathematical KL averaged over the batch, as the public Nasty-Teacher and KD code
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from undistill.errors import ConfigError
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
@@ -72,16 +70,3 @@ def stingy_logits(logits: torch.Tensor, k: int) -> torch.Tensor:
     top = logits.topk(k, dim=1).indices
     masked = torch.full_like(logits, float("-inf"))
     return masked.scatter(1, top, logits.gather(1, top))
-
-
-# What an attacker sees of a teacher: a named transform of its logits, with its parameters.
-LogitTransform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def logit_transform(name: str, **params) -> LogitTransform:
-    if name == "identity":
-        return lambda z: z
-    if name == "stingy":
-        k = int(params["k"])
-        return lambda z: stingy_logits(z, k)
-    raise ConfigError(f"unknown logit transform {name!r}; known: identity, stingy")

@@ -2,6 +2,9 @@
 
 Every entry point takes `num_classes` and `input_shape` (channels, length) plus its own keyword
 arguments, which presets may set (`{arch = "cnn1d", width = 16}`).
+
+The image models (`cifar_models`, built on torchvision's) register when a name is not found
+among the ones here, or when every model is listed: an MNIST-1D worker never loads torchvision.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from undistill.errors import ConfigError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_LAZY_MODULES = ("trainables.cifar_models",)  # imported (and so registered) on first need
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -26,7 +30,15 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 def list_models() -> list[str]:
+    _load_lazy()
     return sorted(_MODELS)
+
+
+def _load_lazy() -> None:
+    import importlib
+
+    for module in _LAZY_MODULES:
+        importlib.import_module(module)
 
 
 def model_options(name: str) -> dict[str, object]:
@@ -52,6 +64,8 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kw
 
 
 def _check_known(name: str) -> None:
+    if name not in _MODELS:
+        _load_lazy()
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -110,6 +124,3 @@ def cnn1d(num_classes: int, input_shape: tuple[int, ...], width: int = 64, kerne
 def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: int = 100, depth: int = 2):
     """Fully connected student; on MNIST-1D it cannot use translation invariance, so it is weak."""
     return _MLP(num_classes, input_shape, hidden=hidden, depth=depth)
-
-
-from . import cifar_models  # noqa: E402,F401  (registers the CIFAR image models)

@@ -1,13 +1,16 @@
-"""The five phases. Each reads top to bottom: config, data, model, loss, loop, result.
+"""The four kinds of phase. Each reads top to bottom: config, data, model, loss, loop, result.
 
     teacher  normal teacher, cross-entropy on labels
     scratch  a student from labels alone (the no-teacher baselines, plain or label-smoothed)
-    kd       a student distilled from a frozen teacher seen through a logit transform
-    dafl     the same without data: distilled on a generator's samples (see `data_free`)
-    nasty    a nasty teacher trained from scratch against the frozen normal teacher
+    defense  a defended teacher trained from scratch against the frozen normal teacher, with the
+             loss its defense gives (`cfg.defense`, a registered `trainables.defenses.Defense`)
+    attack   a student made from a frozen teacher, seen through its defense's transform if it
+             has one, by a registered attack (`cfg.attack`, a `trainables.attacks.Attack`)
 
 `run_phase` is pure: no Ray. It returns a JSON-able result and, for teachers, writes
-`model.pt` (best-val weights) into the output folder.
+`model.pt` (best-val weights) into the output folder. A phase's defense and attack are the
+registered entries themselves, not names: they travel with the config to whichever process
+runs it, so an entry registered in one process (a test's, a user's) runs in every worker.
 """
 
 from __future__ import annotations
@@ -17,21 +20,25 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from undistill.errors import ConfigError
+
 from .data import DatasetSpec, load_dataset
-from .data_free import DataFreeSpec, data_free_split
 from .device import configure_threads, pick_device
-from .errors import ConfigError
-from .losses import cross_entropy, kd_loss, logit_transform, nasty_loss
 from .loop import CHECKPOINT_EVERY_S, Schedule, batched_logits, train
+from .losses import cross_entropy
 from .models import check_model_kwargs, create_model
 
-PHASES = ("teacher", "scratch", "kd", "dafl", "nasty")
+if TYPE_CHECKING:
+    from .attacks import Attack
+    from .defenses import Defense
+
+PHASES = ("teacher", "scratch", "defense", "attack")
 # Bump when a change alters what a phase computes: it is part of every artifact key, so cached
 # results from older code are not reused.
 PHASE_CODE_VERSION = 4
@@ -69,38 +76,45 @@ class PhaseConfig:
     model: ModelSpec
     schedule: Schedule
     seed: int
-    teacher_model: ModelSpec | None = None  # kd, nasty: the frozen network's architecture
-    transform: str = "identity"  # kd, dafl: what the student sees of the teacher ("identity" | "stingy")
-    k: int | None = None  # kd, dafl with the stingy transform: logits kept per sample
-    kd_temperature: float | None = None  # kd, dafl
-    kd_alpha: float | None = None  # kd, dafl (which has no labels: 1)
-    data_free: DataFreeSpec | None = None  # dafl: the generator
-    omega: float | None = None  # nasty
-    tau_a: float | None = None  # nasty
+    teacher_model: ModelSpec | None = None  # defense, attack: the frozen network's architecture
+    # defense: the defense trained; attack: the defense whose transform the attacker sees the
+    # teacher through (None: the teacher as it is)
+    defense: "Defense | None" = None
+    knobs: tuple[tuple[str, float], ...] = ()  # that defense's knobs, sorted (name, value)
+    attack: "Attack | None" = None  # attack: how the student is made
     label_smoothing: float = 0.0  # teacher, scratch
 
     def __post_init__(self):
         if self.phase not in PHASES:
             raise ConfigError(f"unknown phase {self.phase!r}; known: {', '.join(PHASES)}")
-        needs_teacher = self.phase in ("kd", "dafl", "nasty")
+        needs_teacher = self.phase in ("defense", "attack")
         if needs_teacher != (self.teacher_model is not None):
             raise ConfigError(f"phase {self.phase!r} {'needs' if needs_teacher else 'takes no'} teacher")
-        if (self.phase == "dafl") != (self.data_free is not None):
-            raise ConfigError("a data_free generator goes with phase 'dafl', and only with it")
+        if (self.phase == "attack") != (self.attack is not None):
+            raise ConfigError("an attack goes with phase 'attack', and only with it")
+        if self.phase == "defense" and not (self.defense is not None and self.defense.trains_teacher):
+            raise ConfigError("phase 'defense' needs a defense that trains its teacher")
 
     @property
-    def attack(self) -> str:
-        """kd, dafl: the attack's label in results (`kd-T4`, `dafl`); "" for other phases."""
-        if self.phase == "kd":
-            return f"kd-T{self.kd_temperature:g}"
-        return "dafl" if self.phase == "dafl" else ""
+    def method(self) -> str:
+        """What the phase runs: `teacher`, `scratch`, or its defense's or attack's name."""
+        if self.phase == "defense":
+            return self.defense.name
+        return self.attack.name if self.phase == "attack" else self.phase
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["model"] = self.model.to_dict()
-        d["teacher_model"] = self.teacher_model.to_dict() if self.teacher_model else None
-        d["schedule"] = self.schedule.to_dict()
-        return d
+        return {
+            "phase": self.phase,
+            "dataset": self.dataset.to_dict(),
+            "model": self.model.to_dict(),
+            "schedule": self.schedule.to_dict(),
+            "seed": self.seed,
+            "teacher_model": self.teacher_model.to_dict() if self.teacher_model else None,
+            "defense": self.defense.name if self.defense is not None else None,
+            "knobs": dict(self.knobs),
+            "attack": self.attack.to_dict() if self.attack is not None else None,
+            "label_smoothing": self.label_smoothing,
+        }
 
     def key(self, teacher_key: str | None = None) -> str:
         """Content key: the phase's full config, its teacher's key and the code version."""
@@ -108,7 +122,7 @@ class PhaseConfig:
             {"config": self.to_dict(), "teacher": teacher_key, "code": PHASE_CODE_VERSION},
             sort_keys=True,
         )
-        return f"{self.phase}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
+        return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
 
 
 @dataclass(frozen=True)
@@ -116,7 +130,7 @@ class PhaseJob:
     """A phase to run: its config, its content key and the key of the teacher it needs, if any.
     Runners (in-process, Ray tasks, child tasks of a trial) find finished phases by key."""
 
-    name: str  # human label: "teacher", "scratch mlp", "kd cnn1d(width=16)"
+    name: str  # human label: "teacher", "scratch mlp", "kd-T4 cnn1d(width=16)"
     config: PhaseConfig
     key: str
     teacher_key: str | None = None
@@ -141,6 +155,10 @@ def _load_frozen(spec: ModelSpec, weights: Path, num_classes: int, input_shape, 
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def _identity(z: torch.Tensor) -> torch.Tensor:
+    return z
 
 
 @torch.no_grad()
@@ -193,28 +211,25 @@ def run_phase(
         def loss_fn(m, x, y, idx):
             return cross_entropy(m(x), y, label_smoothing=smoothing)
 
-    elif cfg.phase in ("kd", "dafl"):
-        transform = logit_transform(cfg.transform, k=cfg.k)
+    elif cfg.phase == "defense":  # the frozen network is the normal teacher
+        # without augmentation every epoch shows it the same inputs: ask it once
+        normal_logits = batched_logits(frozen, data.train_x, data.prepare) if data.augment is None else None
+
+        def normal(x, idx):
+            return normal_logits[idx] if normal_logits is not None else _frozen_logits(frozen, x)
+
+        loss_fn = cfg.defense.teacher_loss(dict(cfg.knobs), normal)
+
+    else:  # attack
+        from .attacks import TeacherView
+
+        defense, knobs = cfg.defense, dict(cfg.knobs)
+        view = TeacherView(frozen, (lambda z: defense.transform(z, knobs)) if defense is not None else _identity)
         # What the attacker's teacher scores through the transform (stingy keeps top-1: the same).
-        correct = (transform(batched_logits(frozen, data.test_x, data.prepare)).argmax(1) == data.test_y).sum().item()
+        correct = (view.on(data.test_x, data.prepare).argmax(1) == data.test_y).sum().item()
         extra["teacher_acc_seen"] = 100.0 * correct / len(data.test_y)
-        if cfg.phase == "dafl":  # no data: a generator's samples replace the training split
-            data, seen, extra["generator"] = data_free_split(data, frozen, transform, cfg.data_free, cfg.seed)
-        else:  # without augmentation every epoch shows the teacher the same inputs: ask it once
-            seen = transform(batched_logits(frozen, data.train_x, data.prepare)) if data.augment is None else None
-        alpha, temperature = cfg.kd_alpha, cfg.kd_temperature
-
-        def loss_fn(m, x, y, idx):
-            t = seen[idx] if seen is not None else transform(_frozen_logits(frozen, x))
-            return kd_loss(m(x), t, y, alpha=alpha, temperature=temperature)
-
-    else:  # nasty
-        adversary = batched_logits(frozen, data.train_x, data.prepare) if data.augment is None else None
-        omega, tau = cfg.omega, cfg.tau_a
-
-        def loss_fn(m, x, y, idx):
-            a = adversary[idx] if adversary is not None else _frozen_logits(frozen, x)
-            return nasty_loss(m(x), a, y, omega=omega, tau=tau)
+        data, loss_fn, facts = cfg.attack.prepare(view, data, cfg.seed)
+        extra.update(facts)
 
     # loop
     result = train(model, data, loss_fn, cfg.schedule, cfg.seed, checkpoint=checkpoint,
@@ -222,12 +237,12 @@ def run_phase(
                    on_checkpoint=on_checkpoint)
 
     # result
-    if result.status == "ok" and cfg.phase in ("teacher", "nasty"):
+    if result.status == "ok" and cfg.phase in ("teacher", "defense"):
         tmp = out_dir / (MODEL_FILE + ".tmp")
         torch.save(result.state_dict, tmp)
         tmp.replace(out_dir / MODEL_FILE)
     return {
-        "phase": cfg.phase,
+        "phase": cfg.method,
         "status": result.status,
         "model": cfg.model.label,
         "test_acc": None if math.isnan(result.test_acc) else result.test_acc,

@@ -11,7 +11,6 @@ workers, which open their own connection.
 from __future__ import annotations
 
 import io
-import os
 import re
 import uuid
 from pathlib import Path
@@ -19,34 +18,14 @@ from typing import BinaryIO, Callable
 
 import pyarrow.fs as pafs
 
-from trainables.errors import ConfigError
+from .errors import ConfigError
+from .files import atomic_write
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def is_uri(location: str | Path) -> bool:
     return bool(_URI.match(str(location)))
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write local `path` so that readers see the old file or the whole new one, even after a
-    crash or a power loss: into a dot-named temporary beside it (hidden from readers and from
-    pyarrow.dataset), synced to disk, renamed into place, and the rename synced too."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class Storage:

@@ -7,3 +7,7 @@ class UndistillError(Exception):
 
 class ConfigError(UndistillError):
     """A preset, a flag or a config file asks for something that cannot be run."""
+
+
+class DamagedSweepError(UndistillError):
+    """A sweep's own bookkeeping file cannot be read."""

@@ -1,0 +1,70 @@
+"""Knowledge distillation (Hinton et al., 2015) at the attacker's temperature: the student
+learns from the teacher's softened outputs, as the attacker sees them, and from the labels:
+
+    L = α · T² · KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1 − α) · CE(z_s, y)
+
+(`losses.kd_loss`). An attacker does not know the defense's τ_A, so the preset lists the
+temperatures it tries (`kd_temperatures`): one attack per temperature, `kd-T<T>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from undistill.errors import ConfigError
+from undistill.tables import check_positive, is_a
+
+from ..losses import kd_loss
+from ._base import Attack, register_attack
+
+
+@register_attack
+@dataclass(frozen=True)
+class KD(Attack):
+    temperature: float
+    alpha: float
+
+    name = "kd"
+    preset_keys = {"kd_temperatures": list, "kd_alpha": float}
+    required_keys = ("kd_temperatures", "kd_alpha")
+
+    @classmethod
+    def resolve(cls, table):
+        temperatures = table["kd_temperatures"]
+        if not temperatures or not all(is_a(t, float) for t in temperatures):
+            raise ConfigError(f"attack.kd_temperatures must list temperatures, got {temperatures!r}")
+        for t in temperatures:
+            check_positive("attack.kd_temperatures", t)
+        if len({f"{t:g}" for t in temperatures}) != len(temperatures):  # attacks are named kd-T<t:g>
+            raise ConfigError(f"attack.kd_temperatures lists a temperature twice: {temperatures!r}")
+        if not 0 <= table["kd_alpha"] <= 1:
+            raise ConfigError(f"attack.kd_alpha must be within [0, 1], got {table['kd_alpha']!r}")
+        return {"kd_temperatures": sorted(float(t) for t in temperatures),
+                "kd_alpha": float(table["kd_alpha"])}
+
+    @classmethod
+    def from_table(cls, resolved):
+        return [cls(t, resolved["kd_alpha"]) for t in resolved.get("kd_temperatures", [])]
+
+    @property
+    def label(self) -> str:
+        return f"kd-T{self.temperature:g}"
+
+    @property
+    def kd_temperature(self) -> float:
+        return self.temperature
+
+    @property
+    def kd_alpha(self) -> float:
+        return self.alpha
+
+    def prepare(self, teacher, data, seed):
+        # without augmentation every epoch shows the teacher the same inputs: ask it once
+        seen = teacher.on(data.train_x, data.prepare) if data.augment is None else None
+        alpha, temperature = self.alpha, self.temperature
+
+        def loss_fn(m, x, y, idx):
+            t = seen[idx] if seen is not None else teacher(x)
+            return kd_loss(m(x), t, y, alpha=alpha, temperature=temperature)
+
+        return data, loss_fn, {}

@@ -1,0 +1,91 @@
+"""A sweep's stored record, `<sweep>/sweep.json`: one type, one reader.
+
+It holds the sweep's identity (the resolved preset and the search's limits, fingerprinted), how
+it runs (what `resume` keeps), and its search space as the defenses declared it (results show
+and check knobs from it without knowing any defense).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from .errors import DamagedSweepError
+from .space import DefenseSpace, SearchSpace
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a sweep runs, resolved when it started; fixed once its trials have."""
+
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    concurrency: int | None = None  # trials at once, as resolved against the cluster
+    concurrency_cap: int | None = None  # as asked for (None: what the cluster holds)
+    study_storage: str | None = None
+    shared_storage: bool = False
+    data_root: str | None = None
+    checkpoint_every_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunOptions":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    name: str
+    preset_name: str
+    preset: dict  # the resolved preset, as a TOML-shaped document: the sweep's identity
+    max_teacher_drop: float | None
+    fingerprint: str
+    trials: int
+    run: RunOptions = field(default_factory=RunOptions)
+    created_at: str = ""
+    versions: dict = field(default_factory=dict)
+    space: SearchSpace = field(default_factory=SearchSpace)
+
+    @property
+    def identity(self) -> dict:
+        return {"preset": self.preset, "max_teacher_drop": self.max_teacher_drop}
+
+    @property
+    def search(self) -> dict:
+        """The preset's resolved `[search]` table."""
+        return self.preset.get("search", {})
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "preset_name": self.preset_name, "identity": self.identity,
+                "fingerprint": self.fingerprint, "trials": self.trials, "run": self.run.to_dict(),
+                "created_at": self.created_at, "versions": self.versions,
+                "space": self.space.to_list()}
+
+    @classmethod
+    def from_json(cls, d: object, where: str) -> "SweepRecord":
+        """The record in `d` (sweep.json parsed), or a DamagedSweepError naming `where`."""
+        try:
+            if not isinstance(d, dict):
+                raise TypeError(f"a {type(d).__name__}, not a table")
+            identity = d.get("identity", {})
+            preset = identity.get("preset", {})
+            if not isinstance(preset, dict) or not isinstance(d.get("run", {}), dict):
+                raise TypeError("identity.preset and run must be tables")
+            if "space" in d:
+                space = SearchSpace.from_list(d["space"])
+            else:  # recorded before sweeps stored their space: read it off the search table
+                search = preset.get("search", {})
+                names = search.get("defenses") or [k for k, v in search.items() if isinstance(v, dict)]
+                space = SearchSpace(tuple(DefenseSpace.from_table(name, search.get(name, {}))
+                                          for name in names))
+            return cls(name=str(d.get("name", "")), preset_name=str(d.get("preset_name", "")),
+                       preset=preset, max_teacher_drop=identity.get("max_teacher_drop"),
+                       fingerprint=str(d.get("fingerprint", "")), trials=int(d["trials"]),
+                       run=RunOptions.from_dict(d.get("run", {})), created_at=str(d.get("created_at", "")),
+                       versions=dict(d.get("versions") or {}), space=space)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DamagedSweepError(f"{where} is not a sweep record ({type(exc).__name__}: {exc}); "
+                                    "restore it from a backup or start the sweep under another "
+                                    "--name") from None

@@ -1,0 +1,157 @@
+"""What a defense's knobs are, and the part of them a sweep searches.
+
+A defense declares its `Knob`s (trainables.defenses); a preset narrows each to a searched range
+(search_spaces), and the sweep stores the result, a `DefenseSpace` per defense, in its record
+(`sweep.json`), so that results can show and check knobs without knowing any defense.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One knob of a defense: its name (the Optuna parameter and the key in results), how it is
+    shown, and what values it may take at all (the hard bounds a searched range lies within)."""
+
+    name: str  # "omega"
+    symbol: str  # "ω": how results show it
+    low: float  # hard bounds, inclusive
+    high: float
+    integer: bool = False
+    log: bool = False  # searched on a log scale
+    why: str = ""  # appended to the out-of-bounds message: why the bounds are what they are
+
+    def show(self, value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "–"
+        return str(int(value)) if self.integer else f"{value:.4g}"
+
+    def cast(self, value):
+        """A stored value (results keep every knob as a float) as this knob's type."""
+        return int(value) if self.integer and value is not None and math.isfinite(value) else value
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "symbol": self.symbol, "low": self.low, "high": self.high,
+                "integer": self.integer, "log": self.log}
+
+
+@dataclass(frozen=True)
+class KnobRange:
+    """A knob and the range of it a sweep searches."""
+
+    knob: Knob
+    low: float
+    high: float
+
+    @property
+    def name(self) -> str:
+        return self.knob.name
+
+    def to_dict(self) -> dict:
+        return {**self.knob.to_dict(), "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class DefenseSpace:
+    """One defense family of a sweep: its searched knob ranges and its paper-like start point."""
+
+    defense: str
+    ranges: tuple[KnobRange, ...]
+    start: dict[str, float] | None = None
+    colour: str = "tab:gray"  # its colour in plots
+    trains_teacher: bool = False  # a phase trains its teacher (else: the normal one, transformed)
+
+    @property
+    def knobs(self) -> tuple[Knob, ...]:
+        return tuple(r.knob for r in self.ranges)
+
+    def knob(self, name: str) -> Knob | None:
+        return next((k for k in self.knobs if k.name == name), None)
+
+    def describe(self, knobs: dict, sep: str = " ", eq: str = "=") -> str:
+        """The knob set as results show it: `ω=0.015 τ_A=4`, `k=2`."""
+        return sep.join(f"{k.symbol}{eq}{k.show(knobs.get(k.name))}" for k in self.knobs)
+
+    def candidates(self) -> int | None:
+        """How many distinct candidates the space holds: a number for integer knobs only."""
+        if not all(r.knob.integer for r in self.ranges):
+            return None
+        return math.prod(int(r.high) - int(r.low) + 1 for r in self.ranges)
+
+    def table(self) -> dict:
+        """As a preset's `[search.<defense>]` table (what the sweep's identity holds)."""
+        out = {r.name: [r.low, r.high] for r in self.ranges}
+        return {**out, **({"start": dict(self.start)} if self.start else {})}
+
+    def to_dict(self) -> dict:
+        return {"defense": self.defense, "knobs": [r.to_dict() for r in self.ranges],
+                "start": self.start, "colour": self.colour, "trains_teacher": self.trains_teacher}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DefenseSpace":
+        ranges = tuple(KnobRange(Knob(k["name"], k.get("symbol", k["name"]), k["low"], k["high"],
+                                      bool(k.get("integer")), bool(k.get("log"))), k["low"], k["high"])
+                       for k in d["knobs"])
+        return cls(d["defense"], ranges, d.get("start"), d.get("colour", "tab:gray"),
+                   bool(d.get("trains_teacher")))
+
+    @classmethod
+    def from_table(cls, defense: str, table: dict) -> "DefenseSpace":
+        """From a stored `[search.<defense>]` table alone (a sweep recorded before its space
+        was): each `[low, high]` is a knob, integer if both ends are, searched on a log scale if
+        not (what every defense did then)."""
+        ranges = []
+        for name, value in table.items():
+            if name == "start" or not (isinstance(value, list) and len(value) == 2):
+                continue
+            integer = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            knob = Knob(name, name, value[0], value[1], integer=integer, log=not integer)
+            ranges.append(KnobRange(knob, value[0], value[1]))
+        return cls(defense, tuple(ranges), table.get("start"))
+
+    def with_start(self, start: dict | None) -> "DefenseSpace":
+        return replace(self, start=start)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Every defense family a sweep searches, in order."""
+
+    defenses: tuple[DefenseSpace, ...] = field(default_factory=tuple)
+
+    def __iter__(self):
+        return iter(self.defenses)
+
+    def __len__(self) -> int:
+        return len(self.defenses)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.defense for d in self.defenses)
+
+    def get(self, defense: str | None) -> DefenseSpace | None:
+        return next((d for d in self.defenses if d.defense == defense), None)
+
+    def knob_names(self) -> tuple[str, ...]:
+        """Every knob name, in the order the defenses declare them (a column each in tables)."""
+        out: list[str] = []
+        for d in self.defenses:
+            out += [k.name for k in d.knobs if k.name not in out]
+        return tuple(out)
+
+    def knob(self, name: str) -> Knob | None:
+        return next((k for d in self.defenses for k in d.knobs if k.name == name), None)
+
+    def describe(self, defense: str | None, knobs: dict, sep: str = " ", eq: str = "=") -> str:
+        space = self.get(defense)
+        return space.describe(knobs, sep, eq) if space else ""
+
+    def to_list(self) -> list[dict]:
+        return [d.to_dict() for d in self.defenses]
+
+    @classmethod
+    def from_list(cls, items: list[dict]) -> "SearchSpace":
+        return cls(tuple(DefenseSpace.from_dict(d) for d in items))
