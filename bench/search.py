@@ -50,7 +50,8 @@ def log_grid(preset, name: str) -> list[dict]:
     """`grid-WxT`: W values of ω by T of τ_A, log-spaced over the preset's ranges, ends included;
     how much a grid's result owes to which values it happens to hold."""
     w, t = (int(n) for n in name.removeprefix("grid-").split("x"))
-    (w_lo, w_hi), (t_lo, t_hi) = preset.nasty.omega, preset.nasty.tau_a
+    omega, tau_a = preset.space.get("nasty").ranges
+    (w_lo, w_hi), (t_lo, t_hi) = (omega.low, omega.high), (tau_a.low, tau_a.high)
     return [{"defense": "nasty", "omega": w_lo * (w_hi / w_lo) ** (i / (w - 1)),
              "tau_a": t_lo * (t_hi / t_lo) ** (j / (t - 1))} for i in range(w) for j in range(t)]
 
@@ -126,8 +127,8 @@ def _setup(path: Path, defenses: str | None) -> tuple[Table, object]:
                  "run python bench/search_table.py")
     if defenses:
         chosen = tuple(defenses.split(","))
-        preset = replace(preset, defenses=chosen, nasty=preset.nasty if "nasty" in chosen else None,
-                         stingy=preset.stingy if "stingy" in chosen else None)
+        preset = replace(preset, space=replace(preset.space, defenses=tuple(
+            d for d in preset.space if d.defense in chosen)))
     table = Table(doc)
     searchable = [o for o in doc["outcomes"] if o["defense"] in preset.defenses]
     table.attainable = hypervolume_curve(searchable, table.reference)[-1]

@@ -44,7 +44,8 @@ _worker: dict = {}
 
 def grid_candidates(preset) -> list[dict]:
     nasty = [{"defense": "nasty", "omega": w, "tau_a": t} for w in OMEGAS for t in TAUS]
-    low, high = preset.stingy.k
+    (k,) = preset.space.get("stingy").ranges
+    low, high = int(k.low), int(k.high)
     return nasty + [{"defense": "stingy", "k": k} for k in range(low, high + 1)]
 
 
@@ -62,12 +63,13 @@ def _start_worker(storage: str, context) -> None:
 def _evaluate(params: dict) -> dict:
     from orchestrator._worker import run_job
     from trainables.candidate import run_candidate
+    from undistill.outcomes import Candidate
 
     def in_process(jobs):
         return [run_job(job, _worker["runtime"]) for job in jobs]
 
-    summary = run_candidate(params, _worker["context"], in_process, in_process)
-    return {**params, **{k: summary[k] for k in OUTCOME_KEYS}}
+    outcome = run_candidate(Candidate.from_params(params), _worker["context"], in_process, in_process)
+    return {**params, **{k: getattr(outcome, k) for k in OUTCOME_KEYS}}
 
 
 def main() -> None:

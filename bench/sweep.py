@@ -47,6 +47,7 @@ def main() -> None:
     from results import Storage
     from search_spaces import load_preset
     from trainables.candidate import run_candidate
+    from undistill.outcomes import Candidate
 
     preset = load_preset(args.preset)
     root = Path(args.storage or tempfile.mkdtemp(prefix="undistill-bench-"))
@@ -59,7 +60,7 @@ def main() -> None:
     t0 = time.perf_counter()
     outcome = run_sweep(SweepOptions(preset, "bench", str(root / "orchestrated")))
     orchestrated_s = time.perf_counter() - t0
-    rows = outcome["trials"]
+    rows = outcome.trials
     plan = make_plan(preset)
     store = ArtifactStore(Storage(root / "orchestrated"))
     upstream_compute = sum(store.get(n.key)["wall_s"] for n in plan.upstream)
@@ -80,8 +81,7 @@ def main() -> None:
     results = {node.key: in_process([node])[0] for node in plan.upstream}
     context = trial_context(plan, results)
     for row in rows:
-        params = {k: row[k] for k in ("defense", "omega", "tau_a", "k") if row[k] is not None}
-        run_candidate(params, context, in_process, in_process)
+        run_candidate(Candidate.of(row["defense"], **row["knobs"]), context, in_process, in_process)
     sequential_s = time.perf_counter() - t0
 
     report = {

@@ -109,6 +109,7 @@ def test_the_cifar10_preset_scaled_down_runs_end_to_end(tmp_path):
 def test_a_dafl_phase_distils_an_image_student_from_generated_images_only(tmp_path):
     """The data-free attack on CIFAR-shaped data: the image generator, the teacher's features,
     the student trained on synthetic images and scored on the real test split."""
+    from trainables.attacks import create_attack
     from trainables.data import DatasetSpec
     from trainables.data_free import DataFreeSpec
     from trainables.loop import Schedule
@@ -117,9 +118,9 @@ def test_a_dafl_phase_distils_an_image_student_from_generated_images_only(tmp_pa
     root = write_cifar10(tmp_path / "data", train=120, test=50)
     spec, cnn, schedule = DatasetSpec(name="cifar10"), ModelSpec.of("cnn"), Schedule(epochs=1, batch_size=32)
     teacher = run_phase(PhaseConfig("teacher", spec, cnn, schedule, 0), tmp_path / "t", data_root=root)
-    dafl = PhaseConfig("dafl", spec, ModelSpec.of("resnetc20"), schedule, 0, teacher_model=cnn,
-                       kd_temperature=4.0, kd_alpha=1.0,
-                       data_free=DataFreeSpec(generator_steps=3, batch_size=8, latent_dim=16))
+    generator = DataFreeSpec(generator_steps=3, batch_size=8, latent_dim=16)
+    dafl = PhaseConfig("attack", spec, ModelSpec.of("resnetc20"), schedule, 0, teacher_model=cnn,
+                       attack=create_attack("dafl", spec=generator, temperature=4.0))
     result = run_phase(dafl, tmp_path / "s", teacher_weights=tmp_path / "t" / "model.pt", data_root=root)
     assert teacher["status"] == result["status"] == "ok" and 0 <= result["test_acc"] <= 100
     assert result["generator"]["synthetic_classes"] >= 1 and "teacher_acc_seen" in result

@@ -135,16 +135,14 @@ def started_sweep(tmp_path_factory):
         "identity": {"preset": {"attack": {"kd_temperature": 4.0, "kd_alpha": 0.9}}},
         "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2}, "created_at": "then"})
     (root / "old" / "tune").mkdir()
-    context = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
-                   preset="smoke", config_fingerprint=opts.fingerprint(), versions={}, normal_teacher_acc=90.0,
-                   students=[])
-    clone = {"student_arch": "mlp", "attack": "kd-T4", "kd_temperature": 4.0, "kd_alpha": 0.9,
-             "status": "ok", "student_acc": 70.0}
-    result = dict(final=True, status="ok", teacher_acc=89.0, student_acc=70.0, teacher_drop=1.0,
-                  best_student="mlp", best_attack="kd-T4", wall_s=1.0, students=json.dumps([clone]))
+    from _outcomes import context, outcome, student
+
+    clone = student("mlp", "kd-T4", 4.0, 0.9, "ok", 70.0)
+    result = outcome("stingy", {"k": 2}, teacher_acc=89.0, student_acc=70.0, normal_teacher_acc=90.0,
+                     best_student="mlp", best_attack="kd-T4", students=[clone], started_at=0.0, finished_at=1.0)
     ResultStore(storage, "smoke").write_trial(*trial_rows(
-        sweep="smoke", trial_id="t1", params={"defense": "stingy", "k": 2}, result=result,
-        context=context))
+        sweep="smoke", trial_id="t1", candidate=None, outcome=result,
+        context=context(config_fingerprint=opts.fingerprint(), normal_teacher_acc=90.0)))
     return root
 
 
@@ -201,8 +199,8 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert len(students) == 4 * 2 * 3
     assert {s["attack"] for s in students} == {"kd-T4", "kd-T20", "dafl"}
     assert {t["defense"] for t in trials} == {"nasty", "stingy"}
-    paper = [t for t in trials if t["defense"] == "nasty" and t["omega"] == 0.1]
-    assert paper and paper[0]["tau_a"] == 4.0  # the preset's start point ran
+    paper = [t for t in trials if t["defense"] == "nasty" and dict(t["knobs"])["omega"] == 0.1]
+    assert paper and dict(paper[0]["knobs"])["tau_a"] == 4.0  # the preset's start point ran
     for t in trials:
         assert t["status"] == "ok" and 0 < t["teacher_acc"] <= 100 and 0 < t["student_acc"] <= 100
         mine = [s for s in students if s["trial_id"] == t["trial_id"]]

@@ -57,7 +57,7 @@ def test_trials_and_their_students_pack_onto_fractional_gpus_of_two_nodes(fake_g
     storage = tmp_path / "sweeps"
     preset = load_preset(config_file=one_attack_smoke(tmp_path))
     outcome = run_sweep(SweepOptions(preset, "gpu", str(storage), gpus_per_trial=0.5))
-    assert len(outcome["trials"]) == 4
+    assert len(outcome.trials) == 4
 
     results = storage / "gpu" / "results"
     trials = pq.read_table(results / "trials").to_pylist()

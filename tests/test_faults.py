@@ -216,7 +216,7 @@ def test_a_node_lost_mid_sweep_has_its_trials_rerun_on_the_nodes_left(two_worker
     assert lost, "the sweep finished before a node could be removed"
 
     trials = pq.read_table(storage / "lost" / "results" / "trials").to_pylist()
-    assert len(outcome["trials"]) == len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
+    assert len(outcome.trials) == len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
     assert all(t["status"] == "ok" for t in trials)
     (left,) = [w.node_id for w in workers if w.node_id != lost["node_id"]]
     for t in trials:  # nothing finished on the lost node after it was gone
@@ -225,7 +225,7 @@ def test_a_node_lost_mid_sweep_has_its_trials_rerun_on_the_nodes_left(two_worker
     (key,) = lost["nasty"]
     nasty = json.loads((storage / "_artifacts" / key / "result.json").read_text())
     assert nasty["resumed_from_epoch"] > 0
-    (trial,) = [t for t in trials if (t["omega"], t["tau_a"]) == (nasty["config"]["omega"], nasty["config"]["tau_a"])]
+    (trial,) = [t for t in trials if dict(t["knobs"] or {}) == nasty["config"]["knobs"]]
     assert trial["node_id"] == left
     # ... as the same trial: not replaced by a new one, nor recorded as failed
     assert [t.state.name for t in _study(storage, "lost").trials] == ["COMPLETE"] * 4
@@ -243,20 +243,22 @@ def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     from search_spaces import load_preset
 
     smoke = load_preset(config_file=one_attack_smoke(tmp_path))
-    preset = replace(smoke, nasty=replace(smoke.nasty, start={"omega": math.inf, "tau_a": 4.0}))
+    space = replace(smoke.space, defenses=tuple(d.with_start({"omega": math.inf, "tau_a": 4.0})
+                                                if d.defense == "nasty" else d for d in smoke.space))
+    preset = replace(smoke, space=space)
     storage = tmp_path / "sweeps"
     outcome = run_sweep(SweepOptions(preset, "diverge", str(storage)))
 
     trials = pq.read_table(storage / "diverge" / "results" / "trials").to_pylist()
-    assert len(trials) == 4 and len(outcome["trials"]) == 4  # the sweep went on to its budget
+    assert len(trials) == 4 and len(outcome.trials) == 4  # the sweep went on to its budget
     (diverged,) = [t for t in trials if t["status"] == "diverged"]
-    assert diverged["omega"] == math.inf and diverged["student_acc"] is None
+    assert dict(diverged["knobs"])["omega"] == math.inf and diverged["student_acc"] is None
     students = pq.read_table(storage / "diverge" / "results" / "students").to_pylist()
     assert [s["status"] for s in students if s["trial_id"] == diverged["trial_id"]] == ["skipped"] * 2
     assert all(t["status"] == "ok" for t in trials if t is not diverged)
     front = pareto_front(trials)
     assert front and diverged["trial_id"] not in {f["trial_id"] for f in front}
-    assert [f["trial_id"] for f in outcome["front"]] == [f["trial_id"] for f in front]
+    assert [f["trial_id"] for f in outcome.front] == [f["trial_id"] for f in front]
     # Optuna saw it as pruned with a violated constraint, so the sampler steers away from it
     study = _study(storage, "diverge").trials
     pruned = [t for t in study if t.state.name == "PRUNED"]

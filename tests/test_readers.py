@@ -23,22 +23,20 @@ WRITER = r"""
 import json, sys, time
 from results import ResultStore, Storage, trial_rows
 from orchestrator.layout import write_json
+from undistill.outcomes import Baselines, Candidate, CandidateOutcome, Placement, StudentOutcome, SweepColumns
 
 storage, mode, trials = Storage(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-students = [{"student_arch": f"s{i}", "kd_temperature": 4.0, "kd_alpha": 0.9, "status": "ok",
-             "student_acc": 50.0 + i / 10, "scratch_acc": 60.0, "normal_kd_acc": 61.0,
-             "best_epoch": 3, "wall_s": 1.0} for i in range(200)]
-context = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, kd_temperature=4.0, kd_alpha=0.9,
-               preset="smoke", config_fingerprint="abc", versions={}, normal_teacher_acc=96.0,
-               students=[{k: s[k] for k in ("student_arch", "kd_temperature", "kd_alpha",
-                                             "scratch_acc", "normal_kd_acc")} for s in students])
+students = tuple(StudentOutcome(f"s{i}", "kd-T4", 4.0, 0.9, "ok", 50.0 + i / 10,
+                                 Baselines(60.0, None, 61.0), 3, 1.0) for i in range(200))
+context = SweepColumns(dataset="mnist1d", teacher_arch="cnn1d", seed=0, preset="smoke",
+                       config_fingerprint="abc", versions={}, normal_teacher_acc=96.0, students=students)
 store = ResultStore(storage, "live")
 for i in range(trials):
-    result = dict(final=True, status="ok", teacher_acc=90.0 + i % 7, student_acc=40.0 + i % 11,
-                  teacher_drop=6.0 - i % 7, best_student="s0", wall_s=1.0,
-                  students=json.dumps(students))
-    row, rows = trial_rows(sweep="live", trial_id=f"t{i:04d}", params={"defense": "stingy", "k": 1 + i % 9},
-                           result=result, context=context)
+    result = CandidateOutcome(Candidate.of("stingy", k=1 + i % 9), "ok", 90.0 + i % 7, 96.0,
+                              40.0 + i % 11, "s0", "kd-T4", students=students,
+                              ran=Placement(started_at=time.time() - 1.0, finished_at=time.time()))
+    row, rows = trial_rows(sweep="live", trial_id=f"t{i:04d}", candidate=None, outcome=result,
+                           context=context)
     if mode == "atomic":
         store.write_trial(row, rows)
         if i:  # replace an earlier row too, as a rerun trial does

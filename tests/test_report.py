@@ -28,19 +28,23 @@ def sweep(tmp_path):
         "name": "known", "preset_name": "smoke", "trials": 6, "created_at": "then",
         "identity": {"preset": {"search": {"nasty": {"omega": [0.002, 0.03], "tau_a": [2.0, 20.0],
                                                      "start": {"omega": 0.015, "tau_a": 4.0}}},
-                                "attack": {"kd_temperatures": [4.0], "kd_alpha": 0.9}}}})
-    context = dict(dataset="mnist1d", teacher_arch="cnn1d", seed=0, preset="smoke", config_fingerprint="f",
-                   versions={}, normal_teacher_acc=97.0, students=[])
+                                "attack": {"kd_temperatures": [4.0], "kd_alpha": 0.9}}},
+        # the space as the defenses declare it (a sweep records it when it starts)
+        "space": [{"defense": "nasty", "start": {"omega": 0.015, "tau_a": 4.0}, "knobs": [
+                      {"name": "omega", "symbol": "ω", "low": 0.002, "high": 0.03, "log": True},
+                      {"name": "tau_a", "symbol": "τ_A", "low": 2.0, "high": 20.0, "log": True}]},
+                  {"defense": "stingy", "knobs": [{"name": "k", "symbol": "k", "low": 1, "high": 9,
+                                                   "integer": True}]}]})
+    from _outcomes import context, outcome, student
+
     store = ResultStore(storage, "known")
     for i, (defense, knobs, teacher, clone) in enumerate(TRIALS):
-        students = [{"student_arch": "cnn", "attack": "kd-T4", "kd_temperature": 4.0, "kd_alpha": 0.9,
-                     "status": "ok", "student_acc": clone, "scratch_acc": 93.0, "smoothed_acc": 93.5,
-                     "normal_kd_acc": 96.0, "started_at": 1000.0 + i, "finished_at": 1001.0 + i}]
-        result = dict(final=True, status="ok", teacher_acc=teacher, student_acc=clone,
-                      teacher_drop=97.0 - teacher, best_student="cnn", best_attack="kd-T4",
-                      students=json.dumps(students), ran=json.dumps({"finished_at": 2000.0 + i}))
-        store.write_trial(*trial_rows(sweep="known", trial_id=f"t{i}", params={"defense": defense, **knobs},
-                                      result=result, context=context))
+        students = [student("cnn", "kd-T4", 4.0, 0.9, "ok", clone, 93.0, 93.5, 96.0,
+                            started_at=1000.0 + i, finished_at=1001.0 + i)]
+        result = outcome(defense, knobs, teacher_acc=teacher, student_acc=clone, normal_teacher_acc=97.0,
+                         best_student="cnn", best_attack="kd-T4", students=students, finished_at=2000.0 + i)
+        store.write_trial(*trial_rows(sweep="known", trial_id=f"t{i}", candidate=None, outcome=result,
+                                      context=context(config_fingerprint="f", normal_teacher_acc=97.0)))
     return tmp_path / "sweeps"
 
 
@@ -90,7 +94,7 @@ def test_the_report_folder_and_its_table_equal_pareto_json(sweep, tmp_path):
     table = md.split("## The front\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
-    assert rows == [[_fmt(c, f[c]) for c in header] for f in front]
+    assert rows == [[_fmt(c, f[c], knobs=("omega", "tau_a", "k")) for c in header] for f in front]
     assert "![front](front.png)" in md and "kd-T4" in md
 
 

@@ -149,12 +149,10 @@ def test_every_sampler_a_sweep_offers_searches_the_space_past_its_start_up(tmp_p
             knob = params.get("k") or params["omega"] * params["tau_a"] ** 2
             search.on_trial_complete(tid, dict(final=True, status="ok", teacher_acc=99.0 - knob,
                                                student_acc=80.0 + knob, teacher_drop=knob))
-    nasty, stingy = preset.nasty, preset.stingy
-    for p in seen:
-        if p["defense"] == "nasty":
-            assert nasty.omega[0] <= p["omega"] <= nasty.omega[1] and nasty.tau_a[0] <= p["tau_a"] <= nasty.tau_a[1]
-        else:
-            assert stingy.k[0] <= p["k"] <= stingy.k[1]
+    for p in seen:  # every knob within its range: ω and τ_A for nasty, k for stingy
+        ranges = preset.space.get(p["defense"]).ranges
+        assert set(p) == {"defense", *(r.name for r in ranges)}
+        assert all(r.low <= p[r.name] <= r.high for r in ranges)
     assert len({candidate_key(p) for p in seen}) == len(seen) == 11
     done = [t for t in search._ot_study.get_trials() if t.state.is_finished() and "repeat_of" not in t.user_attrs]
     assert len(done) == 11 and all(t.state.name in ("COMPLETE", "PRUNED") for t in done)
