@@ -12,6 +12,7 @@ from ray import tune
 from results import ResultStore, pareto_front, trial_rows
 from trainables.candidate import TrialContext, attack_name, student_outcome
 from undistill.outcomes import Baselines, Candidate, SweepColumns
+from undistill.record import versions
 from undistill.space import SearchSpace
 from undistill.storage import Storage
 
@@ -114,7 +115,6 @@ def trial_context(plan: Plan, upstream: dict, max_teacher_drop: float | None = N
 def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency: int) -> None:
     """Run the trials of the sweep to its budget, restoring Tune's state when there is one."""
     from ._study import open_study_storage
-    from .sweep import versions  # sweep imports this module: import back lazily
 
     storage = runtime.storage
     context = trial_context(plan, upstream, opts.max_teacher_drop)

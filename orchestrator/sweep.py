@@ -14,7 +14,6 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 
 from results import ResultStore, pareto_front
 from search_spaces import Preset
@@ -23,7 +22,7 @@ from trainables.data import check_data_root
 from trainables.loop import CHECKPOINT_EVERY_S
 from undistill.errors import ConfigError, UndistillError
 from undistill.outcomes import PLACEMENT_KEYS
-from undistill.record import RunOptions, SweepRecord
+from undistill.record import RunOptions, SweepRecord, versions
 from undistill.storage import Storage
 
 from ._resources import Resources, check_amount
@@ -95,16 +94,6 @@ class SweepResult:
     front: list[dict]
     trials: list[dict]
     results: str
-
-
-def versions() -> dict:
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("undistill", "torch", "ray", "optuna", "pyarrow"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def options_from_stored(storage: str, name: str, address: str | None = None,

@@ -6,6 +6,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The tests mirror the packages (tests/trainables/, tests/results/, ...); their shared helpers
+# (_presets, _outcomes, _net, tiny_cifar) live here, beside this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 # Ray ≥ 2.59 turns token auth on for local clusters; tests that join one need it off.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 

@@ -7,10 +7,23 @@ and check knobs from it without knowing any defense).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields
+from importlib import metadata
 
 from .errors import DamagedSweepError
 from .space import DefenseSpace, SearchSpace
+
+
+def versions() -> dict[str, str | None]:
+    """The versions a sweep records: Python and the libraries its numbers depend on."""
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for pkg in ("undistill", "torch", "ray", "optuna", "pyarrow"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 @dataclass(frozen=True)

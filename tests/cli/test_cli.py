@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = sorted(cli.main.commands)
 
 

@@ -67,7 +67,7 @@ def test_the_cifar10_preset_scaled_down_runs_end_to_end(tmp_path):
 
     import pyarrow.parquet as pq
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     data = write_cifar10(tmp_path / "data", train=120, test=50)
     storage = tmp_path / "sweeps"
     # the preset with the paper's one attack, KD at T = 4 (DAFL on images: test_a_dafl_phase_...)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cluster.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster.yaml"
 
 
 def test_the_example_cluster_yaml_passes_rays_own_schema():

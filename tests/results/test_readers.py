@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = r"""
 import json, sys, time

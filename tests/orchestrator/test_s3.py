@@ -14,7 +14,7 @@ import pytest
 from _net import free_port, wait_for_port
 from _presets import one_attack_smoke
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from _presets import one_attack_smoke
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
