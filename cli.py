@@ -190,16 +190,25 @@ def _finish(outcome, opts, storage: str, fmt: str) -> None:
 @_format_option
 def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
     """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch)."""
-    from results import (ResultStore, attack_names, by_attack, front_hypervolume, is_attack,
-                         pareto_front, range_edges, render)
     from orchestrator.layout import read_sweep
+    from results import (
+        ResultStore,
+        attack_names,
+        by_attack,
+        front_hypervolume,
+        is_attack,
+        pareto_front,
+        range_edges,
+        render,
+    )
 
     where = _open_storage(storage)
     stored = _run(read_sweep, where, name)
     if max_teacher_drop is not None and not max_teacher_drop >= 0:  # also refuses nan
         raise BadInput(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
     if defense is not None and defense not in stored.space.names:
-        raise BadInput(f"--defense {defense!r}: sweep {name!r} searched {', '.join(stored.space.names) or 'no defense'}")
+        searched = ", ".join(stored.space.names) or "no defense"
+        raise BadInput(f"--defense {defense!r}: sweep {name!r} searched {searched}")
     store = ResultStore(where, name)
     trials, students = _run(store.trial_rows), _run(store.student_rows)
     if attack is not None:
@@ -231,8 +240,8 @@ def report(name, storage, out_dir):
     """Write a report folder for sweep NAME: front.png, hypervolume.png, front.json, report.md."""
     from orchestrator.layout import read_sweep
     from results import ResultStore
-    from undistill.files import atomic_write
     from results.sweep_report import build_report
+    from undistill.files import atomic_write
 
     where = _open_storage(storage)
     stored = _run(read_sweep, where, name)

@@ -30,14 +30,15 @@ import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from results.plots import hypervolume_curve  # noqa: E402
 from search_table import PRESET, TABLE  # noqa: E402  (bench/ is the script's folder)
+
+from results.plots import hypervolume_curve  # noqa: E402
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")  # and grid-WxT, see `log_grid`
 # The paper's way: a few weights at a few temperatures, run exhaustively (24 candidates).
@@ -112,7 +113,7 @@ def run_sampler(name: str, seed: int, table: Table, preset, trials: int, concurr
     return outcomes
 
 
-@lru_cache(maxsize=None)
+@cache
 def _setup(path: Path, defenses: str | None) -> tuple[Table, object]:
     """The table and the preset, searching only `defenses` when given."""
     import optuna
@@ -171,8 +172,8 @@ def main() -> None:
     seconds: dict[str, float] = dict.fromkeys(curves, 0.0)
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         done = pool.map(_curve, *zip(*[(name, seed, args.table, args.defenses, args.trials, args.concurrency)
-                                        for name, seed in jobs]))
-        for (name, _), (curve, spent) in zip(jobs, done):
+                                        for name, seed in jobs], strict=True))
+        for (name, _), (curve, spent) in zip(jobs, done, strict=True):
             curves[name].append(curve)
             seconds[name] += spent
     for name, spent in seconds.items():
@@ -196,7 +197,8 @@ def main() -> None:
     if args.plot:
         _plot(curves, args.plot, f"{PRESET}, defenses {', '.join(preset.defenses)}")
     if args.json:
-        print(json.dumps({"defenses": preset.defenses, "attainable": attainable, "seeds": args.seeds, "trials": args.trials,
+        print(json.dumps({"defenses": preset.defenses, "attainable": attainable, "seeds": args.seeds,
+                          "trials": args.trials,
                           "concurrency": args.concurrency, "summary": summary,
                           "seconds_per_trial": {n: t / (args.seeds * args.trials) for n, t in seconds.items()}}))
 
@@ -207,7 +209,7 @@ def _plot(curves: dict[str, list[list[float]]], path: str, title: str) -> None:
     fig, ax = _pyplot().subplots(figsize=(7, 4), dpi=120)
     for name, runs in curves.items():
         x = range(1, len(runs[0]) + 1)
-        columns = list(zip(*runs))
+        columns = list(zip(*runs, strict=True))
         mean = [statistics.fmean(c) for c in columns]
         low = [sorted(c)[len(c) // 4] for c in columns]
         high = [sorted(c)[(3 * len(c)) // 4] for c in columns]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 
-from undistill.storage import Storage
 from undistill.errors import ConfigError, UndistillError
+from undistill.storage import Storage
 
 from ._resources import Resources
 
@@ -106,10 +107,8 @@ def this_machine() -> set[str]:
     import ray
 
     names = {"127.0.0.1", "localhost", socket.gethostname(), ray.util.get_node_ip_address()}
-    try:
+    with contextlib.suppress(OSError):
         names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
-    except OSError:
-        pass
     return names
 
 

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import optuna
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalStorage
 
-from undistill.storage import Storage, is_uri
 from undistill.errors import ConfigError
+from undistill.storage import Storage, is_uri
 
 _OBJECT_STORES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 

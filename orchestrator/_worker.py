@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from undistill.storage import Storage
-from undistill.errors import UndistillError
 from trainables.loop import CHECKPOINT_EVERY_S
 from trainables.phases import MODEL_FILE, PhaseJob, run_phase
+from undistill.errors import UndistillError
+from undistill.storage import Storage
 
 from ._resources import Resources
 from .artifacts import ArtifactStore, node_cache_root

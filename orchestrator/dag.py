@@ -3,7 +3,7 @@ in parallel where the DAG allows (a node that needs the teacher waits for it).""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ._worker import PhaseRuntime, remote_phase
 from .artifacts import ArtifactStore

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from results import ResultStore, pareto_front
 from search_spaces import Preset
@@ -207,7 +207,7 @@ def _create(storage: Storage, opts: SweepOptions, resources: Resources, concurre
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _log(message: str) -> None:

@@ -7,8 +7,7 @@ defense or attack by name: what a sweep's defenses and knobs are comes from its 
 
 from undistill.storage import Storage
 
-from .pareto import (attack_names, by_attack, dominates, front_indices, hypervolume, is_attack, pareto_front,
-                     range_edges)
+from .pareto import attack_names, by_attack, dominates, front_indices, hypervolume, is_attack, pareto_front, range_edges
 from .report import front_columns, front_hypervolume, reference_point, render, with_knob_columns
 from .rows import trial_rows
 from .schema import STATUSES, STUDENTS, TRIALS

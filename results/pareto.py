@@ -6,7 +6,7 @@ Two objectives need no library: the front is a sort and a scan, the hypervolume 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from undistill.space import SearchSpace
 

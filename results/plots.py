@@ -15,6 +15,7 @@ import io
 
 from .pareto import _finite, hypervolume, pareto_front
 
+
 def _pyplot():
     import matplotlib
 
@@ -48,7 +49,7 @@ def front_figure(trials: list[dict], front: list[dict], *, normal: tuple[float, 
         ax.scatter([paper_point["teacher_acc"]], [paper_point["student_acc"]], marker="D", s=70,
                    facecolor="none", edgecolor="tab:green", linewidth=2, zorder=6,
                    label="paper's point", gid="paper")
-    for (label, value), style in zip(sorted(baselines.items()), ("--", ":", "-.")):
+    for (label, value), style in zip(sorted(baselines.items()), ("--", ":", "-."), strict=False):
         if _finite(value):
             ax.axhline(value, linestyle=style, color="gray", linewidth=1, label=label, gid=f"baseline:{label}")
     ax.set_xlabel("teacher accuracy (%) ↑")

@@ -87,7 +87,7 @@ def _table(rows: list[dict], columns, knobs: tuple[str, ...] = ()) -> str:
     cells = [[_fmt(c, r[c], knobs) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = lambda values: "  ".join(v.rjust(w) if _numeric(v) else v.ljust(w)
-                                    for v, w in zip(values, widths)).rstrip()
+                                    for v, w in zip(values, widths, strict=True)).rstrip()
     out = [line(list(columns)), line(["-" * w for w in widths])]
     out += [line(row) for row in cells]
     return "\n".join(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from undistill.outcomes import Candidate, CandidateOutcome, Placement, StudentOutcome, SweepColumns, number
 
@@ -48,7 +48,7 @@ def trial_rows(*, sweep: str, trial_id: str, candidate: Candidate | None,
         "teacher_cached": outcome.teacher_cached if outcome else None,
         **_where(ran),
         "started_at": _time(ran.started_at),
-        "finished_at": _time(ran.finished_at) or datetime.now(timezone.utc),
+        "finished_at": _time(ran.finished_at) or datetime.now(UTC),
         "preset": context.preset,
         "config_fingerprint": context.config_fingerprint,
         "versions": {k: (None if v is None else str(v)) for k, v in sorted(context.versions.items())},
@@ -81,7 +81,8 @@ def _student_row(sweep: str, trial_id: str, knobs: dict, s: StudentOutcome) -> d
 
 
 def _where(ran: Placement) -> dict:
-    return {"node_id": ran.node_id, "hostname": ran.hostname, "gpu_ids": None if ran.gpu_ids is None else list(ran.gpu_ids),
+    gpu_ids = None if ran.gpu_ids is None else list(ran.gpu_ids)
+    return {"node_id": ran.node_id, "hostname": ran.hostname, "gpu_ids": gpu_ids,
             "cpus": ran.cpus, "gpus": ran.gpus, "placement_group": ran.placement_group}
 
 
@@ -92,4 +93,4 @@ def _span(ran: Placement) -> float | None:
 
 
 def _time(epoch_s: float | None) -> datetime | None:
-    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, timezone.utc)
+    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC)

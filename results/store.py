@@ -2,8 +2,8 @@
 storage (a local folder or a bucket, see `storage`).
 
 Each trial is written once, atomically (see `Storage.write_with`), students first, so a reader
-that sees a trial row also sees its student rows, and no reader ever sees half a file. Writing a trial again replaces its files: a trial is never
-counted twice.
+that sees a trial row also sees its student rows, and no reader ever sees half a file. Writing
+a trial again replaces its files: a trial is never counted twice.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from undistill.errors import UndistillError
+from undistill.storage import Storage
 
 from . import schema
-from undistill.storage import Storage
 
 TRIALS_DIR, STUDENTS_DIR = "trials", "students"
 

@@ -6,7 +6,6 @@ Every problem is reported as one `ConfigError` line naming the key, the bad valu
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,7 +172,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
     search = doc["search"]
     from trainables.defenses import list_defenses
 
-    _check_keys("search", search, {**_SEARCH, **{d: dict for d in list_defenses()}}, ("trials",))
+    _check_keys("search", search, {**_SEARCH, **dict.fromkeys(list_defenses(), dict)}, ("trials",))
     trials = search["trials"]
     if trials < 1:
         raise ConfigError(f"search.trials must be ≥ 1, got {trials!r}")

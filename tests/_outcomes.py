@@ -1,7 +1,6 @@
 """Typed outcomes for tests that write rows without running phases."""
 
-from undistill.outcomes import (Baselines, Candidate, CandidateOutcome, Placement, StudentOutcome,
-                                SweepColumns)
+from undistill.outcomes import Baselines, Candidate, CandidateOutcome, Placement, StudentOutcome, SweepColumns
 
 
 def context(students=(), **kw) -> SweepColumns:

@@ -7,11 +7,10 @@ tasks; tests run them in-process).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
-from undistill.outcomes import (Baselines, Candidate, CandidateOutcome, Placement, StudentOutcome,
-                                number)
+from undistill.outcomes import Baselines, Candidate, CandidateOutcome, Placement, StudentOutcome, number
 
 from .defenses import Defense
 from .phases import PhaseConfig, PhaseJob

@@ -22,6 +22,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1, c
 from torchvision.models.shufflenetv2 import ShuffleNetV2
 
 from undistill.errors import ConfigError
+
 from .models import register_model
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch
 from undistill.errors import ConfigError
 
 # name -> fn(spec, cache_dir, data_root) -> arrays {x, y, x_test, y_test}
-_DATASETS: dict[str, Callable[["DatasetSpec", Path | None, Path | None], dict[str, np.ndarray]]] = {}
+_DATASETS: dict[str, Callable[[DatasetSpec, Path | None, Path | None], dict[str, np.ndarray]]] = {}
 _SHAPES: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (classes, input shape)
 _FROM_ROOT: set[str] = set()  # datasets read from a local folder (--data-root) rather than generated
 

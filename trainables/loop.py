@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
+from undistill.errors import ConfigError
+
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DeviceData
-from undistill.errors import ConfigError
 
 # loss_fn(model, x, y, idx) -> scalar loss; idx are the batch's row numbers in the training
 # split, so a distillation loss can look up teacher logits computed once for the whole set.

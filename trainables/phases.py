@@ -20,9 +20,10 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -51,7 +52,7 @@ class ModelSpec:
     options: tuple[tuple[str, Any], ...] = ()  # sorted (name, value) pairs: hashable, stable
 
     @classmethod
-    def of(cls, arch: str, **options) -> "ModelSpec":
+    def of(cls, arch: str, **options) -> ModelSpec:
         check_model_kwargs(arch, options)
         return cls(arch, tuple(sorted(options.items())))
 
@@ -79,9 +80,9 @@ class PhaseConfig:
     teacher_model: ModelSpec | None = None  # defense, attack: the frozen network's architecture
     # defense: the defense trained; attack: the defense whose transform the attacker sees the
     # teacher through (None: the teacher as it is)
-    defense: "Defense | None" = None
+    defense: Defense | None = None
     knobs: tuple[tuple[str, float], ...] = ()  # that defense's knobs, sorted (name, value)
-    attack: "Attack | None" = None  # attack: how the student is made
+    attack: Attack | None = None  # attack: how the student is made
     label_smoothing: float = 0.0  # teacher, scratch
 
     def __post_init__(self):

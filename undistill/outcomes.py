@@ -33,11 +33,11 @@ class Candidate:
     knobs: tuple[tuple[str, float], ...] = ()  # sorted (name, value): hashable, stable
 
     @classmethod
-    def of(cls, defense: str, **knobs) -> "Candidate":
+    def of(cls, defense: str, **knobs) -> Candidate:
         return cls(defense, tuple(sorted(knobs.items())))
 
     @classmethod
-    def from_params(cls, params: dict) -> "Candidate":
+    def from_params(cls, params: dict) -> Candidate:
         """From a Tune config or Optuna's params: {"defense": …, <knob>: value, …}."""
         return cls.of(params["defense"], **{k: v for k, v in params.items() if k != "defense"})
 
@@ -65,7 +65,7 @@ class Placement:
     cached: bool | None = None
 
     @classmethod
-    def from_result(cls, result: dict | None) -> "Placement":
+    def from_result(cls, result: dict | None) -> Placement:
         """From a phase's result dict (see `PLACEMENT_KEYS`)."""
         if not result:
             return cls()

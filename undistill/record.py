@@ -43,7 +43,7 @@ class RunOptions:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunOptions":
+    def from_dict(cls, d: dict) -> RunOptions:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -77,7 +77,7 @@ class SweepRecord:
                 "space": self.space.to_list()}
 
     @classmethod
-    def from_json(cls, d: object, where: str) -> "SweepRecord":
+    def from_json(cls, d: object, where: str) -> SweepRecord:
         """The record in `d` (sweep.json parsed), or a DamagedSweepError naming `where`."""
         try:
             if not isinstance(d, dict):

@@ -91,7 +91,7 @@ class DefenseSpace:
                 "start": self.start, "colour": self.colour, "trains_teacher": self.trains_teacher}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DefenseSpace":
+    def from_dict(cls, d: dict) -> DefenseSpace:
         ranges = tuple(KnobRange(Knob(k["name"], k.get("symbol", k["name"]), k["low"], k["high"],
                                       bool(k.get("integer")), bool(k.get("log"))), k["low"], k["high"])
                        for k in d["knobs"])
@@ -99,7 +99,7 @@ class DefenseSpace:
                    bool(d.get("trains_teacher")))
 
     @classmethod
-    def from_table(cls, defense: str, table: dict) -> "DefenseSpace":
+    def from_table(cls, defense: str, table: dict) -> DefenseSpace:
         """From a stored `[search.<defense>]` table alone (a sweep recorded before its space
         was): each `[low, high]` is a knob, integer if both ends are, searched on a log scale if
         not (what every defense did then)."""
@@ -112,7 +112,7 @@ class DefenseSpace:
             ranges.append(KnobRange(knob, value[0], value[1]))
         return cls(defense, tuple(ranges), table.get("start"))
 
-    def with_start(self, start: dict | None) -> "DefenseSpace":
+    def with_start(self, start: dict | None) -> DefenseSpace:
         return replace(self, start=start)
 
 
@@ -153,5 +153,5 @@ class SearchSpace:
         return [d.to_dict() for d in self.defenses]
 
     @classmethod
-    def from_list(cls, items: list[dict]) -> "SearchSpace":
+    def from_list(cls, items: list[dict]) -> SearchSpace:
         return cls(tuple(DefenseSpace.from_dict(d) for d in items))

@@ -10,11 +10,13 @@ workers, which open their own connection.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
@@ -139,16 +141,12 @@ class Storage:
             _copy(src, f)
 
     def delete(self, *parts: str) -> None:
-        try:
+        with contextlib.suppress(OSError):  # FileNotFoundError is one
             self.fs.delete_file(self.path(*parts))
-        except (FileNotFoundError, OSError):
-            pass
 
     def delete_dir(self, *parts: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.fs.delete_dir(self.path(*parts))
-        except (FileNotFoundError, OSError):
-            pass
 
     def make_dirs(self, *parts: str) -> None:
         self.fs.create_dir(self.path(*parts), recursive=True)

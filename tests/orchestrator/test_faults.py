@@ -24,7 +24,7 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 def _start(*args, env=None) -> subprocess.Popen:
     """`python cli.py ARGS` in the background, its stderr in a file (a pipe nobody reads while
     the test polls could fill up and stall it): read it back with `_stderr(proc)`."""
-    log = tempfile.NamedTemporaryFile("w+", prefix="undistill-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile("w+", prefix="undistill-", suffix=".log", delete=False)  # noqa: SIM115 (the process owns it)
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], stdout=subprocess.DEVNULL,
                             stderr=log, text=True, env={**ENV, **(env or {})}, cwd=ROOT)
     proc.log = Path(log.name)

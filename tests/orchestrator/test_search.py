@@ -5,7 +5,6 @@ import math
 
 import optuna
 import pytest
-
 from optuna.storages.journal import JournalStorage
 
 from orchestrator._study import BucketJournal, open_study_storage
@@ -89,9 +88,10 @@ def test_restoring_a_saved_searcher_fails_what_it_does_not_track(tmp_path, make_
 def test_a_candidate_is_never_run_twice(tmp_path, make_storage):
     """Only stingy, k in [1, 3]: three suggestions must be three different k, and TPE's urge to
     repeat the best one is recorded as PRUNED repeats, not run."""
-    import tomli_w
     import tomllib
     from importlib import resources
+
+    import tomli_w
 
     doc = tomllib.loads((resources.files("search_spaces") / "presets" / "smoke.toml").read_text())
     doc["search"].update(defenses=["stingy"], trials=3)

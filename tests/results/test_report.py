@@ -61,7 +61,7 @@ def test_the_front_figure_plots_every_trial_the_front_and_the_marks(sweep):
     (nasty,), (stingy,) = _artists(fig, "trials:nasty"), _artists(fig, "trials:stingy")
     assert len(nasty.get_offsets()) == 3 and len(stingy.get_offsets()) == 2
     (line,) = _artists(fig, "front")
-    assert sorted(zip(line.get_xdata(), line.get_ydata())) == sorted(
+    assert sorted(zip(line.get_xdata(), line.get_ydata(), strict=True)) == sorted(
         (t["teacher_acc"], t["student_acc"]) for t in front)
     assert len(front) == 3  # k = 2, the start point, ω = 0.03
     (paper,) = _artists(fig, "paper")

@@ -2,8 +2,8 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
-
 from _outcomes import context, outcome, student
+
 from results import STUDENTS, TRIALS, ResultStore, Storage, trial_rows
 from undistill.outcomes import Candidate
 

@@ -43,7 +43,8 @@ BAD = {
     "omega out of range": (lambda d: d["search"]["nasty"].update(omega=[0.0, 0.01]), "must lie within"),
     "k too large": (lambda d: d["search"]["stingy"].update(k=[1, 10]), "search.stingy.k"),
     "k zero": (lambda d: d["search"]["stingy"].update(k=[0, 3]), "search.stingy.k"),
-    "start outside range": (lambda d: d["search"]["stingy"].update(start={"k": 9}, k=[1, 3]), "outside its search range"),
+    "start outside range": (lambda d: d["search"]["stingy"].update(start={"k": 9}, k=[1, 3]),
+                            "outside its search range"),
     "wrong type": (lambda d: d["search"].update(trials="many"), "expected int"),
     "no students": (lambda d: d.update(students=[]), "at least one student"),
     "unknown defense": (lambda d: d["search"].update(defenses=["nice"]), "unknown defense 'nice'"),
@@ -53,7 +54,8 @@ BAD = {
     "a temperature twice": (lambda d: d["attack"].update(kd_temperatures=[4, 4.0]), "a temperature twice"),
     "negative temperature": (lambda d: d["attack"].update(kd_temperatures=[-1.0]), "kd_temperatures must be > 0"),
     "smoothing of one": (lambda d: d["attack"].update(label_smoothing=1.0), "label_smoothing"),
-    "unknown data-free key": (lambda d: d["attack"]["data_free"].update(generator_step=3), "did you mean 'generator_steps'"),
+    "unknown data-free key": (lambda d: d["attack"]["data_free"].update(generator_step=3),
+                              "did you mean 'generator_steps'"),
     "no generator steps": (lambda d: d["attack"]["data_free"].update(generator_steps=0), "generator_steps must be ≥ 1"),
     "negative data seed": (lambda d: d["dataset"].update(seed=-1), "dataset.seed"),
     "empty validation split": (lambda d: d["dataset"].update(num_samples=100, val_fraction=0.01),
@@ -115,11 +117,14 @@ def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path):
 
 # The paper's public settings (paper.md): what each CIFAR preset must carry.
 PAPER = {
-    "cifar10-resnet18": dict(dataset="cifar10", teacher="resnet18", students=["cnn", "resnetc20", "resnetc32", "resnet18"],
+    "cifar10-resnet18": dict(dataset="cifar10", teacher="resnet18",
+                             students=["cnn", "resnetc20", "resnetc32", "resnet18"],
                              epochs=160, milestones=[80, 120], gamma=0.1, T=4.0, nasty=(0.04, 4.0), k=2),
-    "cifar100-resnet18": dict(dataset="cifar100", teacher="resnet18", students=["shufflenetv2", "mobilenetv2", "resnet18"],
+    "cifar100-resnet18": dict(dataset="cifar100", teacher="resnet18",
+                              students=["shufflenetv2", "mobilenetv2", "resnet18"],
                               epochs=200, milestones=[60, 120, 160], gamma=0.2, T=20.0, nasty=(0.005, 20.0), k=10),
-    "cifar100-resnet50": dict(dataset="cifar100", teacher="resnet50", students=["shufflenetv2", "mobilenetv2", "resnet18"],
+    "cifar100-resnet50": dict(dataset="cifar100", teacher="resnet50",
+                              students=["shufflenetv2", "mobilenetv2", "resnet18"],
                               epochs=200, milestones=[60, 120, 160], gamma=0.2, T=20.0, nasty=(0.005, 20.0), k=10),
     "cifar100-resnext29": dict(dataset="cifar100", teacher="resnext29_8x64d",
                                students=["shufflenetv2", "mobilenetv2", "resnet18"],
@@ -137,7 +142,8 @@ def test_the_cifar_presets_carry_the_papers_settings(name):
                 schedule["batch_size"]) == ("sgd", 0.1, 0.9, 0.0005, 128)
         assert (schedule["epochs"], schedule["milestones"], schedule["gamma"]) == (
             want["epochs"], want["milestones"], want["gamma"])
-    assert want["T"] in p.attack["kd_temperatures"] and p.attack["kd_alpha"] == 0.9  # the paper's attack is in the suite
+    # the paper's attack is in the suite
+    assert want["T"] in p.attack["kd_temperatures"] and p.attack["kd_alpha"] == 0.9
     nasty, stingy = p.space.get("nasty"), p.space.get("stingy")
     assert (nasty.start["omega"], nasty.start["tau_a"]) == want["nasty"]
     assert stingy.start["k"] == want["k"] and stingy.ranges[0].high < p.num_classes

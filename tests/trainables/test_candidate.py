@@ -42,7 +42,7 @@ def _runner(storage, log=None):
     def run(jobs):
         results = [run_job(job, _in_process(storage)) for job in jobs]
         if log is not None:
-            log.extend((job.name, r["cached"]) for job, r in zip(jobs, results))
+            log.extend((job.name, r["cached"]) for job, r in zip(jobs, results, strict=True))
         return results
     return run
 

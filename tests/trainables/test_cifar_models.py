@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from undistill.errors import ConfigError
 from trainables.models import create_model, list_models
+from undistill.errors import ConfigError
 
 CIFAR = (3, 32, 32)
 CIFAR_MODELS = [

@@ -7,11 +7,19 @@ import pytest
 import torch
 
 from trainables.data import DatasetSpec, load_dataset
-from trainables.data_free import (DataFreeSpec, activation_loss, data_free_split, generator_loss,
-                                  information_entropy_loss, make_generator, one_hot_loss,
-                                  penultimate, train_generator)
-from trainables.loop import Schedule, train
+from trainables.data_free import (
+    DataFreeSpec,
+    activation_loss,
+    data_free_split,
+    generator_loss,
+    information_entropy_loss,
+    make_generator,
+    one_hot_loss,
+    penultimate,
+    train_generator,
+)
 from trainables.defenses import create_defense
+from trainables.loop import Schedule, train
 from trainables.losses import cross_entropy, kd_loss
 from trainables.models import create_model
 

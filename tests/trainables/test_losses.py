@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from undistill.errors import ConfigError
 from trainables.defenses import create_defense
 from trainables.losses import kd_loss, nasty_loss, stingy_logits
+from undistill.errors import ConfigError
 
 
 def _kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True) if pi > 0)
 
 
 def _softmax(z, t=1.0):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from undistill.errors import ConfigError
 from trainables.models import create_model
+from undistill.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", ["cnn1d", "mlp"])  # the image models: test_cifar_models.py

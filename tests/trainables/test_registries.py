@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.attacks import (Attack, attack_suite, create_attack, get_attack, list_attacks,
-                                register_attack)
+from trainables.attacks import Attack, attack_suite, create_attack, get_attack, list_attacks, register_attack
 from trainables.attacks._base import TeacherView, unregister_attack
 from trainables.data import DatasetSpec, load_dataset
 from trainables.defenses import Defense, create_defense, get_defense, list_defenses, register_defense
@@ -29,7 +28,7 @@ def test_a_name_registered_twice_raises_and_an_unknown_one_names_close_matches()
         register_defense(get_defense("nasty"))
     with pytest.raises(ValueError, match="registered twice"):
         register_attack(get_attack("kd"))
-    with pytest.raises(ConfigError, match=r"unknown defense 'nsty'; did you mean nasty\?"):
+    with pytest.raises(ConfigError, match=r"unknown defense 'nsty'; did you mean nasty"):
         create_defense("nsty")
     with pytest.raises(ConfigError, match=r"unknown attack 'kdd'; did you mean kd"):
         create_attack("kdd")
@@ -205,8 +204,8 @@ def test_a_new_defense_and_attack_run_in_a_sweep_from_this_module_alone(toys, tm
         mine = [s["student_acc"] for s in students if s["trial_id"] == t["trial_id"]]
         assert math.isclose(t["student_acc"], max(mine))
     # the record holds the new defense's space, so results show its knob without knowing it
-    from results import render
     from orchestrator.layout import read_sweep
+    from results import render
 
     record = read_sweep(Storage(tmp_path / "sweeps"), "toys")
     assert record.space.get("smoothed-teacher").knobs[0].symbol == "ε"

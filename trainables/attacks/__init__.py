@@ -12,10 +12,19 @@ style of DAFL, Chen et al., ICCV 2019).
 
 from __future__ import annotations
 
-from ._base import (Attack, TeacherView, attack_keys, attack_suite, create_attack, get_attack,
-                    list_attacks, register_attack, resolve_attacks, scale_attack_epochs)
-
-from . import kd, dafl  # noqa: E402,F401  (register the built-ins, in the order suites list them)
+from . import dafl, kd  # noqa: E402,F401  (register the built-ins, in the order suites list them)
+from ._base import (
+                    Attack,
+                    TeacherView,
+                    attack_keys,
+                    attack_suite,
+                    create_attack,
+                    get_attack,
+                    list_attacks,
+                    register_attack,
+                    resolve_attacks,
+                    scale_attack_epochs,
+)
 
 __all__ = ["Attack", "TeacherView", "attack_keys", "attack_suite", "create_attack", "get_attack",
            "list_attacks", "register_attack", "resolve_attacks", "scale_attack_epochs"]

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, is_dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -12,7 +13,7 @@ from ..data import DeviceData
 from ..loop import LossFn, batched_logits
 from ..registry import Registry
 
-_ATTACKS: Registry[type["Attack"]] = Registry("attack")
+_ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Attack:
         return {}
 
     @classmethod
-    def from_table(cls, resolved: dict) -> list["Attack"]:
+    def from_table(cls, resolved: dict) -> list[Attack]:
         """Its instances for a resolved `[attack]` table (none when absent)."""
         return []
 

@@ -13,8 +13,7 @@ The built-ins: `nasty` (Ma et al., ICLR 2021) and `stingy` (ICLR 2022 PAIR^2Stru
 
 from __future__ import annotations
 
-from ._base import Defense, FrozenLogits, create_defense, get_defense, list_defenses, register_defense
-
 from . import nasty, stingy  # noqa: E402,F401  (register the built-ins)
+from ._base import Defense, FrozenLogits, create_defense, get_defense, list_defenses, register_defense
 
 __all__ = ["Defense", "FrozenLogits", "create_defense", "get_defense", "list_defenses", "register_defense"]

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -14,7 +15,7 @@ from ..registry import Registry
 # looked up when they were computed once for the whole split, else run on the batch.
 FrozenLogits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-_DEFENSES: Registry[type["Defense"]] = Registry("defense")
+_DEFENSES: Registry[type[Defense]] = Registry("defense")
 
 
 @dataclass(frozen=True)
