@@ -1,5 +1,8 @@
-"""What runs on workers: datasets, models, losses, the training loop, phases, the trial function.
+"""What runs on workers: datasets, models, losses, the training loop, phases, and the registries
+of defenses (`trainables.defenses`) and attacks (`trainables.attacks`) the phases run.
 
-Nothing here imports the orchestrator. Import the submodules you need; this package imports
-nothing heavy at load time so that the CLI starts instantly.
+It imports only the base layer (`undistill`): never `results`, `orchestrator` or
+`search_spaces`. Import the submodules you need; this package imports nothing heavy at load
+time so that the CLI starts instantly, and an MNIST-1D worker never loads torchvision (the
+image models register on first use, see `models`).
 """

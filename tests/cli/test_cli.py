@@ -46,6 +46,7 @@ TOML_EDITS = {
     "k": ("k = [1, 9]", "k = [1, 10]"),
     "lowhigh": ("tau_a = [2.0, 8.0]", "tau_a = [8.0, 2.0]"),
     "key": ("trials = 4", "trails = 4"),
+    "defense": ('defenses = ["nasty", "stingy"]', 'defenses = ["nasty", "nice"]'),
     "malformed": ("seed = 0", "seed = = 0"),
 }
 BAD_INPUT = [
@@ -104,6 +105,8 @@ BAD_INPUT = [
     (["resume", "ghost"], 2, "no sweep named 'ghost'"),
     (["pareto", "smoke", "--max-teacher-drop", "nan"], 2, "--max-teacher-drop nan must be ≥ 0"),
     (["pareto", "smoke", "--attack", "kd-T3"], 2, "--attack 'kd-T3': sweep 'smoke' ran kd, kd-T4"),
+    (["pareto", "smoke", "--defense", "nice"], 2, "--defense 'nice': sweep 'smoke' searched nasty, stingy"),
+    (["sweep", "--config", "{TOML:defense}"], 2, "search.defenses: unknown defense 'nice'"),
     (["resume", "old"], 2, "sweep 'old' was made by an older undistill"),
     (["report", "ghost"], 2, "no sweep named 'ghost'"),
     (["report", "old"], 2, "sweep 'old' has no finished trial yet"),
