@@ -62,6 +62,7 @@ def render(rows: list[dict], fmt: str, columns: tuple[str, ...] | None = None,
     if space is not None:
         rows, knobs = with_knob_columns(rows, space), space.knob_names()
         columns = columns or front_columns(space)
+    columns = columns or (*KEY_COLUMNS, *RESULT_COLUMNS)
     picked = [{c: _clean(r.get(c)) for c in columns} for r in rows]
     if fmt == "json":
         return json.dumps(picked, indent=1, default=str)

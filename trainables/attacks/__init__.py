@@ -12,7 +12,10 @@ style of DAFL, Chen et al., ICCV 2019).
 
 from __future__ import annotations
 
-from . import dafl, kd  # noqa: E402,F401  (register the built-ins, in the order suites list them)
+# isort: off
+from . import kd  # noqa: E402,F401  (register the built-ins: KD first, as suites list it)
+from . import dafl  # noqa: E402,F401
+# isort: on
 from ._base import (
                     Attack,
                     TeacherView,

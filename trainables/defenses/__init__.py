@@ -13,7 +13,10 @@ The built-ins: `nasty` (Ma et al., ICLR 2021) and `stingy` (ICLR 2022 PAIR^2Stru
 
 from __future__ import annotations
 
-from . import nasty, stingy  # noqa: E402,F401  (register the built-ins)
+# isort: off
+from . import nasty  # noqa: E402,F401  (register the built-ins, in the order results list them)
+from . import stingy  # noqa: E402,F401
+# isort: on
 from ._base import Defense, FrozenLogits, create_defense, get_defense, list_defenses, register_defense
 
 __all__ = ["Defense", "FrozenLogits", "create_defense", "get_defense", "list_defenses", "register_defense"]
