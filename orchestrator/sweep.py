@@ -22,7 +22,7 @@ from trainables.data import check_data_root
 from trainables.loop import CHECKPOINT_EVERY_S
 from undistill.errors import ConfigError, UndistillError
 from undistill.outcomes import PLACEMENT_KEYS
-from undistill.record import RunOptions, SweepRecord, versions
+from undistill.record import RECORD_FORMAT, RunOptions, SweepRecord, versions
 from undistill.storage import Storage
 
 from ._resources import Resources, check_amount
@@ -142,12 +142,17 @@ def check_options(opts: SweepOptions) -> Storage:
 
 
 def _check_current(stored: SweepRecord, name: str) -> None:
-    """A sweep stored before the attack suite (one KD attack) cannot go on with this code: its
-    phases and Tune state belong to the older version."""
+    """A sweep stored before the attack suite (one KD attack), or before pluggable defenses
+    (record format 1), cannot go on with this code: its phases and Tune state belong to the older
+    version."""
     if "kd_temperatures" not in stored.preset.get("attack", {}):
         raise ConfigError(f"sweep {name!r} was made by an older undistill (one KD attack, before the "
                           "attack suite): `pareto` and `status` still read its results; to go on, "
                           "run it again under another --name")
+    if stored.format < RECORD_FORMAT:
+        raise ConfigError(f"sweep {name!r} was made by an older undistill (before pluggable defenses): "
+                          "`pareto`, `status` and `report` still read its results; to go on, run it "
+                          "again under another --name")
 
 
 def _fixed_run(storage: Storage, opts: SweepOptions) -> RunOptions | None:

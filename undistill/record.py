@@ -48,6 +48,12 @@ class RunOptions:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+# 2: the record holds the sweep's space, its rows knobs as a map, its phases the registered
+# entries (issue 13). A started sweep of an older format cannot go on: its Tune state pickles
+# the older types.
+RECORD_FORMAT = 2
+
+
 @dataclass(frozen=True)
 class SweepRecord:
     name: str
@@ -60,6 +66,7 @@ class SweepRecord:
     created_at: str = ""
     versions: dict = field(default_factory=dict)
     space: SearchSpace = field(default_factory=SearchSpace)
+    format: int = RECORD_FORMAT
 
     @property
     def identity(self) -> dict:
@@ -74,7 +81,7 @@ class SweepRecord:
         return {"name": self.name, "preset_name": self.preset_name, "identity": self.identity,
                 "fingerprint": self.fingerprint, "trials": self.trials, "run": self.run.to_dict(),
                 "created_at": self.created_at, "versions": self.versions,
-                "space": self.space.to_list()}
+                "space": self.space.to_list(), "format": self.format}
 
     @classmethod
     def from_json(cls, d: object, where: str) -> SweepRecord:
@@ -97,7 +104,7 @@ class SweepRecord:
                        preset=preset, max_teacher_drop=identity.get("max_teacher_drop"),
                        fingerprint=str(d.get("fingerprint", "")), trials=int(d["trials"]),
                        run=RunOptions.from_dict(d.get("run", {})), created_at=str(d.get("created_at", "")),
-                       versions=dict(d.get("versions") or {}), space=space)
+                       versions=dict(d.get("versions") or {}), space=space, format=int(d.get("format", 1)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DamagedSweepError(f"{where} is not a sweep record ({type(exc).__name__}: {exc}); "
                                     "restore it from a backup or start the sweep under another "

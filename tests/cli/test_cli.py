@@ -112,6 +112,7 @@ BAD_INPUT = [
     (["report", "old"], 2, "sweep 'old' has no finished trial yet"),
     (["report", "smoke", "--out", "/dev/null/x"], 2, "--out /dev/null/x: cannot write there"),
     (["sweep", "--preset", "smoke", "--name", "old"], 2, "sweep 'old' was made by an older undistill"),
+    (["resume", "older"], 2, "sweep 'older' was made by an older undistill (before pluggable defenses)"),
 ]
 
 
@@ -127,10 +128,12 @@ def started_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("existing")
     storage = Storage(root)
     opts = SweepOptions(load_preset("smoke"), "smoke", str(root))
-    write_json(storage, "smoke", "sweep.json", {
-        "name": "smoke", "preset_name": "smoke", "identity": opts.identity(),
-        "fingerprint": opts.fingerprint(), "trials": 4,
-        "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2}, "created_at": "then"})
+    from undistill.record import RunOptions, SweepRecord
+
+    write_json(storage, "smoke", "sweep.json", SweepRecord(
+        name="smoke", preset_name="smoke", preset=opts.identity()["preset"], max_teacher_drop=None,
+        fingerprint=opts.fingerprint(), trials=4, run=RunOptions(1.0, 0.0, 2), created_at="then",
+        space=opts.preset.space).to_json())
     (root / "smoke" / "tune").mkdir()
     # and sweep 'old', started by an undistill from before the attack suite (one KD temperature)
     write_json(storage, "old", "sweep.json", {
@@ -138,6 +141,12 @@ def started_sweep(tmp_path_factory):
         "identity": {"preset": {"attack": {"kd_temperature": 4.0, "kd_alpha": 0.9}}},
         "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2}, "created_at": "then"})
     (root / "old" / "tune").mkdir()
+    # and sweep 'older', started by an undistill from before pluggable defenses (no record format)
+    write_json(storage, "older", "sweep.json", {
+        "name": "older", "preset_name": "smoke", "fingerprint": opts.fingerprint(), "trials": 4,
+        "identity": opts.identity(), "run": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "concurrency": 2},
+        "created_at": "then"})
+    (root / "older" / "tune").mkdir()
     from _outcomes import context, outcome, student
 
     clone = student("mlp", "kd-T4", 4.0, 0.9, "ok", 70.0)
