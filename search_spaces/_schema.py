@@ -226,7 +226,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
 def _attack(table: object) -> dict:
     """The attack suite's table, resolved: each registered attack reads its own keys (KD's
     temperatures, the data-free attack's generator, ...), and the label-smoothing baseline."""
-    from trainables.attacks import attack_keys, resolve_attacks
+    from trainables.attacks import attack_keys, attack_suite, resolve_attacks
 
     if not isinstance(table, dict):
         raise ConfigError("attack: expected a table")
@@ -237,8 +237,6 @@ def _attack(table: object) -> dict:
         raise ConfigError(f"attack.label_smoothing must be within [0, 1), got {smoothing!r}")
     out = resolve_attacks(table)
     out["label_smoothing"] = float(smoothing)
-    from trainables.attacks import attack_suite
-
     attack_suite(out)  # two attacks with one name would be one column of results
     return out
 

@@ -10,7 +10,7 @@ back (`results.ResultStore.trial_rows`, so that rows sort and compare).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 # Where a phase (or a trial's own process) ran, as runners add it to a phase's result.
 PLACEMENT_KEYS = ("node_id", "hostname", "gpu_ids", "cpus", "gpus", "placement_group",
@@ -73,9 +73,6 @@ class Placement:
         if "gpu_ids" in given:
             given["gpu_ids"] = tuple(given["gpu_ids"] or ())
         return cls(**given)
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)

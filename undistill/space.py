@@ -125,9 +125,6 @@ class SearchSpace:
     def __iter__(self):
         return iter(self.defenses)
 
-    def __len__(self) -> int:
-        return len(self.defenses)
-
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(d.defense for d in self.defenses)
