@@ -106,12 +106,16 @@ def main():
               help="Multiply every schedule's epochs (and lr milestones) by this, for a quick "
                    "look at a paper-scale preset; the result is its own config.")
 @click.option("--trials", type=int, help="Run this many trials instead of the preset's.")
-@click.option("--sampler", help="Search with this Optuna sampler instead of the preset's: "
-                                "tpe, gp, nsga2 or random (see BENCHMARKS.md).")
+@click.option("--sampler", help="Search with this sampler instead of the preset's: front (the "
+                                "default: range ends first, then a model), tpe, gp, nsga2 or random "
+                                "(see BENCHMARKS.md).")
+@click.option("--full-suite", is_flag=True, default=None,
+              help="Run every attack on every candidate; by default a candidate's remaining attacks "
+                   "are skipped once its clones show it is beaten by the front.")
 @_format_option
 def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurrency,
           gpus_per_trial, cpus_per_trial, study_storage, shared_storage, data_root, epochs_scale,
-          trials, sampler, fmt):
+          trials, sampler, full_suite, fmt):
     """Run a sweep (or finish an interrupted one) and print its Pareto front."""
     from orchestrator import SweepOptions
     from search_spaces import adjust, load_preset
@@ -120,10 +124,14 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
     if trials is not None and trials < 1:
         raise BadInput(f"--trials {trials} must be ≥ 1")
     preset_sampler = chosen.sampler
-    chosen = _run(adjust, chosen, epochs_scale=epochs_scale, trials=trials, sampler=sampler)
+    preset_full = chosen.full_suite
+    chosen = _run(adjust, chosen, epochs_scale=epochs_scale, trials=trials, sampler=sampler,
+                  full_suite=full_suite)
     default_name = chosen.name if epochs_scale == 1 else f"{chosen.name}-x{epochs_scale:g}"
     if sampler is not None and sampler != preset_sampler:  # side by side with the preset's own search
         default_name += f"-{sampler}"
+    if chosen.full_suite and not preset_full:
+        default_name += "-full"
     opts = SweepOptions(chosen, name or default_name, storage, address, max_teacher_drop, concurrency,
                         cpus_per_trial, gpus_per_trial, study_storage, shared_storage,
                         _absolute(data_root))
@@ -174,7 +182,9 @@ def _finish(outcome, opts, storage: str, fmt: str) -> None:
     click.echo(render(front, "table", space=space))
     click.echo(f"\nresults: {outcome.results}  (query: python cli.py pareto "
                f"{name}{'' if storage == DEFAULT_STORAGE else f' --storage {storage}'})")
-    edges = range_edges(front, space)
+    from orchestrator.layout import read_sweep
+
+    edges = range_edges(front, _run(read_sweep, _open_storage(storage), name).searched_space)
     if edges:
         click.echo(edges, err=True)
 
@@ -197,6 +207,7 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         by_attack,
         front_hypervolume,
         is_attack,
+        lacking_attack,
         pareto_front,
         range_edges,
         render,
@@ -215,6 +226,7 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         known = attack_names(students)
         if attack not in known:
             raise BadInput(f"--attack {attack!r}: sweep {name!r} ran {', '.join(known) or 'no attack yet'}")
+        lacking = lacking_attack(trials, students, attack)
         trials = by_attack(trials, students, attack)
         students = [s for s in students if is_attack(s["attack"], attack)]
     if defense is not None:
@@ -227,9 +239,14 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         click.echo(f"\n{len(front)} {noun} on the front · hypervolume {hv:.1f} "
                    f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best clone of the "
                    "normal teacher)", err=True)
-        edges = range_edges(front, stored.space)
+        edges = range_edges(front, stored.searched_space)
         if edges:
             click.echo(edges, err=True)
+    if attack is not None and lacking:
+        click.echo(f"{len(lacking)} {'candidate lacks' if len(lacking) == 1 else 'candidates lack'} "
+                   f"{attack}: skipped once the candidate was beaten by the front over every attack, so "
+                   f"the front by {attack} alone leaves {'it' if len(lacking) == 1 else 'them'} out; "
+                   "sweep with --full-suite to judge every candidate by every attack", err=True)
 
 
 @main.command()

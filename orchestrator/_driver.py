@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import replace
 
 from ray import tune
 
@@ -32,20 +33,41 @@ class SweepCallback(tune.Callback):
     """
 
     def __init__(self, sweep: str, storage: Storage, columns: SweepColumns, total: int,
-                 space: SearchSpace):
+                 space: SearchSpace, prune: bool = False):
+        """`prune`: keep the sweep's front board (`_board`) current for trials that prune."""
         self.sweep, self.storage, self.columns, self.total = sweep, storage, columns, total
-        self.space = space
+        self.space, self.prune = space, prune
         self._t0 = time.time()
         self._done_at_start = 0
         self._rows: dict[str, dict] = {}
+        self._board = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_rows": {}}  # a restored driver reads the rows afresh
+        # a restored driver reads the rows afresh and opens the board again
+        return {**self.__dict__, "_rows": {}, "_board": None}
 
     def setup(self, **info):
         self._t0 = time.time()
-        self._rows = {r["trial_id"]: r for r in ResultStore(self.storage, self.sweep).trial_rows()}
+        store = ResultStore(self.storage, self.sweep)
+        self._rows = {r["trial_id"]: r for r in store.trial_rows()}
         self._done_at_start = len(self._rows)
+        if self.prune:
+            from ._board import open_board
+
+            self._board = open_board(self.sweep)
+            clones: dict[str, dict[str, float]] = {}
+            for s in store.student_rows():
+                if s["status"] == "ok" and s["student_acc"] is not None:
+                    clones.setdefault(s["trial_id"], {})[attack_name_of(s)] = s["student_acc"]
+            for row in self._rows.values():
+                self._post(row, clones.get(row["trial_id"]))
+
+    def _post(self, row: dict, clones: dict[str, float] | None) -> None:
+        """A finished trial's point, and its clones when every attack ran, to the board."""
+        if self._board is None or row["status"] != "ok":
+            return  # dominated trials are beaten by the front, and their clones are partial
+        if math.isfinite(row["teacher_acc"]) and math.isfinite(row["student_acc"]):
+            self._board.add.remote((row["teacher_acc"], row["student_acc"]), clones)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, trial.last_result, None)
@@ -68,6 +90,8 @@ class SweepCallback(tune.Callback):
         ResultStore(self.storage, self.sweep).write_trial(row, students)
         self._rows.pop(trial.trial_id, None)
         self._rows[trial.trial_id] = row
+        self._post(row, {attack_name_of(s): s["student_acc"] for s in students
+                         if s["status"] == "ok" and s["student_acc"] is not None})
         self._progress(row, list(self._rows.values()))
 
     def _progress(self, row, rows):
@@ -80,6 +104,11 @@ class SweepCallback(tune.Callback):
         print(f"[{done:>3}/{self.total}] {row['defense'] or '?':<6} {knobs:<24} {accs}  "
               f"{row['status']:<10} front {len(pareto_front(rows))} · {_dur(elapsed)} elapsed"
               f" · ETA {_dur(eta)}", file=sys.stderr, flush=True)
+
+
+def attack_name_of(student_row: dict) -> str:
+    """A student row's attack name, as `trainables.candidate.attack_name` gives it."""
+    return f"{student_row['attack']} {student_row['student_arch']}"
 
 
 def _pct(x) -> str:
@@ -118,7 +147,9 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
 
     storage = runtime.storage
     context = trial_context(plan, upstream, opts.max_teacher_drop)
-    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context, runtime=runtime),
+    prune = not opts.preset.full_suite
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context, runtime=runtime,
+                                                         board=opts.name if prune else None),
                                     runtime.resources.placement_group_factory())
     experiment = storage.path(opts.name, TUNE_DIR)
     if tune.Tuner.can_restore(experiment, storage_filesystem=storage.fs):
@@ -128,6 +159,7 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
         print(f"resuming {opts.name!r} from {storage.uri(opts.name, TUNE_DIR)}", file=sys.stderr,
               flush=True)
         tuner.fit()
+        _record_searched(opts, storage)
         return
 
     preset = opts.preset
@@ -156,8 +188,25 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
             storage_path=storage.path(opts.name),
             storage_filesystem=storage.fs,
             verbose=0,
-            callbacks=[SweepCallback(opts.name, storage, columns, preset.trials, preset.space)],
+            callbacks=[SweepCallback(opts.name, storage, columns, preset.trials, preset.space, prune)],
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )
     tuner.fit()
+    _record_searched(opts, storage)
+
+
+def _record_searched(opts, storage: Storage) -> None:
+    """Write the ranges the search went over into the sweep's record (`SweepRecord.searched`):
+    `pareto` and `report` judge range ends against them, not against the preset's."""
+    import optuna
+
+    from ._study import open_study_storage
+    from .layout import read_sweep, write_json
+    from .strategy import searched_ranges
+
+    study = optuna.load_study(study_name=opts.name,
+                              storage=open_study_storage(opts.study_storage, storage, opts.name))
+    searched = searched_ranges(opts.preset.space, study.get_trials(deepcopy=False))
+    record = read_sweep(storage, opts.name)
+    write_json(storage, opts.name, "sweep.json", replace(record, searched=searched).to_json())

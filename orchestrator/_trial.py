@@ -15,8 +15,9 @@ from dataclasses import replace
 
 from ray import tune
 
-from trainables.candidate import TrialContext, run_candidate
+from trainables.candidate import TrialContext, attack_name, run_candidate
 from trainables.phases import PhaseJob
+from trainables.pruning import Pruning, attack_order
 from undistill.outcomes import Candidate, Placement
 
 from ._worker import PhaseRuntime, placement, remote_phase, run_job
@@ -26,7 +27,8 @@ OBJECTIVES = ("teacher_acc", "student_acc")
 OUTCOME = "outcome"  # the report's key for the trial's typed `CandidateOutcome`
 
 
-def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime) -> None:
+def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime, board: str | None = None) -> None:
+    """`board`: the sweep's name when its trials prune their attacks (see `_board`), else None."""
     import ray
 
     res = runtime.resources
@@ -41,7 +43,8 @@ def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime) -> No
         refs = [task.options(name=job.name).remote(job, runtime) for job in jobs]
         return ray.get(refs)
 
-    outcome = run_candidate(Candidate.from_params(config), context, run_here, run_side_by_side)
+    pruning = _pruning(context, board, res.students) if board else None
+    outcome = run_candidate(Candidate.from_params(config), context, run_here, run_side_by_side, pruning)
     ran = Placement.from_result({**placement(), "cpus": res.cpus, "gpus": res.gpus,
                                  "started_at": started, "finished_at": time.time()})
     outcome = replace(outcome, ran=ran)
@@ -50,6 +53,22 @@ def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime) -> No
     tune.report({"teacher_acc": _metric(outcome.teacher_acc), "student_acc": _metric(outcome.student_acc),
                  "teacher_drop": _metric(outcome.teacher_drop), "status": outcome.status,
                  OUTCOME: outcome, "final": True})
+
+
+def _pruning(context: TrialContext, sweep: str, students: int) -> Pruning | None:
+    """The attacks' order (learned from the normal teacher and every trial attacked in full so
+    far) and the live front, from the sweep's board; waves as wide as the trial's students."""
+    import ray
+
+    from ._board import find_board
+
+    found = find_board(sweep)
+    if found is None:
+        return None
+    names = [attack_name(t) for t in context.attack_templates]
+    normal = {name: b.normal_kd_acc for name, b in context.baselines.items()}
+    order = attack_order(names, normal, ray.get(found.seen.remote()))
+    return Pruning(order=tuple(order), wave=max(1, students), front=lambda: ray.get(found.front.remote()))
 
 
 def _metric(x: float | None) -> float:

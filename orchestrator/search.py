@@ -3,7 +3,8 @@ final, finite results into it.
 
 Ray's OptunaSearch tells Optuna COMPLETE with whatever a trial reported last; a NaN makes the
 tell fail and leaves the Optuna trial RUNNING forever. Here:
-    ok                      -> COMPLETE (teacher_acc, student_acc), with the drop constraint
+    ok, dominated           -> COMPLETE (teacher_acc, student_acc), with the drop constraint
+                               (dominated: student_acc is a lower bound, see trainables.pruning)
     infeasible, diverged    -> PRUNED with a violated constraint: the sampler steers away
     anything else           -> FAIL (errors, partial or non-finite results)
     a repeated candidate    -> PRUNED with user attribute `repeat_of`, never run (see `suggest`)
@@ -22,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import Preset, start_points, suggest_candidate
 
 from ._trial import OBJECTIVES
+from .strategy import FrontSampler, candidate_key
 
 MODES = ["max", "min"]  # for OBJECTIVES: teacher accuracy up, best clone accuracy down
 DROP_CONSTRAINT = "teacher_drop_over_limit"
@@ -31,9 +33,12 @@ _REDRAWS = 40  # asks per suggestion before accepting a repeat; half from the sa
 logger = logging.getLogger(__name__)
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, preset: Preset | None = None) -> optuna.samplers.BaseSampler:
     """The sampler a preset's `search.sampler` (or `--sampler`) names; `bench/search.py`
-    measures each of them. Explicit arguments: Optuna 5 changed TPE's defaults."""
+    measures each of them. Explicit arguments: Optuna 5 changed TPE's defaults. `front`, the
+    default, needs the preset's space (see `strategy`)."""
+    if name == "front":
+        return FrontSampler(preset.space, seed=seed, start=start_points(preset), extend=preset.extend_ranges)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
@@ -60,11 +65,12 @@ class DefenseSearch(OptunaSearch):
             metric=list(OBJECTIVES),
             mode=MODES,
             points_to_evaluate=None,  # enqueued below, once per study, not once per start
-            sampler=make_sampler(preset.sampler, preset.seed),
+            sampler=make_sampler(preset.sampler, preset.seed, preset),
             study_name=sweep_name,
             storage=storage,
         )
-        self.enqueue_start_points(start_points(preset))
+        if not isinstance(self._ot_study.sampler, FrontSampler):  # it starts with them itself
+            self.enqueue_start_points(start_points(preset))
 
     def enqueue_start_points(self, points: list[dict]) -> None:
         for point in points:
@@ -144,7 +150,9 @@ class DefenseSearch(OptunaSearch):
         if status:
             ot_trial.set_user_attr("status", status)
         limit = self._max_teacher_drop
-        if status == "ok" and all(_finite(result.get(m)) for m in OBJECTIVES):
+        # dominated: attacks were skipped once it was beaten; its clone is a lower bound, told
+        # as it is (the candidate is off the front either way)
+        if status in ("ok", "dominated") and all(_finite(result.get(m)) for m in OBJECTIVES):
             if limit is not None:
                 ot_trial.set_constraint(DROP_CONSTRAINT, result["teacher_drop"] - limit)
             return super().on_trial_complete(trial_id, {m: result[m] for m in OBJECTIVES})
@@ -156,11 +164,6 @@ class DefenseSearch(OptunaSearch):
         # trials are PRUNED (with their violated constraint), anything else is a FAIL.
         gated = status in ("infeasible", "diverged")
         return super().on_trial_complete(trial_id, None, error=error or not gated)
-
-
-def candidate_key(params: dict) -> tuple:
-    """What makes two candidates the same: the defense and its knobs (floats to 9 digits)."""
-    return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
 
 
 def _already_told(search: DefenseSearch, ot_trial) -> bool:

@@ -7,7 +7,17 @@ defense or attack by name: what a sweep's defenses and knobs are comes from its 
 
 from undistill.storage import Storage
 
-from .pareto import attack_names, by_attack, dominates, front_indices, hypervolume, is_attack, pareto_front, range_edges
+from .pareto import (
+    attack_names,
+    by_attack,
+    dominates,
+    front_indices,
+    hypervolume,
+    is_attack,
+    lacking_attack,
+    pareto_front,
+    range_edges,
+)
 from .report import front_columns, front_hypervolume, reference_point, render, with_knob_columns
 from .rows import trial_rows
 from .schema import STATUSES, STUDENTS, TRIALS
@@ -15,6 +25,6 @@ from .store import ResultStore
 
 __all__ = [
     "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "Storage", "attack_names", "by_attack", "dominates",
-    "front_columns", "front_hypervolume", "front_indices", "hypervolume", "is_attack", "pareto_front",
+    "front_columns", "front_hypervolume", "front_indices", "hypervolume", "is_attack", "lacking_attack", "pareto_front",
     "range_edges", "reference_point", "render", "trial_rows", "with_knob_columns",
 ]

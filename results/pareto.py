@@ -33,7 +33,8 @@ def front_indices(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def pareto_front(rows: Iterable[dict], max_teacher_drop: float | None = None) -> list[dict]:
     """The front among finished (`status == "ok"`) trials, optionally only those whose teacher
-    lost at most `max_teacher_drop` points."""
+    lost at most `max_teacher_drop` points. A `dominated` trial is beaten by one of them by
+    construction (`trainables.pruning`), so it is never on the front."""
     eligible = [
         r for r in rows
         if r["status"] == "ok"
@@ -75,41 +76,52 @@ def attack_names(student_rows: Iterable[dict]) -> list[str]:
 
 def by_attack(trial_rows: Iterable[dict], student_rows: Iterable[dict], attack: str) -> list[dict]:
     """Trial rows as if `attack` (a name, or a family such as `kd`) were the only attack: each
-    trial's best clone, and which student made it, over that attack's student rows alone."""
+    trial's best clone, and which student made it, over that attack's student rows alone.
+
+    A trial whose attacks were cut short once it was beaten (`dominated`) is judged like a
+    finished one when every one of `attack`'s rows ran; otherwise it lacks the attack (see
+    `lacking_attack`) and has no clone accuracy here."""
+    student_rows = list(student_rows)
     best: dict[str, dict] = {}
     for s in student_rows:
         if is_attack(s.get("attack"), attack) and s["status"] == "ok" and _finite(s["student_acc"]):
             held = best.get(s["trial_id"])
             if held is None or s["student_acc"] > held["student_acc"]:
                 best[s["trial_id"]] = s
+    lacking = set(lacking_attack(trial_rows, student_rows, attack))
     out = []
     for t in trial_rows:
         b = best.get(t["trial_id"], {})
-        out.append({**t, "student_acc": b.get("student_acc", math.nan) if t["status"] == "ok" else math.nan,
+        judged = t["status"] == "ok" or (t["status"] == "dominated" and t["trial_id"] not in lacking)
+        out.append({**t, "status": "ok" if judged else t["status"],
+                    "student_acc": b.get("student_acc", math.nan) if judged else math.nan,
                     "best_student": b.get("student_arch"), "best_attack": b.get("attack"),
                     "kd_temperature": b.get("kd_temperature"), "kd_alpha": b.get("kd_alpha")})
     return out
 
 
-EDGE_SHARE = 0.05  # "at the end of a range": within its outer 5 %, on the log scale it is searched on
+def lacking_attack(trial_rows: Iterable[dict], student_rows: Iterable[dict], attack: str) -> list[str]:
+    """The trials (ids) that skipped some of `attack`'s rows because they were already beaten:
+    a front judged by `attack` alone cannot place them."""
+    trials = {t["trial_id"] for t in trial_rows if t["status"] == "dominated"}
+    return sorted({s["trial_id"] for s in student_rows if s["trial_id"] in trials
+                   and is_attack(s.get("attack"), attack) and s["status"] == "skipped"})
 
 
 def range_edges(front: list[dict], space: SearchSpace) -> str | None:
     """Where the front runs into the end of a searched range, one sentence saying so, since the
     front may go on past it (BENCHMARKS.md, "Choosing the sampler", found this on the mnist1d
-    preset); None when it does not. `space`: the sweep's (its record's). Continuous knobs only:
-    an integer knob's range is its whole (stingy's 1 ≤ k < classes) unless a preset narrows it."""
+    preset); None when it does not. `space`: the range the sweep searched (its record's, widened
+    where the search went past the preset's). Continuous knobs only (`KnobRange.end_of`): an
+    integer knob's range is its whole (stingy's 1 ≤ k < classes) unless a preset narrows it."""
     found, widen = [], []
     for defense in space:
         mine = [r for r in front if r["defense"] == defense.defense]
         for r in defense.ranges:
-            if not mine or r.knob.integer or not r.low or r.high <= r.low:
-                continue
-            scale = math.log if r.knob.log else (lambda v: v)
-            width = scale(r.high) - scale(r.low)
+            ends = [r.end_of(row["knobs"][r.name]) for row in mine
+                    if _finite((row.get("knobs") or {}).get(r.name))]
             for end, value in (("top", r.high), ("bottom", r.low)):
-                count = sum(abs(scale(row["knobs"][r.name]) - scale(value)) <= EDGE_SHARE * width
-                            for row in mine if _finite((row.get("knobs") or {}).get(r.name)))
+                count = ends.count(end)
                 if count:
                     found.append(f"{r.knob.symbol} at the {end} of its range ({value:g}) for {count}")
                     widen += [f"search.{defense.defense}"] if f"search.{defense.defense}" not in widen else []

@@ -31,11 +31,13 @@ TRIALS = pa.schema([
     ("dataset", pa.string()),
     ("teacher_arch", pa.string()),
     ("seed", pa.int64()),
-    ("status", pa.string()),  # ok | diverged | infeasible | error
+    # ok | dominated (attacks skipped once it was beaten) | diverged | infeasible | error
+    ("status", pa.string()),
     ("teacher_acc", pa.float64()),  # the defended teacher, test
     ("normal_teacher_acc", pa.float64()),
     ("teacher_drop", pa.float64()),  # normal − defended, points
-    ("student_acc", pa.float64()),  # the best clone: max over students × attacks (null unless ok)
+    ("student_acc", pa.float64()),  # the best clone: max over students × attacks (null unless ok/dominated)
+    ("clone_lower_bound", pa.bool_()),  # student_acc is over the attacks run, a lower bound (dominated)
     ("best_student", pa.string()),
     ("best_attack", pa.string()),  # kd-T4, dafl, ...: the attack that made the best clone
     ("kd_temperature", pa.float64()),  # that attack's temperature
@@ -75,7 +77,7 @@ STUDENTS = pa.schema([
     ("finished_at", pa.timestamp("ms", tz="UTC")),
 ])
 
-STATUSES = ("ok", "diverged", "infeasible", "error")
+STATUSES = ("ok", "dominated", "diverged", "infeasible", "error")
 
 
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:

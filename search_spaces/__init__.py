@@ -60,10 +60,15 @@ def suggest_candidate(trial, preset: Preset) -> dict:
     knob as its defense declares it (integer or not, log scale or not), in its searched range.
 
     Works on an `optuna.Trial` (or Ray's captor of one); returns nothing extra, every value is
-    suggested so the study records it.
+    suggested so the study records it. A sampler with `searched_space(study, trial)` (the
+    default, `orchestrator.strategy.FrontSampler`) gives ranges widened past the preset's.
     """
     defense = trial.suggest_categorical("defense", list(preset.space.names))
-    for r in preset.space.get(defense).ranges:
+    space = preset.space
+    searched = getattr(trial.study.sampler, "searched_space", None)
+    if searched is not None:  # a sampler that widens ranges (the default) says how far
+        space = searched(trial.study, trial)
+    for r in space.get(defense).ranges:
         if r.knob.integer:
             trial.suggest_int(r.name, int(r.low), int(r.high), log=r.knob.log)
         else:
@@ -77,16 +82,18 @@ def start_points(preset: Preset) -> list[dict]:
 
 
 def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = None,
-           sampler: str | None = None) -> Preset:
+           sampler: str | None = None, full_suite: bool | None = None) -> Preset:
     """The preset with every schedule's epochs (and lr milestones), and the data-free attack's
     generator steps, times `epochs_scale`, with `trials` trials and searched by `sampler`: a
-    quick look at a paper-scale preset, or another search of the same space. The result is
+    quick look at a paper-scale preset, or another search of the same space (`full_suite`: every
+    attack on every candidate). The result is
     another config (its own identity), validated like any preset."""
     if not (math.isfinite(epochs_scale) and epochs_scale > 0):
         raise ConfigError(f"--epochs-scale {epochs_scale} must be > 0")
     if sampler is not None and sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
-    if epochs_scale == 1.0 and trials is None and sampler in (None, preset.sampler):
+    if (epochs_scale == 1.0 and trials is None and sampler in (None, preset.sampler)
+            and full_suite in (None, preset.full_suite)):
         return preset
     doc = preset.to_dict()
     doc["description"] = preset.description
@@ -105,4 +112,6 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
         doc["search"]["trials"] = trials
     if sampler is not None:
         doc["search"]["sampler"] = sampler
+    if full_suite is not None:
+        doc["search"]["full_suite"] = full_suite
     return parse_preset(preset.name, doc)

@@ -15,7 +15,7 @@ from undistill.tables import check_keys as _check_keys
 from undistill.tables import check_positive as _positive
 from undistill.tables import is_a as _is
 
-SAMPLERS = ("tpe", "gp", "nsga2", "random")
+SAMPLERS = ("front", "tpe", "gp", "nsga2", "random")  # front: the default (orchestrator.strategy)
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Preset:
     sampler: str
     space: SearchSpace  # each searched defense's knob ranges and start point, in order
     num_classes: int
+    extend_ranges: bool = True  # `front` may go past a range's end where the front reaches it
+    full_suite: bool = False  # every attack on every candidate (else: skipped once it is beaten)
     # [resources]: how a sweep runs, not what it computes, so not part of its identity
     resources: dict[str, Any] = field(default_factory=dict)
     resolved: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
@@ -72,7 +74,9 @@ _SCHEDULE = {
     "batch_size": int, "lr_schedule": str, "milestones": list, "gamma": float,
 }
 _DATASET = {"name": str, "num_samples": int, "val_fraction": float, "seed": int}
-_SEARCH = {"trials": int, "sampler": str, "defenses": list}  # and a table per defense
+# and a table per defense. extend_ranges: the default sampler may search past a range's end when
+# the front reaches it; full_suite: every attack on every candidate, none skipped once beaten.
+_SEARCH = {"trials": int, "sampler": str, "defenses": list, "extend_ranges": bool, "full_suite": bool}
 # Per process of a trial (its own and each student's); concurrency caps trials at once.
 _RESOURCES = {"cpus_per_trial": float, "gpus_per_trial": float, "concurrency": int,
               "checkpoint_every_s": float}
@@ -183,7 +187,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
         raise ConfigError(f"resources.concurrency must be ≥ 1, got {resources['concurrency']!r}")
     if resources["checkpoint_every_s"] is not None:
         _positive("resources.checkpoint_every_s", resources["checkpoint_every_s"], allow_zero=True)
-    sampler = search.get("sampler", "tpe")
+    sampler = search.get("sampler", "front")
     if sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
     space = _space(search, num_classes)
@@ -201,6 +205,8 @@ def parse_preset(name: str, doc: dict) -> Preset:
         "student_schedule": {**Schedule().to_dict(), **student_schedule},
         "attack": attack,
         "search": {"trials": trials, "sampler": sampler, "defenses": list(space.names),
+                   "extend_ranges": search.get("extend_ranges", True),
+                   "full_suite": search.get("full_suite", False),
                    **{d.defense: d.table() for d in space}},
     }
     return Preset(
@@ -218,6 +224,8 @@ def parse_preset(name: str, doc: dict) -> Preset:
         sampler=sampler,
         space=space,
         num_classes=num_classes,
+        extend_ranges=resolved["search"]["extend_ranges"],
+        full_suite=resolved["search"]["full_suite"],
         resources=resources,
         resolved=resolved,
     )

@@ -14,6 +14,7 @@ from undistill.outcomes import Baselines, Candidate, CandidateOutcome, Placement
 
 from .defenses import Defense
 from .phases import PhaseConfig, PhaseJob
+from .pruning import Pruning, dominated, waves
 
 # A runner takes independent phases and returns their results in the same order. A finished
 # phase (found by its key) is returned, not trained again: this is how a retried trial resumes.
@@ -59,9 +60,13 @@ def attack_name(cfg: PhaseConfig) -> str:
 
 
 def run_candidate(candidate: Candidate, ctx: TrialContext, run_teacher: RunPhases,
-                  run_students: RunPhases) -> CandidateOutcome:
-    """Evaluate one candidate: its status (ok | diverged | infeasible), its teacher's accuracy,
-    the best clone (the highest accuracy over students × attacks), and every clone."""
+                  run_students: RunPhases, pruning: Pruning | None = None) -> CandidateOutcome:
+    """Evaluate one candidate: its status (ok | dominated | diverged | infeasible), its teacher's
+    accuracy, the best clone (the highest accuracy over students × attacks), and every clone.
+
+    `pruning` (None: every attack runs, as `--full-suite`): the attacks run in its waves and
+    order, and stop once the candidate is dominated by its front (`pruning.dominated`); the
+    status is then `dominated`, the best clone a lower bound, the attacks not run `skipped`."""
     teacher_job, student_jobs = candidate_jobs(candidate, ctx)
 
     # 1. the defended teacher (a transforming one is the normal teacher behind its transform)
@@ -74,13 +79,29 @@ def run_candidate(candidate: Candidate, ctx: TrialContext, run_teacher: RunPhase
     if ctx.max_teacher_drop is not None and ctx.normal_teacher_acc - teacher_acc > ctx.max_teacher_drop:
         return _summary(candidate, ctx, teacher, {}, "infeasible", teacher_acc)
 
-    # 3. the attacks: every student, by every attack, from the defended teacher
-    results = dict(zip((j.name for j in student_jobs), run_students(student_jobs), strict=True))
-    if teacher is None:  # what the attacker's teacher scores through the transform
-        seen = [r["teacher_acc_seen"] for r in results.values() if "teacher_acc_seen" in r]
-        teacher_acc = seen[0] if seen else teacher_acc
+    # 3. the attacks: every student, by every attack, from the defended teacher; with pruning,
+    # in waves, strongest first, until the clones so far show the candidate is beaten
+    by_name = {j.name: j for j in student_jobs}
+    if pruning is None:
+        groups = [list(by_name)]
+    else:
+        order = [n for n in pruning.order if n in by_name] + [n for n in by_name if n not in pruning.order]
+        groups = waves(order, pruning.wave)
+    results: dict[str, dict] = {}
+    beaten = False
+    for i, group in enumerate(groups):
+        results.update(zip(group, run_students([by_name[n] for n in group]), strict=True))
+        if teacher is None:  # what the attacker's teacher scores through the transform
+            seen = [r["teacher_acc_seen"] for r in results.values() if "teacher_acc_seen" in r]
+            teacher_acc = seen[0] if seen else teacher_acc
+        clones = [r["test_acc"] for r in results.values() if r["status"] == "ok" and r.get("test_acc") is not None]
+        if pruning is not None and clones and i < len(groups) - 1 \
+                and dominated((teacher_acc, max(clones)), pruning.front()):
+            beaten = True
+            break
     ok = any(r["status"] == "ok" for r in results.values())
-    return _summary(candidate, ctx, teacher, results, "ok" if ok else "diverged", teacher_acc)
+    status = ("dominated" if beaten else "ok") if ok else "diverged"
+    return _summary(candidate, ctx, teacher, results, status, teacher_acc)
 
 
 def student_outcome(template: PhaseConfig, baselines: Baselines, result: dict | None,
@@ -113,7 +134,7 @@ def _summary(candidate: Candidate, ctx: TrialContext, teacher: dict | None,
         status=status,
         teacher_acc=number(teacher_acc),
         normal_teacher_acc=ctx.normal_teacher_acc,
-        student_acc=best.student_acc if best and status == "ok" else None,
+        student_acc=best.student_acc if best and status in ("ok", "dominated") else None,
         best_student=best.student_arch if best else None,
         best_attack=best.attack if best else None,
         teacher_wall_s=teacher_wall,

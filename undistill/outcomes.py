@@ -107,10 +107,11 @@ class CandidateOutcome:
     as its best clone (`student_acc`, over students × attacks)."""
 
     candidate: Candidate
-    status: str  # ok | diverged | infeasible | error
+    status: str  # ok | dominated | diverged | infeasible | error
     teacher_acc: float | None
     normal_teacher_acc: float
-    student_acc: float | None = None  # the best clone; None unless ok
+    # the best clone; None unless ok or dominated (then a lower bound: attacks were skipped)
+    student_acc: float | None = None
     best_student: str | None = None
     best_attack: str | None = None
     teacher_wall_s: float = 0.0
@@ -118,6 +119,11 @@ class CandidateOutcome:
     compute_s: float = 0.0  # seconds of the trial's phases summed (students run side by side)
     students: tuple[StudentOutcome, ...] = ()
     ran: Placement = field(default_factory=Placement)  # the trial's own process (Tune's shell sets it)
+
+    @property
+    def clone_lower_bound(self) -> bool:
+        """`student_acc` is the best of the attacks that ran, skipped ones could only raise it."""
+        return self.status == "dominated"
 
     @property
     def teacher_drop(self) -> float | None:

@@ -67,6 +67,14 @@ class SweepRecord:
     versions: dict = field(default_factory=dict)
     space: SearchSpace = field(default_factory=SearchSpace)
     format: int = RECORD_FORMAT
+    # the ranges the search went over: the preset's, widened where it went past their ends
+    # (`orchestrator.strategy`); None until a run of the search has ended
+    searched: SearchSpace | None = None
+
+    @property
+    def searched_space(self) -> SearchSpace:
+        """What the sweep searched so far: `searched` once recorded, else the preset's space."""
+        return self.searched if self.searched is not None else self.space
 
     @property
     def identity(self) -> dict:
@@ -81,7 +89,8 @@ class SweepRecord:
         return {"name": self.name, "preset_name": self.preset_name, "identity": self.identity,
                 "fingerprint": self.fingerprint, "trials": self.trials, "run": self.run.to_dict(),
                 "created_at": self.created_at, "versions": self.versions,
-                "space": self.space.to_list(), "format": self.format}
+                "space": self.space.to_list(), "format": self.format,
+                **({"searched": self.searched.to_list()} if self.searched is not None else {})}
 
     @classmethod
     def from_json(cls, d: object, where: str) -> SweepRecord:
@@ -104,7 +113,8 @@ class SweepRecord:
                        preset=preset, max_teacher_drop=identity.get("max_teacher_drop"),
                        fingerprint=str(d.get("fingerprint", "")), trials=int(d["trials"]),
                        run=RunOptions.from_dict(d.get("run", {})), created_at=str(d.get("created_at", "")),
-                       versions=dict(d.get("versions") or {}), space=space, format=int(d.get("format", 1)))
+                       versions=dict(d.get("versions") or {}), space=space, format=int(d.get("format", 1)),
+                       searched=SearchSpace.from_list(d["searched"]) if "searched" in d else None)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DamagedSweepError(f"{where} is not a sweep record ({type(exc).__name__}: {exc}); "
                                     "restore it from a backup or start the sweep under another "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+EDGE_SHARE = 0.05  # "at the end of a range": within its outer 5 %, on the scale it is searched on
+
 
 @dataclass(frozen=True)
 class Knob:
@@ -50,8 +52,42 @@ class KnobRange:
     def name(self) -> str:
         return self.knob.name
 
+    def scaled(self, value: float) -> float:
+        """The value on the scale the knob is searched on (log or linear)."""
+        return math.log(value) if self.knob.log else value
+
+    def unscaled(self, value: float) -> float:
+        return math.exp(value) if self.knob.log else value
+
+    @property
+    def width(self) -> float:
+        return self.scaled(self.high) - self.scaled(self.low)
+
+    def end_of(self, value: float) -> str | None:
+        """"top" or "bottom" when the value lies within the range's outer `EDGE_SHARE` at that
+        end (on its search scale), else None; None for integer knobs, whose range is usually
+        their whole, and for empty ranges."""
+        if self.knob.integer or self.high <= self.low or not math.isfinite(value):
+            return None
+        if self.knob.log and value <= 0:
+            return None
+        x, share = self.scaled(value), EDGE_SHARE * self.width
+        if abs(x - self.scaled(self.high)) <= share:
+            return "top"
+        if abs(x - self.scaled(self.low)) <= share:
+            return "bottom"
+        return None
+
+    def widened(self, end: str, step: float) -> KnobRange:
+        """The range with one end moved out by `step` (on the search scale), no further than the
+        knob's hard bounds."""
+        if end == "top":  # (the bounds are exact: exp(log(x)) may land a hair past them)
+            return replace(self, high=min(self.knob.high, self.unscaled(self.scaled(self.high) + step)))
+        return replace(self, low=max(self.knob.low, self.unscaled(self.scaled(self.low) - step)))
+
     def to_dict(self) -> dict:
-        return {**self.knob.to_dict(), "low": self.low, "high": self.high}
+        return {**self.knob.to_dict(), "low": self.low, "high": self.high,
+                "bounds": [self.knob.low, self.knob.high]}
 
 
 @dataclass(frozen=True)
@@ -92,7 +128,8 @@ class DefenseSpace:
 
     @classmethod
     def from_dict(cls, d: dict) -> DefenseSpace:
-        ranges = tuple(KnobRange(Knob(k["name"], k.get("symbol", k["name"]), k["low"], k["high"],
+        # records before range extension kept no hard bounds: the searched range stands for them
+        ranges = tuple(KnobRange(Knob(k["name"], k.get("symbol", k["name"]), *k.get("bounds", (k["low"], k["high"])),
                                       bool(k.get("integer")), bool(k.get("log"))), k["low"], k["high"])
                        for k in d["knobs"])
         return cls(d["defense"], ranges, d.get("start"), d.get("colour", "tab:gray"),

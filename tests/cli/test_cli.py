@@ -94,7 +94,7 @@ BAD_INPUT = [
     (["sweep", "--preset", "smoke", "--name", "other", "--cpus-per-trial", "0"], 2,
      "--cpus-per-trial 0 must be > 0"),
     (["sweep", "--preset", "smoke", "--sampler", "cmaes"], 2,
-     "--sampler 'cmaes' is not one of tpe, gp, nsga2, random"),
+     "--sampler 'cmaes' is not one of front, tpe, gp, nsga2, random"),
     (["sweep", "--preset", "smoke", "--name", "other", "--study-storage", "postgresql://u:p@127.0.0.1:1/db"],
      2, "its database driver is not installed"),
     # this machine has no GPU: the local Ray starts, and the check refuses before any work
@@ -213,9 +213,17 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert {t["defense"] for t in trials} == {"nasty", "stingy"}
     paper = [t for t in trials if t["defense"] == "nasty" and dict(t["knobs"])["omega"] == 0.1]
     assert paper and dict(paper[0]["knobs"])["tau_a"] == 4.0  # the preset's start point ran
+    finished = [(t["teacher_acc"], t["student_acc"]) for t in trials if t["status"] == "ok"]
     for t in trials:
-        assert t["status"] == "ok" and 0 < t["teacher_acc"] <= 100 and 0 < t["student_acc"] <= 100
-        mine = [s for s in students if s["trial_id"] == t["trial_id"]]
+        # dominated: its attacks stopped once its clones showed a finished trial beats it
+        assert t["status"] in ("ok", "dominated") and 0 < t["teacher_acc"] <= 100 and 0 < t["student_acc"] <= 100
+        assert t["clone_lower_bound"] == (t["status"] == "dominated")
+        mine = [s for s in students if s["trial_id"] == t["trial_id"] and s["status"] != "skipped"]
+        if t["status"] == "dominated":
+            assert any(a >= t["teacher_acc"] and b <= t["student_acc"] and (a, b) != (t["teacher_acc"], t["student_acc"])
+                       for a, b in finished)
+        else:
+            assert len(mine) == 2 * 3
         best = max(mine, key=lambda s: s["student_acc"])  # the best clone over students × attacks
         assert (t["student_acc"], t["best_student"], t["best_attack"]) == (
             best["student_acc"], best["student_arch"], best["attack"])
@@ -253,7 +261,8 @@ def test_smoke_sweep_end_to_end(tmp_storage):
                                 storage=tmp_storage).stdout)
         assert alone and {f["best_attack"] for f in alone} <= members
         for f in alone:
-            mine = [s["student_acc"] for s in students if s["trial_id"] == f["trial_id"] and s["attack"] in members]
+            mine = [s["student_acc"] for s in students if s["trial_id"] == f["trial_id"] and s["attack"] in members
+                    and s["student_acc"] is not None]
             assert f["student_acc"] == max(mine)
 
     # the report folder of a real sweep: its front is pareto's
@@ -300,7 +309,11 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         over = t["teacher_drop"] > 0.5
         assert (t["status"] == "infeasible") == over
         trained = [s["status"] for s in gated_students if s["trial_id"] == t["trial_id"]]
-        assert trained == (["skipped"] * 6 if over else ["ok"] * 6)
+        if over:
+            assert trained == ["skipped"] * 6
+        else:  # all six, or the strongest first until a finished trial beat it
+            assert "ok" in trained and set(trained) <= {"ok", "skipped"}
+            assert ("skipped" in trained) == (t["status"] == "dominated")
     gated_front = json.loads(_cli("pareto", "smoke-random", "--format", "json", storage=tmp_storage).stdout)
     assert all(f["teacher_drop"] <= 0.5 for f in gated_front)
 

@@ -111,3 +111,36 @@ def test_range_edges_names_each_range_end_the_front_reaches():
     assert range_edges([row(omega=outside, tau_a=6.0)], search) is None
     assert range_edges([{"defense": "stingy", "knobs": {"k": 1}}], search) is None  # k's range is the teacher's whole
     assert range_edges(front, _space(stingy={"k": [1, 9]})) is None  # a sweep without the nasty teacher
+
+
+def test_a_trial_cut_short_is_judged_by_one_attack_only_when_that_attack_ran():
+    from results import by_attack, lacking_attack
+
+    trials = [{"trial_id": t, "status": status, "teacher_acc": 90.0, "student_acc": 80.0}
+              for t, status in (("full", "ok"), ("early", "dominated"), ("late", "dominated"))]
+    students = [{"trial_id": t, "student_arch": "cnn", "attack": a, "status": status,
+                 "student_acc": acc, "kd_temperature": 4.0, "kd_alpha": 0.9}
+                for t, a, status, acc in (("full", "kd-T4", "ok", 80.0), ("full", "dafl", "ok", 40.0),
+                                          ("early", "kd-T4", "ok", 80.0), ("early", "dafl", "skipped", None),
+                                          ("late", "kd-T4", "ok", 79.0), ("late", "dafl", "ok", 45.0))]
+    assert lacking_attack(trials, students, "dafl") == ["early"]
+    assert lacking_attack(trials, students, "kd") == []
+    judged = {t["trial_id"]: t for t in by_attack(trials, students, "dafl")}
+    assert judged["late"]["status"] == "ok" and judged["late"]["student_acc"] == 45.0  # dafl ran: exact
+    assert judged["early"]["status"] == "dominated" and math.isnan(judged["early"]["student_acc"])
+    assert [t["trial_id"] for t in pareto_front(trials)] == ["full"]  # cut short: never on the front
+
+
+def test_range_edges_judge_the_range_searched_not_the_presets():
+    from undistill.record import SweepRecord
+
+    preset = _space(nasty={"omega": [0.002, 0.04], "tau_a": [2.0, 20.0]})
+    widened = _space(nasty={"omega": [0.002, 0.08], "tau_a": [2.0, 20.0]})
+    front = [{"defense": "nasty", "knobs": {"omega": 0.04, "tau_a": 6.0}}]
+    assert "ω at the top" in range_edges(front, preset)
+    assert range_edges(front, widened) is None  # the search went on past 0.04
+    record = SweepRecord("s", "mnist1d", {}, None, "f", 16, space=preset, searched=widened)
+    again = SweepRecord.from_json(record.to_json(), "sweep.json")
+    assert again.searched_space == widened and again.space == preset
+    unsearched = {k: v for k, v in record.to_json().items() if k != "searched"}  # before a search ended
+    assert SweepRecord.from_json(unsearched, "sweep.json").searched_space == preset

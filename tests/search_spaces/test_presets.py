@@ -91,7 +91,7 @@ def test_writing_a_default_out_explicitly_changes_nothing(tmp_path):
     def spell_out_defaults(d):
         d["dataset"]["val_fraction"] = 0.1
         d["student_schedule"]["momentum"] = 0.9
-        d["search"]["sampler"] = "tpe"
+        d["search"].update(sampler="front", extend_ranges=True, full_suite=False)
 
     implicit = load_preset(config_file=_edit(tmp_path, lambda d: None))
     explicit = load_preset(config_file=_edit(tmp_path, spell_out_defaults))

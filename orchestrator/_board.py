@@ -1,0 +1,51 @@
+"""The sweep's front where running trials can read it: a small named Ray actor the driver
+keeps current, so that a trial can stop attacking a candidate once it is beaten
+(`trainables.pruning`). It holds what pruning needs and nothing else: each finished trial's
+(teacher, clone) point and, for trials attacked in full, every attack's clone (the attacks'
+order is learned from them).
+
+The driver owns it (it goes when the driver goes) and fills it again from the stored rows when
+it starts, so a resumed sweep prunes against everything already finished.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from trainables.pruning import Point, dominated
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class FrontBoard:
+    def __init__(self):
+        self._front: list[Point] = []
+        self._seen: list[dict[str, float]] = []
+
+    def add(self, point: Point | None, clones: dict[str, float] | None = None) -> None:
+        if point is not None and not dominated(point, self._front) and point not in self._front:
+            self._front = [p for p in self._front if not dominated(p, [point])] + [point]
+        if clones:
+            self._seen.append(dict(clones))
+
+    def front(self) -> list[Point]:
+        return list(self._front)
+
+    def seen(self) -> list[dict[str, float]]:
+        return list(self._seen)
+
+
+def board_name(sweep: str) -> str:
+    return f"undistill-front-{sweep}"
+
+
+def open_board(sweep: str):
+    """The sweep's board, made empty if it does not exist yet (the driver's)."""
+    return FrontBoard.options(name=board_name(sweep), get_if_exists=True).remote()
+
+
+def find_board(sweep: str):
+    """The sweep's board from a trial, or None when there is none (a sweep run in full)."""
+    try:
+        return ray.get_actor(board_name(sweep))
+    except ValueError:
+        return None

@@ -1,0 +1,382 @@
+"""The default search strategy (`search.sampler = "front"`): the ends of each range first, then
+a model, one defense family at a time, going past a range's end when the front reaches it.
+
+Why this shape (BENCHMARKS.md, "Choosing the sampler"): on MNIST-1D the paper's hand grid beat
+TPE over the whole conditional space because a grid holds its range's ends, and the strongest
+defenses sat at the top of ω's range. So:
+
+1. **Start design.** Each family's preset start point, then the corners of its continuous
+   knobs' box (on the scale each is searched on), in a seeded order.
+2. **Finite families are enumerated, not sampled.** A family whose knobs are all integers (the
+   stingy teacher's k: at most classes − 1 values, and no teacher to train) gets a trial while
+   one of its points on the front has an untried neighbour (one step in one knob): a local
+   search that stops where its points stop reaching the front.
+3. **A model on each continuous family alone.** Optuna's `GPSampler` (logEHVI for the two
+   objectives) fitted on that family's trials only, in a study rebuilt in memory from the sweep's
+   own, so that no knob of another family blurs it; trials still running enter it as a constant
+   lie (the worst values seen), so two trials in flight are not sent to one spot.
+4. **Range extension.** When a point of the front lies at the end of a continuous knob's range
+   (`KnobRange.end_of`) and carries a real share of the front's hypervolume (2 %: not a teacher
+   as good as the normal one, at the weak end), that end moves out by a quarter of the preset
+   range's width, up to the knob's hard bounds, and the family's model searches the wider box. The range searched so far is a
+   function of the finished trials, so a restored sweep finds the same one; `searched_space`
+   gives it to the space function (`search_spaces.suggest_candidate`) and to the sweep's record.
+
+Everything the strategy decides comes from the study's trials, so it is an ordinary Optuna
+sampler: asked and told in the driver, persisted wherever the study lives, resumable, and its
+trials are visible in optuna-dashboard like any other sampler's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from undistill.space import DefenseSpace, KnobRange, SearchSpace
+
+EXTEND_BY = 0.25  # of a range's width, each time the front reaches its end
+EXTEND_MATERIAL = 0.02  # a front point moves a range's end if it alone holds this share of the hypervolume
+MAX_EXTENSIONS = 8  # per end: the hard bounds stop it sooner for most knobs
+_MODEL_AFTER = 3  # a family's finished trials before its model takes over from random draws
+LATTICE = 9  # points per knob of the grid the model chooses from (ends included)
+
+
+def searched_ranges(space: SearchSpace, trials: Sequence[FrozenTrial]) -> SearchSpace:
+    """The ranges a study's trials were drawn from: each knob's preset range widened to every
+    range a trial was asked within (a sampler that extends ranges asks within wider ones)."""
+    families = []
+    for family in space:
+        ranges = []
+        for r in family.ranges:
+            for t in trials:
+                d = t.distributions.get(r.name)
+                if t.params.get("defense") == family.defense and isinstance(d, (FloatDistribution, IntDistribution)):
+                    r = replace(r, low=min(r.low, d.low), high=max(r.high, d.high))
+            ranges.append(r)
+        families.append(replace(family, ranges=tuple(ranges)))
+    return replace(space, defenses=tuple(families))
+
+
+def candidate_key(params: dict) -> tuple:
+    """What makes two candidates the same: the defense and its knobs (floats to 9 digits)."""
+    return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
+
+
+class FrontSampler(BaseSampler):
+    """See the module's docstring. `space`: the preset's; `start`: its start points."""
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, start: Sequence[dict] = (), extend: bool = True,
+                 reference: Sequence[float | None] = (0.0, None)):
+        """`reference`: the hypervolume's reference point, per objective (None: a hair past the
+        worst value seen); the default is the sweep's report's, teacher accuracy 0."""
+        self._reference_point = tuple(reference)
+        self._space = space
+        self._seed = seed
+        self._start = [dict(p) for p in start]
+        self._extend = extend
+        self._plans: dict[int, dict] = {}  # trial number -> the candidate chosen for it
+
+    # -- Optuna's sampler interface: every value comes from the trial's plan ------------------
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict) -> dict:
+        return {}
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution):
+        plan = self.plan(study, trial)
+        if param_name in plan and _contains(param_distribution, plan[param_name]):
+            return plan[param_name]
+        # a parameter the plan does not hold (a space function of the user's own): draw it
+        return RandomSampler(seed=self._trial_seed(trial)).sample_independent(
+            study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values) -> None:
+        self._plans.pop(trial.number, None)
+
+    # -- what the space function and the sweep's record read ----------------------------------
+
+    def searched_space(self, study: Study, trial: FrozenTrial | None = None) -> SearchSpace:
+        """The ranges searched so far: the preset's, widened where the front reached an end (and
+        wide enough for `trial`'s planned candidate)."""
+        space = self._widened(study)
+        if trial is None:
+            return space
+        plan = self.plan(study, trial)
+        family = space.get(plan["defense"])
+        ranges = tuple(replace(r, low=min(r.low, plan[r.name]), high=max(r.high, plan[r.name]))
+                       if r.name in plan else r for r in family.ranges)
+        return replace(space, defenses=tuple(replace(d, ranges=ranges) if d is family else d for d in space))
+
+    def plan(self, study: Study, trial: FrozenTrial) -> dict:
+        """The candidate for `trial`, decided once, when its first parameter is asked for."""
+        if trial.number not in self._plans:
+            self._plans[trial.number] = self._choose(study, trial)
+        return self._plans[trial.number]
+
+    # -- the strategy -------------------------------------------------------------------------
+
+    def _choose(self, study: Study, trial: FrozenTrial) -> dict:
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        taken = {candidate_key(t.params) for t in trials if _counts(t)}
+        # a trial asked for but not yet given its parameters (the plan of another in flight)
+        taken |= {candidate_key(p) for n, p in self._plans.items() if n != trial.number}
+        for point in self._start_design(trial):
+            if candidate_key(point) not in taken:
+                return point
+        space = self._widened(study)
+        front = _front(study, trials)
+        for family in space:
+            if _is_finite(family):
+                step = _untried_neighbour(family, front, taken)
+                if step is not None:
+                    return step
+        continuous = [d for d in space if not _is_finite(d)]
+        if continuous:  # the family with the fewest trials so far gets the model's proposal
+            family = min(continuous, key=lambda d: sum(t.params.get("defense") == d.defense for t in trials))
+            return self._model_proposal(study, family, trials, trial)
+        for family in space:  # finite families only, their neighbourhoods exhausted: enumerate
+            for point in _lattice(family):
+                if candidate_key(point) not in taken:
+                    return point
+        return self._random_point(space.defenses[0], trial)  # everything tried: a repeat
+
+    def _start_design(self, trial: FrozenTrial) -> list[dict]:
+        """The preset's start points, then each continuous family's corners (seeded order)."""
+        points = list(self._start)
+        for family in self._space:
+            if _is_finite(family):
+                continue
+            corners = [dict(zip([r.name for r in family.ranges], values, strict=True))
+                       for values in itertools.product(*[(r.low, r.high) for r in family.ranges])]
+            random.Random(self._seed).shuffle(corners)
+            points += [{"defense": family.defense, **_cast(family, c)} for c in corners]
+        return points
+
+    def _widened(self, study: Study) -> SearchSpace:
+        if not self._extend:
+            return self._space
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        front = _front(study, trials)
+        # only points that carry the front count: one at the edge of the normal teacher's
+        # accuracy, say, adds almost nothing, and nothing lies past it
+        reference = self._reference(study, trials)
+        signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+        whole = _hypervolume([t.values for t in front], reference, signs)
+        front = [t for t in front if whole > 0 and whole - _hypervolume(
+            [o.values for o in front if o is not t], reference, signs) >= EXTEND_MATERIAL * whole]
+        families = []
+        for family in self._space:
+            ranges = []
+            for r in family.ranges:
+                values = [t.params[r.name] for t in front if t.params.get("defense") == family.defense
+                          and r.name in t.params]
+                step = EXTEND_BY * r.width  # of the preset's range: steps add, they do not compound
+                for _ in range(MAX_EXTENSIONS):
+                    ends = {r.end_of(v) for v in values} - {None}
+                    wider = r
+                    for end in sorted(ends):
+                        wider = wider.widened(end, step)
+                    if wider == r:
+                        break
+                    r = wider
+                ranges.append(r)
+            families.append(replace(family, ranges=tuple(ranges)))
+        return replace(self._space, defenses=tuple(families))
+
+    def _model_proposal(self, study: Study, family: DefenseSpace, trials: list[FrozenTrial],
+                        trial: FrozenTrial) -> dict:
+        """The lattice point of the family's (widened) box whose optimistic outcome would add
+        most to the front's hypervolume (see `_Surrogate`)."""
+        mine = [t for t in trials if t.params.get("defense") == family.defense]
+        done = [t for t in mine if t.state == TrialState.COMPLETE and t.values is not None
+                and all(math.isfinite(v) for v in t.values)]
+        if len(done) < _MODEL_AFTER:
+            return self._random_point(family, trial)
+        box = self._space.get(family.defense)  # coordinates: the preset's box is the unit square
+        where = [t.params for t in mine if _counts(t)]
+        where += [p for n, p in self._plans.items() if n != trial.number and p["defense"] == family.defense]
+        model = _Surrogate(box, [(t.params, t.values) for t in done], where, study.directions)
+        front = [t.values for t in _front(study, [t for t in trials if t.state == TrialState.COMPLETE])]
+        reference = self._reference(study, trials)
+        rng = random.Random(self._trial_seed(trial))
+        best, best_score = None, -math.inf
+        for point in _box_lattice(family, LATTICE):
+            score = model.improvement(point, front, reference) + rng.random() * 1e-9  # ties: seeded
+            if score > best_score:
+                best, best_score = point, score
+        return {"defense": family.defense, **_cast(family, best)}
+
+    def _reference(self, study: Study, trials: list[FrozenTrial]) -> list[float]:
+        """The hypervolume's reference point: `reference` where given (teacher accuracy 0, as
+        the sweep's report), else a hair past the worst value seen."""
+        done = [t.values for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+        out = []
+        for i, d in enumerate(study.directions):
+            given = self._reference_point[i] if i < len(self._reference_point) else None
+            if given is not None:
+                out.append(given)
+            else:
+                values = [v[i] for v in done if math.isfinite(v[i])]
+                worst = (min(values) if d == StudyDirection.MAXIMIZE else max(values)) if values else 0.0
+                out.append(worst - 1e-6 if d == StudyDirection.MAXIMIZE else worst + 1e-6)
+        return out
+
+    def _random_point(self, family: DefenseSpace, trial: FrozenTrial) -> dict:
+        rng = random.Random(self._trial_seed(trial))
+        values = {}
+        for r in family.ranges:
+            if r.knob.integer:
+                values[r.name] = rng.randint(int(r.low), int(r.high))
+            else:
+                values[r.name] = min(r.high, max(r.low, r.unscaled(rng.uniform(r.scaled(r.low), r.scaled(r.high)))))
+        return {"defense": family.defense, **values}
+
+    def _trial_seed(self, trial: FrozenTrial) -> int:
+        return self._seed * 100_003 + trial.number
+
+
+def _counts(t: FrozenTrial) -> bool:
+    """Trials whose candidate is taken: finished, gated or running; not a failure (it may be run
+    again) nor a repeat told as pruned."""
+    return t.state != TrialState.FAIL and "repeat_of" not in t.user_attrs and "defense" in t.params
+
+
+def _front(study: Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The finished trials no other finished trial dominates."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
+            and all(math.isfinite(v) for v in t.values)]
+    signs = [1 if d == StudyDirection.MAXIMIZE else -1 for d in study.directions]
+
+    def dominates(a, b):
+        pa = [s * v for s, v in zip(signs, a.values, strict=True)]
+        pb = [s * v for s, v in zip(signs, b.values, strict=True)]
+        return all(x >= y for x, y in zip(pa, pb, strict=True)) and pa != pb
+
+    front, seen = [], set()
+    for t in sorted(done, key=lambda t: t.number):
+        # a trial with the values of an earlier one adds no point (a repeat of a deterministic
+        # outcome): the earlier one stands for both
+        if tuple(t.values) not in seen and not any(dominates(o, t) for o in done):
+            front.append(t)
+            seen.add(tuple(t.values))
+    return front
+
+
+def _is_finite(family: DefenseSpace) -> bool:
+    return family.candidates() is not None
+
+
+def _lattice(family: DefenseSpace) -> list[dict]:
+    ranges = [range(int(r.low), int(r.high) + 1) for r in family.ranges]
+    return [{"defense": family.defense, **dict(zip([r.name for r in family.ranges], v, strict=True))}
+            for v in itertools.product(*ranges)]
+
+
+def _untried_neighbour(family: DefenseSpace, front: list[FrozenTrial], taken: set) -> dict | None:
+    """One integer step from a front point of the family, in one knob, not yet tried."""
+    for t in sorted(front, key=lambda t: t.number):
+        if t.params.get("defense") != family.defense:
+            continue
+        for r in family.ranges:
+            for step in (-1, 1):
+                value = int(t.params[r.name]) + step
+                point = {**t.params, r.name: value}
+                if r.low <= value <= r.high and candidate_key(point) not in taken:
+                    return point
+    return None
+
+
+def _cast(family: DefenseSpace, values: dict) -> dict:
+    return {r.name: int(round(values[r.name])) if r.knob.integer else float(values[r.name])
+            for r in family.ranges if r.name in values}
+
+
+def _distribution(r: KnobRange) -> BaseDistribution:
+    if r.knob.integer:
+        return IntDistribution(int(r.low), int(r.high), log=r.knob.log)
+    return FloatDistribution(r.low, r.high, log=r.knob.log)
+
+
+def _contains(distribution: BaseDistribution, value) -> bool:
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    try:
+        return distribution._contains(distribution.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False
+
+
+def _box_lattice(family: DefenseSpace, n: int) -> list[dict]:
+    """n evenly spaced values per knob over its (widened) range, on its search scale, ends
+    included (an integer knob: each of its values when there are at most n)."""
+    axes = []
+    for r in family.ranges:
+        if r.knob.integer and r.high - r.low + 1 <= n:
+            axes.append([float(v) for v in range(int(r.low), int(r.high) + 1)])
+        else:
+            inner = [r.unscaled(r.scaled(r.low) + r.width * i / (n - 1)) for i in range(1, n - 1)]
+            axes.append([r.low, *(min(r.high, max(r.low, v)) for v in inner), r.high])  # ends exact
+    names = [r.name for r in family.ranges]
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*axes)]
+
+
+class _Surrogate:
+    """What a point of one family would score, optimistically: each objective interpolated from
+    the finished trials (inverse squared distance), moved in its better direction by the
+    distance to the nearest tried point times the objective's typical slope. Far from every
+    trial the optimism dominates and the search fills the box, ends first; near the front it
+    refines where a better point is plausible. Coordinates: the preset's box as the unit cube,
+    each knob on its search scale, so a widened range lies outside [0, 1]."""
+
+    def __init__(self, box: DefenseSpace, done: list[tuple[dict, Sequence[float]]], tried: list[dict],
+                 directions: Sequence[StudyDirection]):
+        self._box = box
+        self._x = [self._unit(p) for p, _ in done]
+        self._y = [list(v) for _, v in done]
+        self._tried = [self._unit(p) for p in tried if all(r.name in p for r in box.ranges)]
+        self._signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in directions]
+        self._slopes = [self._slope(i) for i in range(len(directions))]
+
+    def _unit(self, params: dict) -> list[float]:
+        return [(r.scaled(params[r.name]) - r.scaled(r.low)) / (r.width or 1.0) for r in self._box.ranges]
+
+    def _slope(self, i: int) -> float:
+        """The median change of objective i per unit of distance between two finished trials."""
+        pairs = itertools.combinations(zip(self._x, self._y, strict=True), 2)
+        slopes = sorted(abs(a[i] - b[i]) / d for (xa, a), (xb, b) in pairs if (d := math.dist(xa, xb)) > 1e-9)
+        return slopes[len(slopes) // 2] if slopes else 0.0
+
+    def improvement(self, params: dict, front: list[Sequence[float]], reference: Sequence[float]) -> float:
+        x = self._unit(params)
+        gap = min((math.dist(x, t) for t in self._tried), default=1.0)
+        if gap < 1e-9:
+            return -math.inf  # tried or in flight
+        weights = [1.0 / max(math.dist(x, xi), 1e-9) ** 2 for xi in self._x]
+        total = sum(weights)
+        mean = [sum(w * y[i] for w, y in zip(weights, self._y, strict=True)) / total for i in range(len(self._signs))]
+        hoped = [m + s * slope * gap for m, s, slope in zip(mean, self._signs, self._slopes, strict=True)]
+        return _hypervolume([*front, hoped], reference, self._signs) - _hypervolume(front, reference, self._signs)
+
+
+def _hypervolume(points: list[Sequence[float]], reference: Sequence[float], signs: Sequence[float]) -> float:
+    """Two objectives: the area the points dominate, bounded by the reference."""
+    (s0, s1), (r0, r1) = signs, (signs[0] * reference[0], signs[1] * reference[1])
+    inside = [(s0 * p[0], s1 * p[1]) for p in points]  # both maximised now
+    inside = [(a, b) for a, b in inside if a > r0 and b > r1]
+    area, level = 0.0, r1
+    for a, b in sorted(inside, reverse=True):  # best first objective first
+        if b > level:
+            area += (a - r0) * (b - level)
+            level = b
+    return area

@@ -1,0 +1,114 @@
+"""The default search strategy (`orchestrator.strategy.FrontSampler`) through the sweep's own
+searcher on real Optuna studies: range ends first, the stingy teacher's k enumerated, ranges
+widened where the front reaches their end (and recorded), and a resumed sweep that goes on
+where it stopped."""
+
+import math
+
+import optuna
+import pytest
+
+from orchestrator.search import DefenseSearch, candidate_key
+from orchestrator.strategy import FrontSampler, searched_ranges
+from results import Storage
+from orchestrator._study import open_study_storage
+from search_spaces import load_preset
+
+
+def _outcome(params: dict) -> dict:
+    """A smooth world: a stronger nasty teacher (ω up) costs the teacher and the clones alike;
+    strongest at the top of ω's range, so the front runs into it. Stingy: k = 2 is best."""
+    if params["defense"] == "stingy":
+        teacher, clone = 96.0, 90.0 + abs(params["k"] - 2)
+    else:
+        # below ω = 0.05 no better than the normal teacher (and so off the front)
+        strength = math.log(params["omega"] / 0.05) + 0.2 * math.log(params["tau_a"] / 2.0)
+        teacher, clone = 97.0 - 0.8 * max(strength, 0.0), 92.0 - 2.0 * strength if strength > 0 else 92.0 - 0.1 * strength
+    return dict(final=True, status="ok", teacher_acc=teacher, student_acc=clone, teacher_drop=96.0 - teacher)
+
+
+def _drive(search, n: int, start: int = 0, concurrency: int = 2) -> list[dict]:
+    seen, running = [], []
+    for i in range(start, start + n):
+        running.append((f"t{i}", search.suggest(f"t{i}")))
+        if len(running) == concurrency or i == start + n - 1:
+            while running:
+                tid, params = running.pop(0)
+                seen.append(params)
+                search.on_trial_complete(tid, _outcome(params))
+    return seen
+
+
+def test_start_points_then_the_corners_of_the_nasty_box():
+    preset = load_preset("smoke")
+    search = DefenseSearch(preset, "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
+    seen = _drive(search, 6)
+    assert seen[:2] == [{"defense": "nasty", "omega": 0.1, "tau_a": 4.0}, {"defense": "stingy", "k": 2}]
+    (omega, tau_a) = preset.space.get("nasty").ranges
+    corners = {(w, t) for w in (omega.low, omega.high) for t in (tau_a.low, tau_a.high)}
+    assert {(p["omega"], p["tau_a"]) for p in seen[2:6]} == corners
+
+
+def test_k_is_enumerated_around_its_best_value_not_sampled():
+    search = DefenseSearch(load_preset("smoke"), "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
+    stingy = [p["k"] for p in _drive(search, 16) if p["defense"] == "stingy"]
+    # k = 2 first, then its neighbours; no further: they land off the front
+    assert stingy == [2, 1, 3]
+
+
+def test_the_range_widens_where_the_front_reaches_its_end_and_the_study_records_it(tmp_path):
+    preset = load_preset("smoke")
+    storage = open_study_storage(None, Storage(tmp_path), "s")
+    search = DefenseSearch(preset, "s", storage, max_teacher_drop=None)
+    seen = _drive(search, 16)
+    omega = preset.space.get("nasty").ranges[0]
+    past = [p["omega"] for p in seen if p["defense"] == "nasty" and p["omega"] > omega.high]
+    assert past and max(past) <= omega.knob.high  # past the preset's top, within ω's bounds
+    assert len({candidate_key(p) for p in seen}) == len(seen) == 16
+    study = optuna.load_study(study_name="s", storage=storage)
+    searched = searched_ranges(preset.space, study.get_trials()).get("nasty").ranges[0]
+    assert searched.high >= max(past) and searched.low == omega.low  # the weak end stays put
+    # the bottom of τ_A's range is where this world's front is too; k's range is k's whole
+    assert searched_ranges(preset.space, study.get_trials()).get("stingy") == preset.space.get("stingy")
+
+
+def test_without_range_extension_every_candidate_stays_in_the_preset_space():
+    from dataclasses import replace
+
+    preset = replace(load_preset("smoke"), extend_ranges=False)
+    search = DefenseSearch(preset, "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
+    for p in _drive(search, 16):
+        ranges = preset.space.get(p["defense"]).ranges
+        assert all(r.low <= p[r.name] <= r.high for r in ranges)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_resumed_search_repeats_nothing_and_loses_no_budget(tmp_path, concurrency):
+    """Tune saves the searcher, the driver dies, a new one restores it on the same study: the
+    strategy's state is the study's trials, so the search goes on as if nothing happened."""
+    preset = load_preset("smoke")
+    search = DefenseSearch(preset, "s", open_study_storage(None, Storage(tmp_path), "s"), max_teacher_drop=None)
+    first = _drive(search, 7, concurrency=concurrency)
+    search.save(str(tmp_path / "searcher.pkl"))
+    restored = DefenseSearch(preset, "s", open_study_storage(None, Storage(tmp_path), "s"), max_teacher_drop=None)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert isinstance(restored._ot_study.sampler, FrontSampler)
+    second = _drive(restored, 9, start=7, concurrency=concurrency)
+    keys = [candidate_key(p) for p in first + second]
+    assert len(set(keys)) == len(keys) == 16
+    done = [t for t in restored._ot_study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 16  # every trial of the budget ran and was told, none twice
+    # and the same search without a restart proposes the same candidates (the state is the study's)
+    alone = DefenseSearch(preset, "t", open_study_storage(None, Storage(tmp_path), "t"), max_teacher_drop=None)
+    again = _drive(alone, 7, concurrency=concurrency) + _drive(alone, 9, start=7, concurrency=concurrency)
+    assert [candidate_key(p) for p in again] == keys
+
+
+def test_a_dominated_trial_is_told_its_lower_bound():
+    search = DefenseSearch(load_preset("smoke"), "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
+    search.suggest("a")
+    search.on_trial_complete("a", dict(final=True, status="dominated", teacher_acc=90.0, student_acc=85.0,
+                                       teacher_drop=6.0))
+    (trial,) = search._ot_study.get_trials()
+    assert trial.state.name == "COMPLETE" and trial.values == [90.0, 85.0]
+    assert trial.user_attrs["status"] == "dominated"
