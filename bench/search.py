@@ -20,8 +20,9 @@ the students it ran.
 
 Hypervolume is the sweep's (`results.report.reference_point`: teacher accuracy 0, the normal
 teacher's best clone), shown as a share of the whole table's: what an exhaustive search of every
-point of the table, past the preset's ω range too, finds (`--attainable in-range`: of the
-preset's ranges only).
+point of the table, past the preset's ω range too, finds. With `--attainable in-range` only the
+preset's ranges count, for the table and for every search: a trial past them (range extension)
+spends its trial and seconds and adds nothing, so extension is judged by what it costs there.
 
     python bench/search.py [--trials 24] [--seeds 20] [--first-seed 0] [--samplers default,grid,tpe,random]
         [--concurrency 2] [--budget-seconds 600,1200,...] [--plot FILE] [--json]
@@ -74,8 +75,13 @@ class Replayed:
     students_run: int
     past: bool  # the proposal lay past the table's grid (it got the grid's edge)
 
-    def row(self) -> dict:
-        return {"status": "ok" if self.status == "ok" else "dominated",
+    in_range: bool = True  # its outcome is of a grid point within the preset's ranges
+
+    def row(self, in_range_only: bool = False) -> dict:
+        """For the hypervolume: a trial past the preset's ranges counts for nothing when only the
+        preset's ranges count (it still spent its trial and its seconds)."""
+        counts = self.status == "ok" and (self.in_range or not in_range_only)
+        return {"status": "ok" if counts else "dominated",
                 "teacher_acc": self.teacher_acc, "student_acc": self.student_acc}
 
 
@@ -140,7 +146,8 @@ def replay(outcome: dict, params: dict, past: bool, front: list[tuple[float, flo
         if prune and i < len(groups) - 1 and dominated((teacher, best), front):
             status = "dominated"
             break
-    return Replayed(params, status, teacher, best, seconds, run, past)
+    in_range = outcome["defense"] != "nasty" or (outcome["omega"] in OMEGAS and outcome["tau_a"] in TAUS)
+    return Replayed(params, status, teacher, best, seconds, run, past, in_range)
 
 
 def run_sampler(name: str, seed: int, table: Table, preset, trials: int, concurrency: int,
@@ -230,7 +237,8 @@ def _search(name: str, seed: int, path: Path, defenses: str | None, attainable: 
     done = run_sampler(name, seed, table, preset, trials, concurrency,
                        prune and not name.startswith("grid") or name.endswith("+prune"))
     spent = time.perf_counter() - t0
-    shares = [100 * hv / table.attainable for hv in hypervolume_curve([r.row() for r in done], table.reference)]
+    rows = [r.row(in_range_only=attainable == "in-range") for r in done]
+    shares = [100 * hv / table.attainable for hv in hypervolume_curve(rows, table.reference)]
     seconds = list(_cumulative(r.seconds for r in done))
     return shares, seconds, sum(r.students_run for r in done), sum(r.past for r in done), spent
 
@@ -316,8 +324,8 @@ def main() -> None:
             cells.append(f"{mean:.1f} ± {sd:.1f} [{min(values):.1f}]")
         reach = [_seconds_to(sh, sec, args.target) for sh, sec, *_ in rs]
         reached = [r for r in reach if math.isfinite(r)]
-        cells.append(f"{statistics.median(reach):.0f} median, {len(reached)}/{len(reach)} reach it"
-                     if reached else "never")
+        cells.append(f"{statistics.median(reach):.0f} median, {statistics.fmean(reached):.0f} mean of "
+                     f"{len(reached)}/{len(reach)} reaching it" if reached else "never")
         cells.append(f"{statistics.fmean(r[2] for r in rs) / args.trials:.1f}")
         print(f"| {name} | " + " | ".join(cells) + " |", file=out)
         past = sum(r[3] for r in rs)

@@ -8,19 +8,24 @@ defenses sat at the top of ω's range. So:
 1. **Start design.** Each family's preset start point, then the corners of its continuous
    knobs' box (on the scale each is searched on), in a seeded order.
 2. **Finite families are enumerated, not sampled.** A family whose knobs are all integers (the
-   stingy teacher's k: at most classes − 1 values, and no teacher to train) gets a trial while
-   one of its points on the front has an untried neighbour (one step in one knob): a local
-   search that stops where its points stop reaching the front.
+   stingy teacher's k: at most classes − 1 values, and no teacher to train) takes its turn
+   while one of its points that carry the front (2 % of its hypervolume, see `MATERIAL`) has an
+   untried neighbour (one step in one knob): a local search that stops where its points stop
+   mattering. Families take turns
+   after the start design, the one with the fewest trials past it first.
 3. **A model on each continuous family alone.** Optuna's `GPSampler` (logEHVI for the two
    objectives) fitted on that family's trials only, in a study rebuilt in memory from the sweep's
    own, so that no knob of another family blurs it; trials still running enter it as a constant
    lie (the worst values seen), so two trials in flight are not sent to one spot.
 4. **Range extension.** When a point of the front lies at the end of a continuous knob's range
    (`KnobRange.end_of`) and carries a real share of the front's hypervolume (2 %: not a teacher
-   as good as the normal one, at the weak end), that end moves out by a quarter of the preset
-   range's width, up to the knob's hard bounds, and the family's model searches the wider box. The range searched so far is a
-   function of the finished trials, so a restored sweep finds the same one; `searched_space`
-   gives it to the space function (`search_spaces.suggest_candidate`) and to the sweep's record.
+   as good as the normal one, at the weak end), and the family's model has had two trials inside
+   the box (a start-design corner is on the front at first only for being a corner), that end
+   moves out by a quarter of the preset range's width, up to the knob's hard bounds, and the
+   family's model searches the wider box.
+   The range searched so far is a function of the finished trials, so a restored sweep finds
+   the same one; `searched_space` gives it to the space function
+   (`search_spaces.suggest_candidate`); the sweep's record keeps it (`searched_ranges`).
 
 Everything the strategy decides comes from the study's trials, so it is an ordinary Optuna
 sampler: asked and told in the driver, persisted wherever the study lives, resumable, and its
@@ -43,10 +48,15 @@ from optuna.trial import FrozenTrial, TrialState
 from undistill.space import DefenseSpace, KnobRange, SearchSpace
 
 EXTEND_BY = 0.25  # of a range's width, each time the front reaches its end
-EXTEND_MATERIAL = 0.02  # a front point moves a range's end if it alone holds this share of the hypervolume
+# a front point steers the search (a range's end moves past it, a finite family steps around
+# it) only if it alone holds this share of the front's hypervolume
+MATERIAL = 0.02
 MAX_EXTENSIONS = 8  # per end: the hard bounds stop it sooner for most knobs
+EXTEND_AFTER = 2  # a family's finished trials past the start design before its ranges may widen
 _MODEL_AFTER = 3  # a family's finished trials before its model takes over from random draws
-LATTICE = 9  # points per knob of the grid the model chooses from (ends included)
+BANDWIDTH = 0.35  # of the unit box: how local the surrogate's plane is
+RIDGE = 1e-3
+LATTICES = (5, 9, 17)  # points per knob of the grids the model chooses from (ends included), coarse first
 
 
 def searched_ranges(space: SearchSpace, trials: Sequence[FrozenTrial]) -> SearchSpace:
@@ -135,23 +145,36 @@ class FrontSampler(BaseSampler):
             if candidate_key(point) not in taken:
                 return point
         space = self._widened(study)
-        front = _front(study, trials)
+        front = self._carrying(study, trials)
+        # the families take turns: each continuous one (its model's proposal), and each finite
+        # one while a point of it on the front has an untried neighbour
+        steps = {}
         for family in space:
             if _is_finite(family):
                 step = _untried_neighbour(family, front, taken)
                 if step is not None:
-                    return step
-        continuous = [d for d in space if not _is_finite(d)]
-        if continuous:  # the family with the fewest trials so far gets the model's proposal
-            family = min(continuous, key=lambda d: sum(t.params.get("defense") == d.defense for t in trials))
-            return self._model_proposal(study, family, trials, trial)
+                    steps[family.defense] = step
+            else:
+                steps[family.defense] = None  # asked of the model below, once chosen
+        if steps:
+            design = {candidate_key(p) for p in self._start_design(trial)}
+            names = list(space.names)
+
+            def turns(name: str) -> tuple[int, int]:  # trials past the start design, then preset order
+                return (sum(t.params.get("defense") == name and candidate_key(t.params) not in design
+                            for t in trials if _counts(t)), names.index(name))
+
+            chosen = min(steps, key=turns)
+            if steps[chosen] is not None:
+                return steps[chosen]
+            return self._model_proposal(study, space.get(chosen), trials, trial)
         for family in space:  # finite families only, their neighbourhoods exhausted: enumerate
             for point in _lattice(family):
                 if candidate_key(point) not in taken:
                     return point
         return self._random_point(space.defenses[0], trial)  # everything tried: a repeat
 
-    def _start_design(self, trial: FrozenTrial) -> list[dict]:
+    def _start_design(self, trial: FrozenTrial | None) -> list[dict]:
         """The preset's start points, then each continuous family's corners (seeded order)."""
         points = list(self._start)
         for family in self._space:
@@ -167,16 +190,15 @@ class FrontSampler(BaseSampler):
         if not self._extend:
             return self._space
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        front = _front(study, trials)
-        # only points that carry the front count: one at the edge of the normal teacher's
-        # accuracy, say, adds almost nothing, and nothing lies past it
-        reference = self._reference(study, trials)
-        signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
-        whole = _hypervolume([t.values for t in front], reference, signs)
-        front = [t for t in front if whole > 0 and whole - _hypervolume(
-            [o.values for o in front if o is not t], reference, signs) >= EXTEND_MATERIAL * whole]
+        front = self._carrying(study, trials)
+        design = {candidate_key(p) for p in self._start_design(None)}
         families = []
         for family in self._space:
+            inside = sum(t.params.get("defense") == family.defense and candidate_key(t.params) not in design
+                         for t in trials)
+            if inside < EXTEND_AFTER:  # the front sits at a corner of the start design: look inside first
+                families.append(family)
+                continue
             ranges = []
             for r in family.ranges:
                 values = [t.params[r.name] for t in front if t.params.get("defense") == family.defense
@@ -193,6 +215,17 @@ class FrontSampler(BaseSampler):
                 ranges.append(r)
             families.append(replace(family, ranges=tuple(ranges)))
         return replace(self._space, defenses=tuple(families))
+
+    def _carrying(self, study: Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """The front's points that carry it: each alone holds `MATERIAL` of its hypervolume. One
+        at the edge of the normal teacher's accuracy, say, adds almost nothing; searching past
+        or around it would buy nothing either."""
+        front = _front(study, trials)
+        reference = self._reference(study, trials)
+        signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+        whole = _hypervolume([t.values for t in front], reference, signs)
+        return [t for t in front if whole > 0 and whole - _hypervolume(
+            [o.values for o in front if o is not t], reference, signs) >= MATERIAL * whole]
 
     def _model_proposal(self, study: Study, family: DefenseSpace, trials: list[FrozenTrial],
                         trial: FrozenTrial) -> dict:
@@ -211,10 +244,17 @@ class FrontSampler(BaseSampler):
         reference = self._reference(study, trials)
         rng = random.Random(self._trial_seed(trial))
         best, best_score = None, -math.inf
-        for point in _box_lattice(family, LATTICE):
-            score = model.improvement(point, front, reference) + rng.random() * 1e-9  # ties: seeded
-            if score > best_score:
-                best, best_score = point, score
+        # a coarse lattice first, a finer one once none of its points promises anything: with
+        # a dozen trials per family and noise of a point, finer steps would tell nothing apart
+        for n in LATTICES:
+            for point in _box_lattice(family, n):
+                score = model.improvement(point, front, reference) + rng.random() * 1e-9  # ties: seeded
+                if score > best_score:
+                    best, best_score = point, score
+            if best_score > 1e-6:
+                break
+        if best is None or best_score == -math.inf:
+            return self._random_point(family, trial)
         return {"defense": family.defense, **_cast(family, best)}
 
     def _reference(self, study: Study, trials: list[FrozenTrial]) -> list[float]:
@@ -332,8 +372,8 @@ def _box_lattice(family: DefenseSpace, n: int) -> list[dict]:
 
 
 class _Surrogate:
-    """What a point of one family would score, optimistically: each objective interpolated from
-    the finished trials (inverse squared distance), moved in its better direction by the
+    """What a point of one family would score, optimistically: each objective from a plane
+    fitted locally to the finished trials (`_local_linear`), moved in its better direction by the
     distance to the nearest tried point times the objective's typical slope. Far from every
     trial the optimism dominates and the search fills the box, ends first; near the front it
     refines where a better point is plausible. Coordinates: the preset's box as the unit cube,
@@ -357,14 +397,30 @@ class _Surrogate:
         slopes = sorted(abs(a[i] - b[i]) / d for (xa, a), (xb, b) in pairs if (d := math.dist(xa, xb)) > 1e-9)
         return slopes[len(slopes) // 2] if slopes else 0.0
 
+    def _local_linear(self, x: list[float]) -> list[float]:
+        """Each objective at x from a plane fitted to the finished trials, each weighted by its
+        closeness to x (a trend carries past the points, as a stronger defense keeps costing
+        clones more), falling back to the weighted mean where a plane is underdetermined."""
+        import numpy as np
+
+        points = np.asarray(self._x, dtype=float)
+        values = np.asarray(self._y, dtype=float)
+        weights = 1.0 / (((points - np.asarray(x)) ** 2).sum(axis=1) + BANDWIDTH ** 2)
+        design = np.hstack([np.ones((len(points), 1)), points - np.asarray(x)])
+        if len(points) <= design.shape[1]:
+            return list((weights @ values) / weights.sum())
+        w = np.sqrt(weights)[:, None]
+        ridge = RIDGE * np.eye(design.shape[1])
+        ridge[0, 0] = 0.0  # the level is free, the slopes are shrunk
+        coef = np.linalg.solve((design * w).T @ (design * w) + ridge, (design * w).T @ (values * w))
+        return list(coef[0])
+
     def improvement(self, params: dict, front: list[Sequence[float]], reference: Sequence[float]) -> float:
         x = self._unit(params)
         gap = min((math.dist(x, t) for t in self._tried), default=1.0)
         if gap < 1e-9:
             return -math.inf  # tried or in flight
-        weights = [1.0 / max(math.dist(x, xi), 1e-9) ** 2 for xi in self._x]
-        total = sum(weights)
-        mean = [sum(w * y[i] for w, y in zip(weights, self._y, strict=True)) / total for i in range(len(self._signs))]
+        mean = self._local_linear(x)
         hoped = [m + s * slope * gap for m, s, slope in zip(mean, self._signs, self._slopes, strict=True)]
         return _hypervolume([*front, hoped], reference, self._signs) - _hypervolume(front, reference, self._signs)
 

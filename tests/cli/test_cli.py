@@ -220,8 +220,8 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         assert t["clone_lower_bound"] == (t["status"] == "dominated")
         mine = [s for s in students if s["trial_id"] == t["trial_id"] and s["status"] != "skipped"]
         if t["status"] == "dominated":
-            assert any(a >= t["teacher_acc"] and b <= t["student_acc"] and (a, b) != (t["teacher_acc"], t["student_acc"])
-                       for a, b in finished)
+            point = (t["teacher_acc"], t["student_acc"])
+            assert any(a >= point[0] and b <= point[1] and (a, b) != point for a, b in finished)
         else:
             assert len(mine) == 2 * 3
         best = max(mine, key=lambda s: s["student_acc"])  # the best clone over students × attacks

@@ -8,26 +8,28 @@ import math
 import optuna
 import pytest
 
+from orchestrator._study import open_study_storage
 from orchestrator.search import DefenseSearch, candidate_key
 from orchestrator.strategy import FrontSampler, searched_ranges
 from results import Storage
-from orchestrator._study import open_study_storage
 from search_spaces import load_preset
 
 
-def _outcome(params: dict) -> dict:
+def _outcome(params: dict, stingy: float = 90.0) -> dict:
     """A smooth world: a stronger nasty teacher (ω up) costs the teacher and the clones alike;
-    strongest at the top of ω's range, so the front runs into it. Stingy: k = 2 is best."""
+    strongest at the top of ω's range, so the front runs into it. Stingy: k = 2 is best, its
+    clone `stingy`."""
     if params["defense"] == "stingy":
-        teacher, clone = 96.0, 90.0 + abs(params["k"] - 2)
+        teacher, clone = 96.0, stingy + abs(params["k"] - 2)
     else:
         # below ω = 0.05 no better than the normal teacher (and so off the front)
         strength = math.log(params["omega"] / 0.05) + 0.2 * math.log(params["tau_a"] / 2.0)
-        teacher, clone = 97.0 - 0.8 * max(strength, 0.0), 92.0 - 2.0 * strength if strength > 0 else 92.0 - 0.1 * strength
+        teacher = 97.0 - 0.8 * max(strength, 0.0)
+        clone = 92.0 - 2.0 * strength if strength > 0 else 92.0 - 0.1 * strength
     return dict(final=True, status="ok", teacher_acc=teacher, student_acc=clone, teacher_drop=96.0 - teacher)
 
 
-def _drive(search, n: int, start: int = 0, concurrency: int = 2) -> list[dict]:
+def _drive(search, n: int, start: int = 0, concurrency: int = 2, stingy: float = 90.0) -> list[dict]:
     seen, running = [], []
     for i in range(start, start + n):
         running.append((f"t{i}", search.suggest(f"t{i}")))
@@ -35,7 +37,7 @@ def _drive(search, n: int, start: int = 0, concurrency: int = 2) -> list[dict]:
             while running:
                 tid, params = running.pop(0)
                 seen.append(params)
-                search.on_trial_complete(tid, _outcome(params))
+                search.on_trial_complete(tid, _outcome(params, stingy))
     return seen
 
 
@@ -51,9 +53,12 @@ def test_start_points_then_the_corners_of_the_nasty_box():
 
 def test_k_is_enumerated_around_its_best_value_not_sampled():
     search = DefenseSearch(load_preset("smoke"), "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
-    stingy = [p["k"] for p in _drive(search, 16) if p["defense"] == "stingy"]
+    stingy = [p["k"] for p in _drive(search, 16, stingy=84.0) if p["defense"] == "stingy"]
     # k = 2 first, then its neighbours; no further: they land off the front
     assert stingy == [2, 1, 3]
+    # a stingy teacher that carries no share of the front gets no trial past its start point
+    search = DefenseSearch(load_preset("smoke"), "w", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
+    assert [p["k"] for p in _drive(search, 16, stingy=91.0) if p["defense"] == "stingy"] == [2]
 
 
 def test_the_range_widens_where_the_front_reaches_its_end_and_the_study_records_it(tmp_path):
