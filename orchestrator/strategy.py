@@ -141,7 +141,7 @@ class FrontSampler(BaseSampler):
         taken = {candidate_key(t.params) for t in trials if _counts(t)}
         # a trial asked for but not yet given its parameters (the plan of another in flight)
         taken |= {candidate_key(p) for n, p in self._plans.items() if n != trial.number}
-        for point in self._start_design(trial):
+        for point in self._start_design():
             if candidate_key(point) not in taken:
                 return point
         space = self._widened(study)
@@ -157,7 +157,7 @@ class FrontSampler(BaseSampler):
             else:
                 steps[family.defense] = None  # asked of the model below, once chosen
         if steps:
-            design = {candidate_key(p) for p in self._start_design(trial)}
+            design = {candidate_key(p) for p in self._start_design()}
             names = list(space.names)
 
             def turns(name: str) -> tuple[int, int]:  # trials past the start design, then preset order
@@ -174,7 +174,7 @@ class FrontSampler(BaseSampler):
                     return point
         return self._random_point(space.defenses[0], trial)  # everything tried: a repeat
 
-    def _start_design(self, trial: FrozenTrial | None) -> list[dict]:
+    def _start_design(self) -> list[dict]:
         """The preset's start points, then each continuous family's corners (seeded order)."""
         points = list(self._start)
         for family in self._space:
@@ -191,7 +191,7 @@ class FrontSampler(BaseSampler):
             return self._space
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         front = self._carrying(study, trials)
-        design = {candidate_key(p) for p in self._start_design(None)}
+        design = {candidate_key(p) for p in self._start_design()}
         families = []
         for family in self._space:
             inside = sum(t.params.get("defense") == family.defense and candidate_key(t.params) not in design

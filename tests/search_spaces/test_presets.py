@@ -2,7 +2,7 @@ import tomllib
 
 import pytest
 
-from search_spaces import list_presets, load_preset, start_points
+from search_spaces import adjust, list_presets, load_preset, start_points
 from undistill.errors import ConfigError
 
 
@@ -61,6 +61,8 @@ BAD = {
     "empty validation split": (lambda d: d["dataset"].update(num_samples=100, val_fraction=0.01),
                                "val_fraction"),
     "same student twice": (lambda d: d["students"].append(dict(d["students"][0])), "listed twice"),
+    "extension not a flag": (lambda d: d["search"].update(extend_ranges="yes"), "search.extend_ranges: expected bool"),
+    "full suite not a flag": (lambda d: d["search"].update(full_suite=1), "search.full_suite: expected bool"),
     "budget beyond a finite space": (lambda d: d["search"].update(defenses=["stingy"], trials=12),
                                      "exceeds the 9 distinct stingy candidates"),
 }
@@ -160,3 +162,12 @@ def test_epochs_scale_shrinks_every_schedule_and_keeps_every_decay_step():
     assert adjust(load_preset("smoke")) is not None
     with pytest.raises(Exception, match="epochs-scale"):
         adjust(load_preset("smoke"), epochs_scale=0)
+
+
+def test_full_suite_and_range_extension_are_part_of_what_a_sweep_computes():
+    preset = load_preset("mnist1d")
+    assert preset.sampler == "front" and preset.extend_ranges and not preset.full_suite
+    full = adjust(preset, full_suite=True)
+    assert full.full_suite and full.to_dict()["search"]["full_suite"] is True
+    assert full.to_dict() != preset.to_dict()  # another config: its own sweep
+    assert adjust(preset, full_suite=False) is preset  # the preset's own setting changes nothing
