@@ -163,6 +163,7 @@ hard_labels = true
 [search]
 trials = 3
 defenses = ["smoothed-teacher", "stingy"]
+full_suite = true  # every attack on every candidate: the new attack must run on each
 
 [search.smoothed-teacher]
 epsilon = [0.05, 0.5]
