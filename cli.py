@@ -205,6 +205,7 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         ResultStore,
         attack_names,
         by_attack,
+        dominates,
         front_hypervolume,
         is_attack,
         lacking_attack,
@@ -231,7 +232,14 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         students = [s for s in students if is_attack(s["attack"], attack)]
     if defense is not None:
         trials = [t for t in trials if t["defense"] == defense]
+    # trials whose attacks stopped once the front over everything beat them: they cannot be
+    # placed on a front judged by one attack, nor on a family's when another family beat them
+    cut = len(lacking) if attack is not None else 0
     front = pareto_front(trials, max_teacher_drop)
+    if attack is None and defense is not None:  # those this family's own front does not beat
+        points = [(f["teacher_acc"], f["student_acc"]) for f in front]
+        cut = sum(t["status"] == "dominated" and not any(dominates(p, (t["teacher_acc"], t["student_acc"]))
+                                                         for p in points) for t in trials)
     click.echo(render(front, fmt, space=stored.space))
     if fmt == "table":
         hv, ref = front_hypervolume(front, students)
@@ -242,11 +250,15 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         edges = range_edges(front, stored.searched_space)
         if edges:
             click.echo(edges, err=True)
-    if attack is not None and lacking:
-        click.echo(f"{len(lacking)} {'candidate lacks' if len(lacking) == 1 else 'candidates lack'} "
-                   f"{attack}: skipped once the candidate was beaten by the front over every attack, so "
-                   f"the front by {attack} alone leaves {'it' if len(lacking) == 1 else 'them'} out; "
-                   "sweep with --full-suite to judge every candidate by every attack", err=True)
+    if cut:
+        one = cut == 1
+        what = (f"{'lacks' if one else 'lack'} {attack}" if attack is not None
+                else f"{'was' if one else 'were'} cut short")
+        click.echo(f"{cut} {'candidate' if one else 'candidates'} {what}: {'its' if one else 'their'} attacks "
+                   "stopped once the "
+                   f"front over every {'attack' if attack is not None else 'defense'} beat them, so this "
+                   f"front leaves {'it' if cut == 1 else 'them'} out; sweep with --full-suite to judge "
+                   "every candidate by every attack", err=True)
 
 
 @main.command()

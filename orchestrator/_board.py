@@ -15,7 +15,7 @@ import ray
 from trainables.pruning import Point, dominated
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)
+@ray.remote(num_cpus=0)  # one call at a time: adds do not interleave
 class FrontBoard:
     def __init__(self):
         self._front: list[Point] = []
@@ -39,8 +39,13 @@ def board_name(sweep: str) -> str:
 
 
 def open_board(sweep: str):
-    """The sweep's board, made empty if it does not exist yet (the driver's)."""
-    return FrontBoard.options(name=board_name(sweep), get_if_exists=True).remote()
+    """The sweep's board, new and empty (the driver fills it): one left by an earlier run of a
+    sweep of that name in this Ray session (another storage, say) is killed first, so that no
+    trial prunes against another sweep's points."""
+    earlier = find_board(sweep)
+    if earlier is not None:
+        ray.kill(earlier)
+    return FrontBoard.options(name=board_name(sweep)).remote()
 
 
 def find_board(sweep: str):

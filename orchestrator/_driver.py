@@ -66,7 +66,7 @@ class SweepCallback(tune.Callback):
         """A finished trial's point, and its clones when every attack ran, to the board."""
         if self._board is None or row["status"] != "ok":
             return  # dominated trials are beaten by the front, and their clones are partial
-        if math.isfinite(row["teacher_acc"]) and math.isfinite(row["student_acc"]):
+        if all(x is not None and math.isfinite(x) for x in (row["teacher_acc"], row["student_acc"])):
             self._board.add.remote((row["teacher_acc"], row["student_acc"]), clones)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

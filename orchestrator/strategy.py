@@ -5,27 +5,31 @@ Why this shape (BENCHMARKS.md, "Choosing the sampler"): on MNIST-1D the paper's 
 TPE over the whole conditional space because a grid holds its range's ends, and the strongest
 defenses sat at the top of ω's range. So:
 
-1. **Start design.** Each family's preset start point, then the corners of its continuous
-   knobs' box (on the scale each is searched on), in a seeded order.
+1. **Start design.** Each family's preset start point (the middle of its lattice for a
+   finite family without one), then the corners of each continuous family's box (on the scale
+   each knob is searched on), in a seeded order.
 2. **Finite families are enumerated, not sampled.** A family whose knobs are all integers (the
    stingy teacher's k: at most classes − 1 values, and no teacher to train) takes its turn
    while one of its points that carry the front (2 % of its hypervolume, see `MATERIAL`) has an
    untried neighbour (one step in one knob): a local search that stops where its points stop
-   mattering. Families take turns
-   after the start design, the one with the fewest trials past it first.
-3. **A model on each continuous family alone.** Optuna's `GPSampler` (logEHVI for the two
-   objectives) fitted on that family's trials only, in a study rebuilt in memory from the sweep's
-   own, so that no knob of another family blurs it; trials still running enter it as a constant
-   lie (the worst values seen), so two trials in flight are not sent to one spot.
+   mattering. Families take turns after the start design, the one with the fewest trials past
+   it first.
+3. **A model on each continuous family alone** (`_Surrogate`): each objective from a plane
+   fitted locally to that family's finished trials only, so that no knob of another family
+   blurs it, moved in its better direction by its slope times the distance to the nearest
+   trial (finished or in flight, so two in flight are not sent to one spot). The next point
+   is the lattice point (5 per knob, then 9, then 17) whose optimistic outcome adds most to
+   the front's hypervolume. A family with fewer than `_MODEL_AFTER` finished trials draws at
+   random instead.
 4. **Range extension.** When a point of the front lies at the end of a continuous knob's range
-   (`KnobRange.end_of`) and carries a real share of the front's hypervolume (2 %: not a teacher
-   as good as the normal one, at the weak end), and the family's model has had two trials inside
-   the box (a start-design corner is on the front at first only for being a corner), that end
-   moves out by a quarter of the preset range's width, up to the knob's hard bounds, and the
-   family's model searches the wider box.
-   The range searched so far is a function of the finished trials, so a restored sweep finds
-   the same one; `searched_space` gives it to the space function
-   (`search_spaces.suggest_candidate`); the sweep's record keeps it (`searched_ranges`).
+   searched so far (`KnobRange.end_of`) and carries a real share of the front's hypervolume
+   (2 %: not a teacher as good as the normal one, at the weak end), and the family has had two
+   trials inside the box (a start-design corner is on the front at first only for being a
+   corner), that end moves out by a quarter of the preset range's width, up to the knob's hard
+   bounds, and the family's model searches the wider box. Extensions stick: the range searched
+   is every range a trial was asked within (`searched_ranges`), widened again where the front
+   sits at its end, so a restored sweep finds the same one; `searched_space` gives it to the
+   space function (`search_spaces.suggest_candidate`), and the sweep's record keeps it.
 
 Everything the strategy decides comes from the study's trials, so it is an ordinary Optuna
 sampler: asked and told in the driver, persisted wherever the study lives, resumable, and its
@@ -37,6 +41,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -45,13 +50,13 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from undistill.space import DefenseSpace, KnobRange, SearchSpace
+from undistill.space import DefenseSpace, SearchSpace
 
 EXTEND_BY = 0.25  # of a range's width, each time the front reaches its end
 # a front point steers the search (a range's end moves past it, a finite family steps around
 # it) only if it alone holds this share of the front's hypervolume
 MATERIAL = 0.02
-MAX_EXTENSIONS = 8  # per end: the hard bounds stop it sooner for most knobs
+MAX_EXTENSIONS = 8  # steps at once, when several carrying points lie past one another
 EXTEND_AFTER = 2  # a family's finished trials past the start design before its ranges may widen
 _MODEL_AFTER = 3  # a family's finished trials before its model takes over from random draws
 BANDWIDTH = 0.35  # of the unit box: how local the surrogate's plane is
@@ -139,6 +144,9 @@ class FrontSampler(BaseSampler):
     def _choose(self, study: Study, trial: FrozenTrial) -> dict:
         trials = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
         taken = {candidate_key(t.params) for t in trials if _counts(t)}
+        # a candidate that failed twice (an error, not a killed driver) is not asked for again
+        failed = Counter(candidate_key(t.params) for t in trials if t.state == TrialState.FAIL and t.params)
+        taken |= {key for key, n in failed.items() if n >= 2}
         # a trial asked for but not yet given its parameters (the plan of another in flight)
         taken |= {candidate_key(p) for n, p in self._plans.items() if n != trial.number}
         for point in self._start_design():
@@ -177,8 +185,12 @@ class FrontSampler(BaseSampler):
     def _start_design(self) -> list[dict]:
         """The preset's start points, then each continuous family's corners (seeded order)."""
         points = list(self._start)
+        started = {p.get("defense") for p in points}
         for family in self._space:
             if _is_finite(family):
+                if family.defense not in started:  # no start point: the middle of its lattice
+                    lattice = _lattice(family)
+                    points.append(lattice[len(lattice) // 2])
                 continue
             corners = [dict(zip([r.name for r in family.ranges], values, strict=True))
                        for values in itertools.product(*[(r.low, r.high) for r in family.ranges])]
@@ -189,11 +201,12 @@ class FrontSampler(BaseSampler):
     def _widened(self, study: Study) -> SearchSpace:
         if not self._extend:
             return self._space
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        asked = study.get_trials(deepcopy=False)
+        trials = [t for t in asked if t.state == TrialState.COMPLETE]
         front = self._carrying(study, trials)
         design = {candidate_key(p) for p in self._start_design()}
         families = []
-        for family in self._space:
+        for family in searched_ranges(self._space, asked):  # what earlier trials were asked within
             inside = sum(t.params.get("defense") == family.defense and candidate_key(t.params) not in design
                          for t in trials)
             if inside < EXTEND_AFTER:  # the front sits at a corner of the start design: look inside first
@@ -203,7 +216,8 @@ class FrontSampler(BaseSampler):
             for r in family.ranges:
                 values = [t.params[r.name] for t in front if t.params.get("defense") == family.defense
                           and r.name in t.params]
-                step = EXTEND_BY * r.width  # of the preset's range: steps add, they do not compound
+                preset = next(x for x in self._space.get(family.defense).ranges if x.name == r.name)
+                step = EXTEND_BY * preset.width  # of the preset's range: steps add, they do not compound
                 for _ in range(MAX_EXTENSIONS):
                     ends = {r.end_of(v) for v in values} - {None}
                     wider = r
@@ -340,12 +354,6 @@ def _untried_neighbour(family: DefenseSpace, front: list[FrozenTrial], taken: se
 def _cast(family: DefenseSpace, values: dict) -> dict:
     return {r.name: int(round(values[r.name])) if r.knob.integer else float(values[r.name])
             for r in family.ranges if r.name in values}
-
-
-def _distribution(r: KnobRange) -> BaseDistribution:
-    if r.knob.integer:
-        return IntDistribution(int(r.low), int(r.high), log=r.knob.log)
-    return FloatDistribution(r.low, r.high, log=r.knob.log)
 
 
 def _contains(distribution: BaseDistribution, value) -> bool:

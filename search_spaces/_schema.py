@@ -205,8 +205,10 @@ def parse_preset(name: str, doc: dict) -> Preset:
         "student_schedule": {**Schedule().to_dict(), **student_schedule},
         "attack": attack,
         "search": {"trials": trials, "sampler": sampler, "defenses": list(space.names),
-                   "extend_ranges": search.get("extend_ranges", True),
-                   "full_suite": search.get("full_suite", False),
+                   # written out only when not the default: a sweep recorded before these
+                   # keys existed keeps its identity (and can be resumed)
+                   **({"extend_ranges": False} if search.get("extend_ranges", True) is False else {}),
+                   **({"full_suite": True} if search.get("full_suite", False) else {}),
                    **{d.defense: d.table() for d in space}},
     }
     return Preset(
@@ -224,8 +226,8 @@ def parse_preset(name: str, doc: dict) -> Preset:
         sampler=sampler,
         space=space,
         num_classes=num_classes,
-        extend_ranges=resolved["search"]["extend_ranges"],
-        full_suite=resolved["search"]["full_suite"],
+        extend_ranges=resolved["search"].get("extend_ranges", True),
+        full_suite=resolved["search"].get("full_suite", False),
         resources=resources,
         resolved=resolved,
     )

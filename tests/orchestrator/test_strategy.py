@@ -117,3 +117,45 @@ def test_a_dominated_trial_is_told_its_lower_bound():
     (trial,) = search._ot_study.get_trials()
     assert trial.state.name == "COMPLETE" and trial.values == [90.0, 85.0]
     assert trial.user_attrs["status"] == "dominated"
+
+
+def test_extensions_stick_and_go_on_step_by_step():
+    """A point past the preset's top that beats the one at the top moves the end on again; the
+    range never falls back to the preset's (the searched one is what trials were asked within)."""
+    preset = load_preset("smoke")
+    search = DefenseSearch(preset, "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
+    tops = []
+    for i in range(20):
+        params = search.suggest(f"t{i}")
+        search.on_trial_complete(f"t{i}", _outcome(params))
+        tops.append(search._ot_study.sampler.searched_space(search._ot_study).get("nasty").ranges[0].high)
+    assert tops == sorted(tops)  # never shrinks
+    omega = preset.space.get("nasty").ranges[0]
+    assert tops[-1] > omega.unscaled(omega.scaled(omega.high) + 1.5 * 0.25 * omega.width)  # two steps or more
+
+
+def test_a_candidate_that_keeps_failing_is_not_asked_for_again():
+    search = DefenseSearch(load_preset("smoke"), "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
+    asked = []
+    for i in range(5):
+        asked.append(candidate_key(search.suggest(f"t{i}")))
+        search.on_trial_complete(f"t{i}", None, error=True)  # every trial errors
+    # once more after a failure (a killed driver fails its trial too), then never again
+    assert asked[0] == asked[1] and asked[2] == asked[3] and len({asked[0], asked[2], asked[4]}) == 3
+
+
+def test_a_finite_family_without_a_start_point_starts_in_its_middle(tmp_path):
+    import tomllib
+    from importlib import resources
+
+    import tomli_w
+
+    doc = tomllib.loads((resources.files("search_spaces") / "presets" / "smoke.toml").read_text())
+    del doc["search"]["stingy"]["start"]
+    path = tmp_path / "nostart.toml"
+    path.write_text(tomli_w.dumps(doc))
+    search = DefenseSearch(load_preset(config_file=path), "s", optuna.storages.InMemoryStorage(),
+                           max_teacher_drop=None)
+    seen = _drive(search, 8, stingy=80.0)
+    assert {"defense": "stingy", "k": 5} in seen  # k in [1, 9]: its middle, then its neighbours
+    assert sum(p["defense"] == "stingy" for p in seen) >= 2

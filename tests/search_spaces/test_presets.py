@@ -171,3 +171,5 @@ def test_full_suite_and_range_extension_are_part_of_what_a_sweep_computes():
     assert full.full_suite and full.to_dict()["search"]["full_suite"] is True
     assert full.to_dict() != preset.to_dict()  # another config: its own sweep
     assert adjust(preset, full_suite=False) is preset  # the preset's own setting changes nothing
+    # defaults are not written out: a sweep recorded before these keys keeps its identity
+    assert not {"extend_ranges", "full_suite"} & set(preset.to_dict()["search"])
