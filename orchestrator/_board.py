@@ -10,6 +10,8 @@ it starts, so a resumed sweep prunes against everything already finished.
 
 from __future__ import annotations
 
+import time
+
 import ray
 
 from trainables.pruning import Point, dominated
@@ -45,6 +47,11 @@ def open_board(sweep: str):
     earlier = find_board(sweep)
     if earlier is not None:
         ray.kill(earlier)
+    for _ in range(50):  # the name is freed once Ray has handled the kill
+        try:
+            return FrontBoard.options(name=board_name(sweep)).remote()
+        except ValueError:
+            time.sleep(0.1)
     return FrontBoard.options(name=board_name(sweep)).remote()
 
 

@@ -1,0 +1,28 @@
+"""The front board trials prune against, on a real local Ray: it keeps the non-dominated
+points, remembers the clones of trials attacked in full, and a new run of a sweep of the same
+name starts from an empty one."""
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_the_board_keeps_the_front_and_a_new_run_starts_empty(local_ray):
+    from orchestrator._board import find_board, open_board
+
+    board = open_board("s")
+    for point, clones in (((95.0, 90.0), {"kd-T4 cnn": 90.0}), ((94.0, 91.0), None), ((96.0, 89.0), None),
+                          ((93.0, 80.0), {"kd-T4 cnn": 80.0})):
+        board.add.remote(point, clones)
+    assert sorted(ray.get(board.front.remote())) == [(93.0, 80.0), (96.0, 89.0)]
+    assert ray.get(board.seen.remote()) == [{"kd-T4 cnn": 90.0}, {"kd-T4 cnn": 80.0}]
+    assert find_board("s") is not None and find_board("other") is None
+    again = open_board("s")  # the same name again in this Ray session: a fresh, empty board
+    assert ray.get(again.front.remote()) == [] and ray.get(find_board("s").front.remote()) == []
