@@ -101,6 +101,7 @@ class Table:
     def __init__(self, doc: dict):
         self.omegas, self.taus = doc["omegas"], doc["taus"]
         self.reference = tuple(doc["reference"])
+        self.normal_teacher_acc = doc["normal_teacher_acc"]  # the default sampler's focus is measured from it
         self._by_key = {self._key(o): o for o in doc["outcomes"]}
         self.normal = {f"{a['attack']} {a['student']}": a["student_acc"] for a in doc["normal_attacks"]}
         self.attainable = math.nan  # the hypervolume an exhaustive search finds (see `_setup`)
@@ -188,7 +189,8 @@ def run_sampler(name: str, seed: int, table: Table, preset, trials: int, concurr
     if sampler == "front-fixed":  # the default strategy without range extension
         preset, sampler = replace(preset, extend_ranges=False), "front"
     search = DefenseSearch(replace(preset, sampler=sampler, seed=seed), f"{name}-{seed}",
-                           optuna.storages.InMemoryStorage(), max_teacher_drop=None)
+                           optuna.storages.InMemoryStorage(), max_teacher_drop=None,
+                           normal_teacher_acc=table.normal_teacher_acc)
     running = deque()
     while len(finished) < trials:
         while len(running) < concurrency and len(finished) + len(running) < trials:

@@ -176,7 +176,7 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
                        for t in context.attack_templates),
     )
     study_storage = open_study_storage(opts.study_storage, storage, opts.name)
-    searcher = DefenseSearch(preset, opts.name, study_storage, opts.max_teacher_drop)
+    searcher = DefenseSearch(preset, opts.name, study_storage, opts.max_teacher_drop, context.normal_teacher_acc)
     searcher.fail_orphans()
     done = len(ResultStore(storage, opts.name).trial_rows())
     tuner = tune.Tuner(

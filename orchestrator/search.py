@@ -33,12 +33,19 @@ _REDRAWS = 40  # asks per suggestion before accepting a repeat; half from the sa
 logger = logging.getLogger(__name__)
 
 
-def make_sampler(name: str, seed: int, preset: Preset | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, preset: Preset | None = None, *, normal_teacher_acc: float | None = None,
+                 max_teacher_drop: float | None = None) -> optuna.samplers.BaseSampler:
     """The sampler a preset's `search.sampler` (or `--sampler`) names; `bench/search.py`
     measures each of them. Explicit arguments: Optuna 5 changed TPE's defaults. `front`, the
-    default, needs the preset's space (see `strategy`)."""
+    default, needs the preset's space (see `strategy`), and steers only by teachers within
+    `search.focus_teacher_drop` (or `max_teacher_drop`, when tighter) of the normal teacher."""
     if name == "front":
-        return FrontSampler(preset.space, seed=seed, start=start_points(preset), extend=preset.extend_ranges)
+        floor = 0.0  # the normal teacher unknown (a test's searcher): every teacher steers
+        if normal_teacher_acc is not None:
+            drop = min(preset.focus_teacher_drop, math.inf if max_teacher_drop is None else max_teacher_drop)
+            floor = max(0.0, normal_teacher_acc - drop)
+        return FrontSampler(preset.space, seed=seed, start=start_points(preset), extend=preset.extend_ranges,
+                            reference=(floor, None))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
@@ -56,8 +63,9 @@ def make_sampler(name: str, seed: int, preset: Preset | None = None) -> optuna.s
 
 class DefenseSearch(OptunaSearch):
     def __init__(self, preset: Preset, sweep_name: str, storage: optuna.storages.BaseStorage,
-                 max_teacher_drop: float | None):
-        """`storage`: where the study lives (see `_study.open_study_storage`)."""
+                 max_teacher_drop: float | None, normal_teacher_acc: float | None = None):
+        """`storage`: where the study lives (see `_study.open_study_storage`); `normal_teacher_acc`:
+        the upstream normal teacher's, which the default sampler's focus is measured from."""
         self._max_teacher_drop = max_teacher_drop
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         super().__init__(
@@ -65,7 +73,8 @@ class DefenseSearch(OptunaSearch):
             metric=list(OBJECTIVES),
             mode=MODES,
             points_to_evaluate=None,  # enqueued below, once per study, not once per start
-            sampler=make_sampler(preset.sampler, preset.seed, preset),
+            sampler=make_sampler(preset.sampler, preset.seed, preset, normal_teacher_acc=normal_teacher_acc,
+                                 max_teacher_drop=max_teacher_drop),
             study_name=sweep_name,
             storage=storage,
         )

@@ -31,6 +31,15 @@ defenses sat at the top of ω's range. So:
    sits at its end, so a restored sweep finds the same one; `searched_space` gives it to the
    space function (`search_spaces.suggest_candidate`), and the sweep's record keeps it.
 
+5. **Focus on teachers worth shipping.** Its hypervolume (what carries, what the model hopes
+   to add) is bounded below at the normal teacher's accuracy less `search.focus_teacher_drop`
+   (15 points unless the preset says otherwise; `--max-teacher-drop` when tighter). The
+   sweep's report bounds it at teacher accuracy 0, where a teacher that lost most of its
+   accuracy, and whose clones learn little for that reason, counts as a strong defense: left
+   to that, range extension walked ω out to teachers of 9-64 % (BENCHMARKS.md). A teacher below
+   the floor still runs, is stored and is on the sweep's front if nothing beats it; it just
+   neither widens a range nor draws the model towards it.
+
 Everything the strategy decides comes from the study's trials, so it is an ordinary Optuna
 sampler: asked and told in the driver, persisted wherever the study lives, resumable, and its
 trials are visible in optuna-dashboard like any other sampler's.
@@ -91,7 +100,8 @@ class FrontSampler(BaseSampler):
     def __init__(self, space: SearchSpace, *, seed: int = 0, start: Sequence[dict] = (), extend: bool = True,
                  reference: Sequence[float | None] = (0.0, None)):
         """`reference`: the hypervolume's reference point, per objective (None: a hair past the
-        worst value seen); the default is the sweep's report's, teacher accuracy 0."""
+        worst value seen); the default is the sweep's report's, teacher accuracy 0; a sweep's
+        is its focus floor (see the module's docstring, 5)."""
         self._reference_point = tuple(reference)
         self._space = space
         self._seed = seed
@@ -429,6 +439,8 @@ class _Surrogate:
         if gap < 1e-9:
             return -math.inf  # tried or in flight
         mean = self._local_linear(x)
+        if any(s * m <= s * r for m, s, r in zip(mean, self._signs, reference, strict=True)):
+            return 0.0  # the plane itself puts it outside the reference box (below the focus floor)
         hoped = [m + s * slope * gap for m, s, slope in zip(mean, self._signs, self._slopes, strict=True)]
         return _hypervolume([*front, hoped], reference, self._signs) - _hypervolume(front, reference, self._signs)
 

@@ -6,6 +6,7 @@ Every problem is reported as one `ConfigError` line naming the key, the bad valu
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,10 @@ from undistill.tables import check_positive as _positive
 from undistill.tables import is_a as _is
 
 SAMPLERS = ("front", "tpe", "gp", "nsga2", "random")  # front: the default (orchestrator.strategy)
+# `search.focus_teacher_drop`'s default, in accuracy points. Wide enough for every defense of the
+# papers (they cost their teachers 0-1.6 points) and for the strongest in mnist1d's ranges (10.5,
+# BENCHMARKS.md), narrow enough that a teacher left at a third of its accuracy steers nothing.
+FOCUS_TEACHER_DROP = 15.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Preset:
     num_classes: int
     extend_ranges: bool = True  # `front` may go past a range's end where the front reaches it
     full_suite: bool = False  # every attack on every candidate (else: skipped once it is beaten)
+    # the default strategy steers by teachers within this many points of the normal teacher
+    focus_teacher_drop: float = FOCUS_TEACHER_DROP
     # [resources]: how a sweep runs, not what it computes, so not part of its identity
     resources: dict[str, Any] = field(default_factory=dict)
     resolved: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
@@ -75,8 +82,11 @@ _SCHEDULE = {
 }
 _DATASET = {"name": str, "num_samples": int, "val_fraction": float, "seed": int}
 # and a table per defense. extend_ranges: the default sampler may search past a range's end when
-# the front reaches it; full_suite: every attack on every candidate, none skipped once beaten.
-_SEARCH = {"trials": int, "sampler": str, "defenses": list, "extend_ranges": bool, "full_suite": bool}
+# the front reaches it; full_suite: every attack on every candidate, none skipped once beaten;
+# focus_teacher_drop: the default sampler neither models nor widens a range for a teacher that
+# lost more accuracy than this (it still runs and counts: it is on the front if nothing beats it).
+_SEARCH = {"trials": int, "sampler": str, "defenses": list, "extend_ranges": bool, "full_suite": bool,
+           "focus_teacher_drop": float}
 # Per process of a trial (its own and each student's); concurrency caps trials at once.
 _RESOURCES = {"cpus_per_trial": float, "gpus_per_trial": float, "concurrency": int,
               "checkpoint_every_s": float}
@@ -190,6 +200,9 @@ def parse_preset(name: str, doc: dict) -> Preset:
     sampler = search.get("sampler", "front")
     if sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    focus = search.get("focus_teacher_drop", FOCUS_TEACHER_DROP)
+    if not (math.isfinite(focus) and 0 < focus <= 100):
+        raise ConfigError(f"search.focus_teacher_drop must be within (0, 100] accuracy points, got {focus!r}")
     space = _space(search, num_classes)
     finite = [d.candidates() for d in space]
     if all(n is not None for n in finite) and trials > sum(finite):
@@ -209,6 +222,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
                    # keys existed keeps its identity (and can be resumed)
                    **({"extend_ranges": False} if search.get("extend_ranges", True) is False else {}),
                    **({"full_suite": True} if search.get("full_suite", False) else {}),
+                   **({"focus_teacher_drop": float(focus)} if focus != FOCUS_TEACHER_DROP else {}),
                    **{d.defense: d.table() for d in space}},
     }
     return Preset(
@@ -228,6 +242,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
         num_classes=num_classes,
         extend_ranges=resolved["search"].get("extend_ranges", True),
         full_suite=resolved["search"].get("full_suite", False),
+        focus_teacher_drop=float(focus),
         resources=resources,
         resolved=resolved,
     )

@@ -134,6 +134,30 @@ def test_extensions_stick_and_go_on_step_by_step():
     assert tops[-1] > omega.unscaled(omega.scaled(omega.high) + 1.5 * 0.25 * omega.width)  # two steps or more
 
 
+def test_teachers_below_the_focus_floor_widen_no_range():
+    """A teacher that lost more than `search.focus_teacher_drop` steers nothing: the range moves
+    past ω's top once, for the teachers still within the focus there, and no further, however
+    low the clones past it fall (without a floor it goes on, see the test above)."""
+    from dataclasses import replace
+
+    preset = replace(load_preset("smoke"), focus_teacher_drop=1.0)
+    # this world's teachers: 95.2 at ω's top and τ_A's bottom, below 95 past the top
+    search = DefenseSearch(preset, "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None,
+                           normal_teacher_acc=96.0)
+    tops, seen = [], []
+    for i in range(20):
+        params = search.suggest(f"t{i}")
+        search.on_trial_complete(f"t{i}", _outcome(params))
+        seen.append(params)
+        tops.append(search._ot_study.sampler.searched_space(search._ot_study).get("nasty").ranges[0].high)
+    omega = preset.space.get("nasty").ranges[0]
+    one_step = omega.unscaled(omega.scaled(omega.high) + 0.25 * omega.width)
+    assert tops[-1] == pytest.approx(one_step)
+    # and the model does not chase them: most trials stay where teachers are within the focus
+    below = [p for p in seen if p["defense"] == "nasty" and _outcome(p)["teacher_acc"] < 95.0]
+    assert len(below) <= 5
+
+
 def test_a_candidate_that_keeps_failing_is_not_asked_for_again():
     search = DefenseSearch(load_preset("smoke"), "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None)
     asked = []

@@ -63,6 +63,10 @@ BAD = {
     "same student twice": (lambda d: d["students"].append(dict(d["students"][0])), "listed twice"),
     "extension not a flag": (lambda d: d["search"].update(extend_ranges="yes"), "search.extend_ranges: expected bool"),
     "full suite not a flag": (lambda d: d["search"].update(full_suite=1), "search.full_suite: expected bool"),
+    "focus of no drop": (lambda d: d["search"].update(focus_teacher_drop=0),
+                         "search.focus_teacher_drop must be within"),
+    "focus not a number": (lambda d: d["search"].update(focus_teacher_drop="wide"),
+                           "search.focus_teacher_drop: expected float"),
     "budget beyond a finite space": (lambda d: d["search"].update(defenses=["stingy"], trials=12),
                                      "exceeds the 9 distinct stingy candidates"),
 }
@@ -93,7 +97,7 @@ def test_writing_a_default_out_explicitly_changes_nothing(tmp_path):
     def spell_out_defaults(d):
         d["dataset"]["val_fraction"] = 0.1
         d["student_schedule"]["momentum"] = 0.9
-        d["search"].update(sampler="front", extend_ranges=True, full_suite=False)
+        d["search"].update(sampler="front", extend_ranges=True, full_suite=False, focus_teacher_drop=15)
 
     implicit = load_preset(config_file=_edit(tmp_path, lambda d: None))
     explicit = load_preset(config_file=_edit(tmp_path, spell_out_defaults))
@@ -172,4 +176,10 @@ def test_full_suite_and_range_extension_are_part_of_what_a_sweep_computes():
     assert full.to_dict() != preset.to_dict()  # another config: its own sweep
     assert adjust(preset, full_suite=False) is preset  # the preset's own setting changes nothing
     # defaults are not written out: a sweep recorded before these keys keeps its identity
-    assert not {"extend_ranges", "full_suite"} & set(preset.to_dict()["search"])
+    assert not {"extend_ranges", "full_suite", "focus_teacher_drop"} & set(preset.to_dict()["search"])
+
+
+def test_a_narrower_focus_is_another_search(tmp_path):
+    narrow = load_preset(config_file=_edit(tmp_path, lambda d: d["search"].update(focus_teacher_drop=5)))
+    assert narrow.focus_teacher_drop == 5.0 and narrow.to_dict()["search"]["focus_teacher_drop"] == 5.0
+    assert load_preset(config_file=_edit(tmp_path, lambda d: None)).focus_teacher_drop == 15.0
