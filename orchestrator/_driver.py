@@ -149,7 +149,8 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
     context = trial_context(plan, upstream, opts.max_teacher_drop)
     prune = not opts.preset.full_suite
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context, runtime=runtime,
-                                                         board=opts.name if prune else None),
+                                                         board=opts.name if prune else None,
+                                                         batch=opts.preset.resources.get("batch_attacks", True)),
                                     runtime.resources.placement_group_factory())
     experiment = storage.path(opts.name, TUNE_DIR)
     if tune.Tuner.can_restore(experiment, storage_filesystem=storage.fs):

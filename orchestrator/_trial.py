@@ -2,8 +2,10 @@
 
 The trial's own process (bundle 0 of its placement group) trains the defended teacher; the
 students then run side by side as Ray child tasks, which land in the trial's placement group,
-one per student bundle. Every phase goes through the artifact store by key, so a retried trial
-(`FailureConfig`) or a restored sweep picks up each finished phase instead of training it again.
+one per student bundle: each task trains one attack, or, batched, every attack of a wave on one
+student architecture as one stack (`_worker.run_batch`). Every phase goes through the artifact
+store by key, so a retried trial (`FailureConfig`) or a restored sweep picks up each finished
+phase instead of training it again.
 The trial reports once, at the end, with `final=True`.
 """
 
@@ -16,19 +18,21 @@ from dataclasses import replace
 from ray import tune
 
 from trainables.candidate import TrialContext, attack_name, run_candidate
-from trainables.phases import PhaseJob
+from trainables.phases import PhaseJob, batch_groups, stacking_pays
 from trainables.pruning import Pruning, attack_order
 from undistill.outcomes import Candidate, Placement
 
-from ._worker import PhaseRuntime, placement, remote_phase, run_job
+from ._worker import PhaseRuntime, placement, remote_batch, remote_phase, run_job
 
 # The two searcher metrics; the orchestrator's searcher reads them from the final report.
 OBJECTIVES = ("teacher_acc", "student_acc")
 OUTCOME = "outcome"  # the report's key for the trial's typed `CandidateOutcome`
 
 
-def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime, board: str | None = None) -> None:
-    """`board`: the sweep's name when its trials prune their attacks (see `_board`), else None."""
+def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime, board: str | None = None,
+               batch: bool = True) -> None:
+    """`board`: the sweep's name when its trials prune their attacks (see `_board`), else None;
+    `batch`: the attacks on one student architecture train as one stack (`run_batch`)."""
     import ray
 
     res = runtime.resources
@@ -39,11 +43,19 @@ def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime, board
 
     def run_side_by_side(jobs: list[PhaseJob]) -> list[dict]:
         # Child tasks of a trial are captured by its placement group: each takes a student bundle.
-        task = remote_phase(runtime)
-        refs = [task.options(name=job.name).remote(job, runtime) for job in jobs]
-        return ray.get(refs)
+        if not batch:
+            task = remote_phase(runtime)
+            return ray.get([task.options(name=job.name).remote(job, runtime) for job in jobs])
+        task = remote_batch(runtime)
+        groups = batch_groups(jobs, on_gpu=res.gpus > 0)
+        refs = [task.options(name=" + ".join(j.name for j in group)).remote(group, runtime) for group in groups]
+        done = {job.key: result for group, results in zip(groups, ray.get(refs), strict=True)
+                for job, result in zip(group, results, strict=True)}
+        return [done[job.key] for job in jobs]
 
-    pruning = _pruning(context, board, res.students) if board else None
+    # the second wave takes all the rest only where they train in stacks
+    stacks = batch and any(stacking_pays(t, res.gpus > 0) for t in context.attack_templates)
+    pruning = _pruning(context, board, res.students, stacks) if board else None
     outcome = run_candidate(Candidate.from_params(config), context, run_here, run_side_by_side, pruning)
     ran = Placement.from_result({**placement(), "cpus": res.cpus, "gpus": res.gpus,
                                  "started_at": started, "finished_at": time.time()})
@@ -55,7 +67,7 @@ def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime, board
                  OUTCOME: outcome, "final": True})
 
 
-def _pruning(context: TrialContext, sweep: str, students: int) -> Pruning | None:
+def _pruning(context: TrialContext, sweep: str, students: int, batch: bool) -> Pruning | None:
     """The attacks' order (learned from the normal teacher and every trial attacked in full so
     far) and the live front, from the sweep's board; waves as wide as the trial's students."""
     import ray
@@ -68,7 +80,9 @@ def _pruning(context: TrialContext, sweep: str, students: int) -> Pruning | None
     names = [attack_name(t) for t in context.attack_templates]
     normal = {name: b.normal_kd_acc for name, b in context.baselines.items()}
     order = attack_order(names, normal, ray.get(found.seen.remote()))
-    return Pruning(order=tuple(order), wave=max(1, students), front=lambda: ray.get(found.front.remote()))
+    # batched, a second wave of all the rest costs little more than one more attack per student
+    return Pruning(order=tuple(order), wave=max(1, students), front=lambda: ray.get(found.front.remote()),
+                   rest_together=batch)
 
 
 def _metric(x: float | None) -> float:

@@ -4,13 +4,14 @@ and when it ran. The same function serves the upstream DAG, a trial's own phase 
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainables.loop import CHECKPOINT_EVERY_S
-from trainables.phases import MODEL_FILE, PhaseJob, run_phase
+from trainables.phases import MODEL_FILE, PhaseJob, batchable, run_attack_batch, run_phase
 from undistill.errors import UndistillError
 from undistill.storage import Storage
 
@@ -44,6 +45,15 @@ def remote_phase(runtime: PhaseRuntime):
                       **runtime.resources.task_options())(run_job)
 
 
+def remote_batch(runtime: PhaseRuntime):
+    """`run_batch` as a Ray task holding one bundle, retried and placed as `remote_phase`."""
+    import ray
+
+    gpus = runtime.resources.gpus
+    return ray.remote(max_retries=2, max_calls=1 if gpus else 0,
+                      **runtime.resources.task_options())(run_batch)
+
+
 def data_cache(storage: Storage) -> Path:
     """Generated datasets: beside the sweeps on a local or NFS storage, else on each node."""
     return storage.local_path("_data") if storage.is_local else node_cache_root() / "data"
@@ -62,6 +72,68 @@ def placement() -> dict:
     return out
 
 
+def run_batch(jobs: list[PhaseJob], runtime: PhaseRuntime, *_deps) -> list[dict]:
+    """`run_job` for attack phases that train as one stack (`trainables.phases.batchable`):
+    the results in order, each published under its own key. A finished one is never trained
+    again; the rest train together and resume from the batch's checkpoint (its key names the
+    phases still to train, so it is resumed only by the same batch)."""
+    store = ArtifactStore(runtime.storage)
+    results: dict[str, dict] = {}
+    for job in jobs:
+        found = store.get(job.key)
+        if found is not None:
+            results[job.key] = {**found, "cached": True}
+    todo = [job for job in jobs if job.key not in results]
+    if len(todo) == 1 or (todo and not batchable([j.config for j in todo])):
+        results.update((job.key, run_job(job, runtime)) for job in todo)
+    elif todo:
+        teacher_weights = _teacher_weights(store, todo[0], runtime)
+        if teacher_weights is None:
+            results.update((job.key, _skipped(job)) for job in todo)
+        else:
+            results.update(_train_batch(store, todo, teacher_weights, runtime))
+    return [results[job.key] for job in jobs]
+
+
+def batch_key(jobs: list[PhaseJob]) -> str:
+    return "batch-" + hashlib.sha256(" ".join(sorted(j.key for j in jobs)).encode()).hexdigest()[:20]
+
+
+def _train_batch(store: ArtifactStore, jobs: list[PhaseJob], teacher_weights: Path,
+                 runtime: PhaseRuntime) -> dict[str, dict]:
+    gpus = runtime.resources.gpus
+    where = {**placement(), "cpus": runtime.resources.cpus, "gpus": gpus, "started_at": time.time()}
+    key = batch_key(jobs)
+    checkpoint, on_checkpoint = store.partial(key)
+    trained = run_attack_batch([j.config for j in jobs], teacher_weights=teacher_weights,
+                               data_cache=data_cache(runtime.storage), checkpoint=checkpoint,
+                               on_checkpoint=on_checkpoint, checkpoint_tag=key,
+                               checkpoint_every_s=runtime.checkpoint_every_s, gpu_fraction=gpus,
+                               data_root=Path(runtime.data_root) if runtime.data_root else None)
+    finished = time.time()
+    out = {}
+    for job, result in zip(jobs, trained, strict=True):
+        result.update(where, finished_at=finished)
+        out[job.key] = {**store.publish(job.key, store.scratch(job.key), result), "cached": False}
+    store.drop_partial(key)
+    return out
+
+
+def _teacher_weights(store: ArtifactStore, job: PhaseJob, runtime: PhaseRuntime) -> Path | None:
+    """The teacher's weights from the store (None: it diverged, nothing to distil from)."""
+    fetched = store.fetch(job.teacher_key)
+    if fetched is None:  # not a result but a fault (lost or unreadable): the phase fails
+        raise ArtifactMissing(f"{job.name}: its teacher {job.teacher_key} is not intact in "
+                              f"{runtime.storage.uri('_artifacts')}")
+    teacher, files = fetched
+    return files[MODEL_FILE] if teacher["status"] == "ok" else None
+
+
+def _skipped(job: PhaseJob) -> dict:
+    return {"phase": job.config.method, "status": "skipped", "test_acc": None,
+            "best_epoch": -1, "wall_s": 0.0, "cached": False}
+
+
 def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
     """The phase's result: from the artifact store if it is already there (`cached`), else
     trained here and published. `_deps` are the results of phases it waits for (Ray passes
@@ -73,15 +145,9 @@ def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
         return {**found, "cached": True}
     teacher_weights = None
     if job.teacher_key is not None:
-        fetched = store.fetch(job.teacher_key)
-        if fetched is None:  # not a result but a fault (lost or unreadable): the phase fails
-            raise ArtifactMissing(f"{job.name}: its teacher {job.teacher_key} is not intact in "
-                                  f"{storage.uri('_artifacts')}")
-        teacher, files = fetched
-        if teacher["status"] != "ok":  # diverged: nothing to distil from
-            return {"phase": job.config.method, "status": "skipped", "test_acc": None,
-                    "best_epoch": -1, "wall_s": 0.0, "cached": False}
-        teacher_weights = files[MODEL_FILE]
+        teacher_weights = _teacher_weights(store, job, runtime)
+        if teacher_weights is None:  # diverged: nothing to distil from
+            return _skipped(job)
     where = {**placement(), "cpus": cpus, "gpus": gpus, "started_at": time.time()}
     scratch = store.scratch(job.key)
     checkpoint, on_checkpoint = store.partial(job.key)

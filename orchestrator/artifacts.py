@@ -109,16 +109,20 @@ class ArtifactStore:
                 self.storage.upload(p, FOLDER, key, p.name)
             self.storage.write_bytes((FOLDER, key, MANIFEST),
                                      json.dumps(manifest, indent=1, sort_keys=True).encode())
-            self.storage.delete(FOLDER, ".partial", f"{key}.ckpt")
-            local = [node_cache_root() / "partial"]
-            if self.storage.is_local:
-                local.append(self.storage.local_path(FOLDER, ".partial"))
-            for folder in local:  # the checkpoint, and a save a kill cut short (atomic_write's)
-                for leftover in folder.glob(f"*{key}.ckpt*"):
-                    leftover.unlink(missing_ok=True)
+            self.drop_partial(key)
             return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def drop_partial(self, key: str) -> None:
+        """Remove `key`'s mid-training checkpoint, and a save a kill cut short (atomic_write's)."""
+        self.storage.delete(FOLDER, ".partial", f"{key}.ckpt")
+        local = [node_cache_root() / "partial"]
+        if self.storage.is_local:
+            local.append(self.storage.local_path(FOLDER, ".partial"))
+        for folder in local:
+            for leftover in folder.glob(f"*{key}.ckpt*"):
+                leftover.unlink(missing_ok=True)
 
     def partial(self, key: str) -> tuple[Path, Callable[[Path], None] | None]:
         """Where a running phase keeps its mid-training checkpoint so that a rerun on any node

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._worker import PhaseRuntime, remote_phase
+from trainables.phases import batch_groups
+
+from ._worker import PhaseRuntime, remote_batch, remote_phase
 from .artifacts import ArtifactStore
 from .plan import Node
 
 
 def run_upstream(nodes: tuple[Node, ...], runtime: PhaseRuntime,
-                 on_done: Callable[[Node, dict], None]) -> dict[str, dict]:
+                 on_done: Callable[[Node, dict], None], batch: bool = True) -> dict[str, dict]:
     """Run every node not already in the artifact store, in parallel where the DAG allows; each
-    task holds one trial bundle's worth of CPU and GPU.
+    task holds one trial bundle's worth of CPU and GPU. `batch`: the attacks on one student
+    architecture run as one task that trains them as one stack (`_worker.run_batch`).
 
     A node's dependencies are passed to its task as object refs, so Ray starts it only once
     they have finished. `on_done(node, result)` is called as each one completes.
@@ -21,23 +24,31 @@ def run_upstream(nodes: tuple[Node, ...], runtime: PhaseRuntime,
     import ray
 
     store = ArtifactStore(runtime.storage)
-    remote = remote_phase(runtime)
+    remote, remote_together = remote_phase(runtime), remote_batch(runtime)
     results: dict[str, dict] = {}
     pending: dict = {}
     refs: dict[str, object] = {}
+    todo = []
     for node in nodes:
         cached = store.get(node.key)
         if cached is not None:
             results[node.key] = {**cached, "cached": True}
             on_done(node, results[node.key])
-            continue
-        deps = [refs[node.teacher_key]] if node.teacher_key in refs else []
-        ref = remote.options(name=node.name).remote(node, runtime, *deps)
-        refs[node.key] = ref
-        pending[ref] = node
+        else:
+            todo.append(node)
+    for group in batch_groups(todo, on_gpu=runtime.resources.gpus > 0) if batch else [[n] for n in todo]:
+        deps = [refs[k] for k in dict.fromkeys(n.teacher_key for n in group) if k in refs]
+        if len(group) == 1:
+            ref = remote.options(name=group[0].name).remote(group[0], runtime, *deps)
+        else:
+            ref = remote_together.options(name=" + ".join(n.name for n in group)).remote(group, runtime, *deps)
+        refs.update((n.key, ref) for n in group)
+        pending[ref] = group
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        node = pending.pop(ready[0])
-        results[node.key] = ray.get(ready[0])
-        on_done(node, results[node.key])
+        group = pending.pop(ready[0])
+        done = ray.get(ready[0])
+        for node, result in zip(group, done if len(group) > 1 else [done], strict=True):
+            results[node.key] = result
+            on_done(node, result)
     return results

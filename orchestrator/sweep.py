@@ -244,7 +244,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
              f"{concurrency} trial{'s' if concurrency > 1 else ''} at once")
         plan = make_plan(opts.preset)
         runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval())
-        upstream = _run_upstream(plan, runtime, opts.name)
+        upstream = _run_upstream(plan, runtime, opts.name, opts.preset.resources.get("batch_attacks", True))
         _driver.search(opts, plan, upstream, runtime, concurrency)
     finally:
         if started_ray:
@@ -267,7 +267,7 @@ def _record_cluster(storage: Storage, name: str, nodes: list[dict], resources, c
     write_json(storage, name, "cluster.json", {"runs": runs})
 
 
-def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str) -> dict[str, dict]:
+def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str, batch: bool = True) -> dict[str, dict]:
     from . import dag
 
     t0 = time.perf_counter()
@@ -278,10 +278,12 @@ def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str) -> dict[str, dic
         acc = result.get("test_acc")
         acc_s = f"{acc:.2f}%" if acc is not None else result["status"]
         how = "cached" if result.get("cached") else f"{result['wall_s']:.0f}s"
+        if result.get("batched") and not result.get("cached"):  # its share of a batch's seconds
+            how = f"{result['wall_s']:.0f}s of a batch of {result['batch_size']}"
         _log(f"  {node.name:<28} {acc_s:>8}  ({how})")
 
     try:
-        results = dag.run_upstream(plan.upstream, runtime, done)
+        results = dag.run_upstream(plan.upstream, runtime, done, batch=batch)
     except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
         raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
     teacher = results[plan.teacher.key]

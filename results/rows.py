@@ -74,6 +74,7 @@ def _student_row(sweep: str, trial_id: str, knobs: dict, s: StudentOutcome) -> d
         "normal_kd_acc": number(s.baselines.normal_kd_acc),
         "best_epoch": s.best_epoch,
         "wall_s": number(s.wall_s),
+        "batched": s.batched,
         "cached": s.ran.cached,
         **_where(s.ran),
         "started_at": _time(s.ran.started_at),

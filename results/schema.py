@@ -70,7 +70,10 @@ STUDENTS = pa.schema([
     ("smoothed_acc", pa.float64()),  # ... alone with label smoothing (null if the preset has none)
     ("normal_kd_acc", pa.float64()),  # the same student by the same attack on the normal teacher
     ("best_epoch", pa.int64()),
-    ("wall_s", pa.float64()),
+    ("wall_s", pa.float64()),  # batched: its share of the batch's seconds
+    # trained with the other attacks on this student as one vectorised model (false: alone;
+    # null: never ran, or read from a sweep older than batching)
+    ("batched", pa.bool_()),
     ("cached", pa.bool_()),  # found in the artifact store (an earlier attempt trained it)
     *_WHERE,
     ("started_at", pa.timestamp("ms", tz="UTC")),

@@ -88,11 +88,13 @@ _DATASET = {"name": str, "num_samples": int, "val_fraction": float, "seed": int}
 _SEARCH = {"trials": int, "sampler": str, "defenses": list, "extend_ranges": bool, "full_suite": bool,
            "focus_teacher_drop": float}
 # Per process of a trial (its own and each student's); concurrency caps trials at once.
+# batch_attacks: the attacks on one student architecture train as one vectorised model (the
+# same results up to floating-point reordering: not part of a sweep's identity either).
 _RESOURCES = {"cpus_per_trial": float, "gpus_per_trial": float, "concurrency": int,
-              "checkpoint_every_s": float}
+              "checkpoint_every_s": float, "batch_attacks": bool}
 # None: GPUs chosen by the cluster, no concurrency cap, the training loop's checkpoint interval
 RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": None, "concurrency": None,
-                     "checkpoint_every_s": None}
+                     "checkpoint_every_s": None, "batch_attacks": True}
 
 
 def _range(where: str, value: list, *, integer: bool, low: float, high: float, why: str = "") -> tuple:

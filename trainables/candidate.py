@@ -86,7 +86,7 @@ def run_candidate(candidate: Candidate, ctx: TrialContext, run_teacher: RunPhase
         groups = [list(by_name)]
     else:
         order = [n for n in pruning.order if n in by_name] + [n for n in by_name if n not in pruning.order]
-        groups = waves(order, pruning.wave)
+        groups = waves(order, pruning.wave, pruning.rest_together)
     results: dict[str, dict] = {}
     beaten = False
     for i, group in enumerate(groups):
@@ -118,6 +118,8 @@ def student_outcome(template: PhaseConfig, baselines: Baselines, result: dict | 
         best_epoch=result.get("best_epoch", -1) if result else -1,
         wall_s=result.get("wall_s", 0.0) if result else 0.0,
         ran=Placement.from_result(result),
+        # a phase that ran (or was cached) before batching existed trained alone
+        batched=bool(result.get("batched", False)) if result and result.get("status") != "skipped" else None,
     )
 
 

@@ -98,19 +98,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return 100.0 * correct / max(1, len(y))
 
 
-def _optimizer(model: nn.Module, s: Schedule) -> torch.optim.Optimizer:
+def optimizer_for(params, s: Schedule) -> torch.optim.Optimizer:
+    """The schedule's optimizer over `params` (each of these is elementwise: `stacked` relies on it)."""
+    params = list(params)
     if s.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     if s.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
     if s.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=False
-        )
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=False)
     raise ConfigError(f"unknown optimizer {s.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
-def _scheduler(opt, s: Schedule, steps_per_epoch: int):
+def lr_scheduler_for(opt, s: Schedule, steps_per_epoch: int):
     """(scheduler, steps per batch?) — onecycle moves every batch, the others every epoch."""
     if s.lr_schedule == "onecycle":
         total = s.epochs * steps_per_epoch
@@ -150,8 +150,8 @@ def train(
     n = len(data.train_y)
     steps_per_epoch = math.ceil(n / schedule.batch_size)
     gen = torch.Generator().manual_seed(seed)
-    opt = _optimizer(model, schedule)
-    sched, per_step = _scheduler(opt, schedule, steps_per_epoch)
+    opt = optimizer_for(model.parameters(), schedule)
+    sched, per_step = lr_scheduler_for(opt, schedule, steps_per_epoch)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     start_epoch, best_val, best_epoch, best_state = 0, -1.0, -1, None

@@ -15,6 +15,7 @@ runs it, so an entry registered in one process (a test's, a user's) runs in ever
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -254,7 +255,120 @@ def run_phase(
         "checkpoint_ignored": result.checkpoint_ignored,
         "train_s": result.wall_s,
         "wall_s": time.perf_counter() - started,
+        **({"batched": False} if cfg.phase == "attack" else {}),
         "config": cfg.to_dict(),
         "provenance": provenance(),
         **extra,
     }
+
+
+def stacking_pays(cfg: PhaseConfig, on_gpu: bool) -> bool:
+    """Whether training this phase in a stack is faster than alone (bench/batched.py): on a GPU
+    it saves launches; on the CPU only models without 2-D convolutions gain (MNIST-1D's: 1.4-1.7×
+    at 5-10 students), because `vmap` turns a 2-D convolution into a grouped one, which runs
+    1.2-4× slower there than the same convolutions one by one (the CIFAR students)."""
+    from .data import dataset_shape
+
+    return on_gpu or len(dataset_shape(cfg.dataset.name)[1]) < 3
+
+
+def batch_groups(jobs: list[PhaseJob], on_gpu: bool = False) -> list[list[PhaseJob]]:
+    """`jobs` in groups that can each train as one stack (see `batchable`), in order of first
+    appearance; a phase that cannot, or for which it does not pay (`stacking_pays`), is a group
+    of its own."""
+    groups: dict[tuple, list[PhaseJob]] = {}
+    for job in jobs:
+        c = job.config
+        if c.phase == "attack" and c.attack.trains_on_real_data and stacking_pays(c, on_gpu):
+            key = ("stack", json.dumps({k: v for k, v in c.to_dict().items() if k != "attack"}, sort_keys=True),
+                   job.teacher_key)
+        else:
+            key = ("alone", job.key)
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
+
+
+def batchable(cfgs: list[PhaseConfig]) -> bool:
+    """Attack phases that can train as one stack (`stacked`): one student architecture, seed
+    and schedule, one teacher seen through one defense, attacks that train on the real split."""
+    first = cfgs[0]
+    same = {"phase", "dataset", "model", "schedule", "seed", "teacher_model", "defense", "knobs"}
+    return all(c.phase == "attack" and c.attack.trains_on_real_data for c in cfgs) and all(
+        getattr(c, f) == getattr(first, f) for c in cfgs[1:] for f in same)
+
+
+def run_attack_batch(
+    cfgs: list[PhaseConfig],
+    *,
+    teacher_weights: Path,
+    data_cache: Path | None = None,
+    checkpoint: Path | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
+    checkpoint_tag: str = "",
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+    gpu_fraction: float | None = None,
+    data_root: Path | None = None,
+) -> list[dict]:
+    """Run `batchable` attack phases as one vectorised model (`stacked.train_stacked`); each
+    result as `run_phase` gives it for that phase alone, with `batched` true. `checkpoint_tag`
+    names the batch (its phases' keys): a checkpoint of another batch is not resumed."""
+    from .attacks import TeacherView
+    from .stacked import train_stacked
+
+    if not batchable(cfgs):
+        raise ConfigError("run_attack_batch: these phases cannot train as one stack; run them one by one")
+    started = time.perf_counter()
+    configure_threads()
+    device = pick_device(gpu_fraction)
+    first = cfgs[0]
+
+    # data
+    data = load_dataset(first.dataset, device, cache_dir=data_cache, data_root=data_root)
+
+    # models: the same seed gives every student the same initial weights, as one by one
+    torch.manual_seed(first.seed)
+    model = first.model.build(data.num_classes, data.input_shape).to(device)
+    models = [model] + [copy.deepcopy(model) for _ in cfgs[1:]]
+
+    # losses: the teacher, seen through the defense, asked once for all of them
+    frozen = _load_frozen(first.teacher_model, teacher_weights, data.num_classes, data.input_shape, device)
+    defense, knobs = first.defense, dict(first.knobs)
+    view = TeacherView(frozen, (lambda z: defense.transform(z, knobs)) if defense is not None else _identity)
+    correct = (view.on(data.test_x, data.prepare).argmax(1) == data.test_y).sum().item()
+    seen = 100.0 * correct / len(data.test_y)
+    loss_fns, facts = [], []
+    for cfg in cfgs:
+        prepared, loss_fn, extra = cfg.attack.prepare(view, data, cfg.seed)
+        if prepared is not data:
+            raise ConfigError(f"attack {cfg.attack.label!r} says it trains on the real split but "
+                              "brought its own; set its trains_on_real_data = False")
+        loss_fns.append(loss_fn)
+        facts.append(extra)
+
+    # loop
+    results = train_stacked(models, data, loss_fns, first.schedule, first.seed, checkpoint=checkpoint,
+                            checkpoint_tag=checkpoint_tag, checkpoint_every_s=checkpoint_every_s,
+                            on_checkpoint=on_checkpoint)
+
+    # results
+    wall = time.perf_counter() - started
+    return [{
+        "phase": cfg.method,
+        "status": result.status,
+        "model": cfg.model.label,
+        "test_acc": None if math.isnan(result.test_acc) else result.test_acc,
+        "val_acc": result.val_acc,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "checkpoint_ignored": result.checkpoint_ignored,
+        "train_s": result.wall_s,
+        "wall_s": wall / len(cfgs),  # its share of the batch: compute adds up as one by one
+        "batch_wall_s": wall,
+        "batched": True,
+        "batch_size": len(cfgs),
+        "config": cfg.to_dict(),
+        "provenance": provenance(),
+        "teacher_acc_seen": seen,
+        **extra,
+    } for cfg, result, extra in zip(cfgs, results, facts, strict=True)]

@@ -52,9 +52,13 @@ def attack_order(names: Sequence[str], normal: Mapping[str, float | None],
     return sorted(names, key=lambda n: mean[n])
 
 
-def waves(names: Sequence[str], size: int) -> list[list[str]]:
-    """`names` in groups of `size` (the attacks a trial runs side by side), in order."""
+def waves(names: Sequence[str], size: int, rest_together: bool = False) -> list[list[str]]:
+    """`names` in groups of `size` (the attacks a trial runs side by side), in order.
+    `rest_together`: the first group, then all the others at once (a trial that trains the
+    attacks on one student as one stack: a wider wave costs little more than a narrow one)."""
     size = max(1, size)
+    if rest_together:
+        return [list(names[:size]), list(names[size:])] if len(names) > size else [list(names)]
     return [list(names[i:i + size]) for i in range(0, len(names), size)]
 
 
@@ -67,3 +71,4 @@ class Pruning:
     order: tuple[str, ...]  # attack names (`candidate.attack_name`), strongest first
     wave: int  # attacks per wave: the trial's student bundles
     front: Callable[[], Sequence[Point]]
+    rest_together: bool = False  # after the first wave, the rest in one (see `waves`)

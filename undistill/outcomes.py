@@ -97,8 +97,9 @@ class StudentOutcome:
     student_acc: float | None = None  # the clone, test
     baselines: Baselines = field(default_factory=Baselines)
     best_epoch: int = -1
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # batched: its share of the batch's seconds
     ran: Placement = field(default_factory=Placement)
+    batched: bool | None = None  # trained in one stack with other attacks (None: never ran)
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,30 @@ def test_the_objective_is_the_best_clone_over_every_student_and_attack(context, 
     assert out.student_acc == acc and f"{out.best_attack} {out.best_student}" == name
     by_name = {f"{s.attack} {s.student_arch}": s for s in out.students}
     assert {n: by_name[n].student_acc for n in names} == {n: r["test_acc"] for n, r in results.items()}
+
+
+def test_the_attacks_on_one_student_train_as_one_batch_each_stored_under_its_own_key(context, storage, tmp_path):
+    """`run_batch`: the KD attacks on one student, as one stack; each result published under
+    its phase's key (a retry finds it), the same clones as one by one, and DAFL (its own
+    inputs) apart."""
+    from orchestrator._worker import run_batch
+    from trainables.phases import batch_groups
+
+    _, students = candidate_jobs(Candidate.of("stingy", k=3), context)
+    groups = batch_groups(students)
+    kd = [g for g in groups if len(g) > 1]
+    assert kd and all(j.config.attack.trains_on_real_data for g in kd for j in g)
+    assert all(len(g) == 1 for g in groups if not g[0].config.attack.trains_on_real_data)  # dafl alone
+    runtime = _in_process(storage)
+    together = run_batch(kd[0], runtime)
+    assert all(r["batched"] and not r["cached"] and r["batch_size"] == len(kd[0]) for r in together)
+    assert [r["cached"] for r in run_batch(kd[0], runtime)] == [True] * len(kd[0])  # a retry trains nothing
+    from orchestrator._worker import data_cache
+    from orchestrator.artifacts import ArtifactStore
+    from trainables.phases import MODEL_FILE, run_phase
+
+    weights = ArtifactStore(storage).file(kd[0][0].teacher_key, MODEL_FILE)
+    alone = [run_phase(job.config, tmp_path / job.key, teacher_weights=weights, data_cache=data_cache(storage))
+             for job in kd[0]]
+    for a, b in zip(together, alone, strict=True):
+        assert not b["batched"] and abs(a["test_acc"] - b["test_acc"]) <= 0.5

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import ClassVar
 
 import torch
@@ -23,6 +23,8 @@ class TeacherView:
 
     model: nn.Module
     transform: Callable[[torch.Tensor], torch.Tensor]
+    # split -> (the split, kept alive so its id is not reused; its logits)
+    _seen: dict = field(default_factory=dict, repr=False, compare=False)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -30,8 +32,12 @@ class TeacherView:
         return self.transform(self.model(x).float())
 
     def on(self, x: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Its logits on a whole stored split, batch by batch."""
-        return self.transform(batched_logits(self.model, x, prepare))
+        """Its logits on a whole stored split, batch by batch (asked once per split: the
+        attacks of a batch share one view and one pass)."""
+        key = (id(x), id(prepare))
+        if key not in self._seen:
+            self._seen[key] = (x, self.transform(batched_logits(self.model, x, prepare)))
+        return self._seen[key][1]
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,11 @@ class Attack:
     # Its keys in a preset's [attack] table, with their TOML types; `required` must all be given.
     preset_keys: ClassVar[dict[str, type]] = {}
     required_keys: ClassVar[tuple[str, ...]] = ()
+    # Its `prepare` returns the real training split it was given (it only changes the loss):
+    # then all its temperatures, and the other such attacks on one student architecture, can
+    # train as one vectorised model (`phases.run_attack_batch`). False: it brings its own
+    # inputs (DAFL's generator samples) and trains one by one.
+    trains_on_real_data: ClassVar[bool] = True
 
     @classmethod
     def resolve(cls, table: dict) -> dict:

@@ -30,6 +30,7 @@ class DAFL(Attack):
 
     name = "dafl"
     preset_keys = {"data_free": dict}
+    trains_on_real_data = False  # a generator's samples: its own inputs, trained one by one
 
     @classmethod
     def resolve(cls, table):

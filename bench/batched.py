@@ -1,0 +1,148 @@
+"""Student-epochs per second: K students of one architecture trained as one vectorised model
+(`trainables.stacked.train_stacked`) against the same K trained one by one (`loop.train`),
+each on its own KD loss from one teacher's logits (temperatures 1, 2, 4, ...), as a trial's
+attacks are.
+
+mlp and cnn1d(width=16) train on MNIST-1D (the `mnist1d` preset's split); the CIFAR students
+(cnn, resnetc20, shufflenetv2, mobilenetv2) on synthetic CIFAR-shaped data on the device (random
+uint8 images, normalised per batch; no augmentation), since throughput does not depend on what
+the pixels show. Each measurement trains `--epochs` epochs of `--samples` samples; a rate is
+student-epochs (K × epochs) over seconds; the speed-up is batched over one by one, measured
+side by side, repeated `--repeats` times (median and range). On CUDA where present.
+
+    python bench/batched.py
+    python bench/batched.py --models mlp,cnn1d --ks 1,2,5,10 --repeats 3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MNIST1D_MODELS = {"mlp": {}, "cnn1d": {"width": 16}}
+CIFAR_MODELS = {"cnn": {}, "resnetc20": {}, "shufflenetv2": {}, "mobilenetv2": {}}
+
+
+def _mnist1d(device):
+    from trainables.data import DatasetSpec, load_dataset
+
+    return load_dataset(DatasetSpec(), device, cache_dir=Path(os.environ.get("TMPDIR", "/tmp")) / "undistill-bench")
+
+
+def _cifar_like(device, samples: int):
+    import torch
+
+    from trainables.data import DeviceData
+
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n):
+        x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
+        return x, torch.randint(0, 10, (n,), generator=gen).to(device)
+
+    (tx, ty), (vx, vy), (ex, ey) = split(samples), split(max(64, samples // 10)), split(max(64, samples // 10))
+    return DeviceData(tx, ty, vx, vy, ex, ey, 10, prepare=lambda x: x.float().div(255.0).sub(0.5))
+
+
+def _losses(data, k: int, device):
+    """K KD losses at temperatures 1, 2, 4, ... on fixed random teacher logits."""
+    import torch
+
+    from trainables.losses import kd_loss
+
+    teacher = torch.randn(len(data.train_y), data.num_classes, generator=torch.Generator().manual_seed(1)).to(device)
+
+    def kd(temperature):
+        def loss_fn(m, x, y, idx):
+            return kd_loss(m(x), teacher[idx], y, alpha=0.9, temperature=temperature)
+        return loss_fn
+
+    return [kd(2.0 ** i) for i in range(k)]
+
+
+def _measure(arch: str, options: dict, data, k: int, epochs: int, batch_size: int) -> tuple[float, float]:
+    """(one-by-one, batched) student-epochs per second."""
+    import torch
+
+    from trainables.loop import Schedule, train
+    from trainables.models import create_model
+    from trainables.stacked import train_stacked
+
+    device = data.train_x.device
+    schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=0.01)
+    losses = _losses(data, k, device)
+
+    def fresh():
+        torch.manual_seed(0)
+        return create_model(arch, data.num_classes, data.input_shape, **options).to(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    sync()
+    t0 = time.perf_counter()
+    for loss_fn in losses:
+        train(fresh(), data, loss_fn, schedule, seed=0)
+    sync()
+    alone = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train_stacked([fresh() for _ in losses], data, losses, schedule, seed=0)
+    sync()
+    together = time.perf_counter() - t0
+    return k * epochs / alone, k * epochs / together
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join([*MNIST1D_MODELS, *CIFAR_MODELS]))
+    parser.add_argument("--ks", default="1,2,5,10")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=1024, help="CIFAR-shaped training samples")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from trainables.device import configure_threads, pick_device
+
+    configure_threads()
+    device = pick_device()
+    rows = []
+    for arch in args.models.split(","):
+        if arch in MNIST1D_MODELS:
+            data, options, batch = _mnist1d(device), MNIST1D_MODELS[arch], 128
+        else:
+            data, options, batch = _cifar_like(device, args.samples), CIFAR_MODELS[arch], 128
+        label = arch + (f"({','.join(f'{k}={v}' for k, v in options.items())})" if options else "")
+        _measure(arch, options, data, 2, 1, batch)  # warm-up: first calls, allocator, kernels
+        for k in (int(v) for v in args.ks.split(",")):
+            runs = [_measure(arch, options, data, k, args.epochs, batch) for _ in range(args.repeats)]
+            speedups = sorted(b / a for a, b in runs)
+            rows.append({"model": label, "k": k, "one_by_one": statistics.median(a for a, _ in runs),
+                         "batched": statistics.median(b for _, b in runs),
+                         "speedup": statistics.median(speedups), "speedup_range": [speedups[0], speedups[-1]]})
+            r = rows[-1]
+            print(f"{label:18s} K={k:<3d} one by one {r['one_by_one']:8.2f}  batched {r['batched']:8.2f} "
+                  f"student-epochs/s  ×{r['speedup']:.2f} [{speedups[0]:.2f}–{speedups[-1]:.2f}]",
+                  file=sys.stderr, flush=True)
+    meta = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(0),
+            "threads": torch.get_num_threads(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "date": date.today().isoformat(), "epochs": args.epochs,
+            "repeats": args.repeats}
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""K students trained as one vectorised model (`trainables.stacked`) against the same students
+trained one by one (`loop.train`), on real MNIST-1D data: the same accuracies (within 0.5
+points) and the same weights up to floating-point reordering, BatchNorm included; divergence of
+one student leaves the others alone; a killed batch resumes from its checkpoint."""
+
+import math
+
+import pytest
+import torch
+
+from trainables.data import DatasetSpec, load_dataset
+from trainables.loop import Schedule, train
+from trainables.losses import cross_entropy, kd_loss
+from trainables.models import create_model
+from trainables.stacked import train_stacked
+
+SPEC = DatasetSpec(num_samples=3000)
+SCHEDULE = Schedule(epochs=4, batch_size=64, lr=0.003)
+# Every weight of a stack matches one by one to float32 rounding (measured: exactly, on the CPU
+# here), except where no true gradient exists: a convolution's bias right before BatchNorm
+# (BatchNorm subtracts it out again), whose gradient is rounding noise that Adam normalises into
+# full steps, differently each way, and the running means that track that bias. Those drift by
+# up to 0.05 after these 4 epochs, and the students' test logits with them by up to 0.004 (at
+# lr 0.01, up to 0.2 and 0.15: enough to move a near-chance student's accuracy by 0.7 points).
+WEIGHT_TOLERANCE = 1e-3
+NO_TRUE_GRADIENT = ("features.0.bias", "features.3.bias", "features.6.bias")  # cnn1d's, before its BatchNorms
+
+
+def _compared(name: str) -> bool:
+    return name not in NO_TRUE_GRADIENT and not name.endswith("running_mean")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return load_dataset(SPEC, torch.device("cpu"), cache_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def teacher_logits(data):
+    torch.manual_seed(5)
+    teacher = create_model("cnn1d", 10, (1, 40), width=16)
+    train(teacher, data, _ce, Schedule(epochs=3, batch_size=64, lr=0.01), seed=5)
+    teacher.eval()
+    with torch.no_grad():
+        return teacher(data.train_x)
+
+
+def _ce(model, x, y, idx):
+    return cross_entropy(model(x), y)
+
+
+def _kd(logits, temperature):
+    def loss_fn(model, x, y, idx):
+        return kd_loss(model(x), logits[idx], y, alpha=0.9, temperature=temperature)
+    return loss_fn
+
+
+def _fresh(arch, seed=0):
+    torch.manual_seed(seed)
+    return create_model(arch, 10, (1, 40), **({"width": 8} if arch == "cnn1d" else {"hidden": 32}))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn1d"])  # cnn1d: BatchNorm's running statistics, stacked
+def test_a_stack_trains_each_student_as_one_by_one_would(data, teacher_logits, arch):
+    losses = [_kd(teacher_logits, t) for t in (1.0, 4.0, 10.0)] + [_ce]
+    stacked = train_stacked([_fresh(arch) for _ in losses], data, losses, SCHEDULE, seed=2)
+    for loss_fn, together in zip(losses, stacked, strict=True):
+        alone = train(_fresh(arch), data, loss_fn, SCHEDULE, seed=2)
+        assert together.status == alone.status == "ok"
+        assert abs(together.test_acc - alone.test_acc) <= 0.5
+        assert abs(together.val_acc - alone.val_acc) <= 0.5
+        if together.best_epoch == alone.best_epoch:  # the same epoch's weights: compare them
+            for name, weights in alone.state_dict.items():
+                if _compared(name):
+                    assert torch.allclose(together.state_dict[name].float(), weights.float(),
+                                          atol=WEIGHT_TOLERANCE, rtol=0), name
+    # and the students differ from one another: each had its own loss
+    assert not torch.equal(stacked[0].state_dict[next(iter(stacked[0].state_dict))],
+                           stacked[-1].state_dict[next(iter(stacked[-1].state_dict))])
+
+
+def test_the_last_epochs_weights_match_one_by_one_exactly_enough(data, teacher_logits):
+    """Best-epoch selection aside: after the same steps, the same weights."""
+    schedule = Schedule(epochs=2, batch_size=64, lr=0.01, lr_schedule="constant")
+    loss_fn = _kd(teacher_logits, 4.0)
+    (together,) = train_stacked([_fresh("cnn1d")], data, [loss_fn], schedule, seed=4)
+    alone = train(_fresh("cnn1d"), data, loss_fn, schedule, seed=4)
+    assert together.best_epoch == alone.best_epoch
+    worst = max((together.state_dict[n].float() - w.float()).abs().max().item()
+                for n, w in alone.state_dict.items() if _compared(n))
+    assert worst <= WEIGHT_TOLERANCE
+
+
+def test_a_diverging_student_leaves_the_others_alone(data, teacher_logits):
+    def exploding(model, x, y, idx):
+        return cross_entropy(model(x), y) * float("inf")
+
+    good = _kd(teacher_logits, 4.0)
+    bad_first, good_after = train_stacked([_fresh("mlp"), _fresh("mlp")], data, [exploding, good], SCHEDULE, seed=2)
+    alone = train(_fresh("mlp"), data, good, SCHEDULE, seed=2)
+    assert bad_first.status == "diverged" and math.isnan(bad_first.test_acc) and bad_first.epochs_run == 1
+    assert good_after.status == "ok" and abs(good_after.test_acc - alone.test_acc) <= 0.5
+
+
+def test_a_killed_batch_resumes_from_its_checkpoint(data, teacher_logits, tmp_path):
+    losses = [_kd(teacher_logits, 1.0), _kd(teacher_logits, 10.0)]
+    whole = train_stacked([_fresh("cnn1d") for _ in losses], data, losses, SCHEDULE, seed=1)
+    checkpoint = tmp_path / "batch.ckpt"
+    calls = {"n": 0}
+    steps_per_epoch = math.ceil(len(data.train_y) / SCHEDULE.batch_size)
+
+    def dies_in_epoch_three(model, x, y, idx):
+        calls["n"] += 1
+        if calls["n"] > 2 * steps_per_epoch + 1:
+            raise KeyboardInterrupt  # the process is killed mid-epoch
+        return losses[0](model, x, y, idx)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_stacked([_fresh("cnn1d") for _ in losses], data, [dies_in_epoch_three, losses[1]], SCHEDULE, seed=1,
+                      checkpoint=checkpoint, checkpoint_tag="batch", checkpoint_every_s=0.0)
+    resumed = train_stacked([_fresh("cnn1d") for _ in losses], data, losses, SCHEDULE, seed=1,
+                            checkpoint=checkpoint, checkpoint_tag="batch")
+    for a, b in zip(whole, resumed, strict=True):
+        assert b.resumed_from_epoch == 2 and a.test_acc == b.test_acc and a.best_epoch == b.best_epoch
+        for name in a.state_dict:
+            assert torch.equal(a.state_dict[name], b.state_dict[name])

@@ -1,0 +1,233 @@
+"""K students of one architecture trained as one vectorised model (`torch.func`).
+
+Every attack on one student architecture for one teacher starts from the same initial weights
+(the phase's seed), sees the same batches in the same order (one generator drives shuffling and
+augmentation) and follows the same schedule; only its loss differs (KD's temperature, say). So
+the K students are one model with a leading K dimension on every parameter and buffer
+(`stack_module_state`), run with `functional_call` under `vmap`: one data pass and one kernel
+launch per layer instead of K. Each student keeps its own loss, best-epoch selection on the
+validation split, test accuracy, divergence and weights: what `loop.train` gives one student, up
+to floating-point reordering.
+
+Why the optimizer can be shared: AdamW, Adam and SGD with momentum are elementwise, and the
+students share the learning rate and its schedule, so one optimizer over the stacked tensors
+takes, slice by slice, the step K optimizers would. The summed loss gives each slice the
+gradient of its own student's loss alone.
+
+A loss function sees its student as an ordinary callable (`_Student`): `m(x)` returns that
+student's logits from one forward of the whole stack on `x`, computed once per batch and shared
+by the K losses. A loss that calls its model on other inputs still gets the right logits (the
+stack runs on them too), only slower.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DeviceData
+from .loop import (
+    CHECKPOINT_EVERY_S,
+    LossFn,
+    Schedule,
+    TrainResult,
+    fast_math,
+    lr_scheduler_for,
+    optimizer_for,
+    to_device_layout,
+)
+
+
+class StackedModel:
+    """K copies of one architecture as stacked tensors; `logits(x)` is (K, N, classes)."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        self.k = len(models)
+        params, buffers = stack_module_state(list(models))
+        self.params = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        self.buffers = buffers
+        self._base = copy.deepcopy(models[0]).to("meta")  # the structure only, no storage
+
+        def one(p, b, x):
+            return functional_call(self._base, (p, b), (x,))
+
+        self._stacked = vmap(one, in_dims=(0, 0, None))
+
+    def train(self, mode: bool = True) -> None:
+        self._base.train(mode)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._stacked(self.params, self.buffers, x)
+
+    def state_dict(self, i: int) -> dict:
+        """Student i's weights and buffers, as its own module's `state_dict` holds them."""
+        return {n: t[i].detach().to("cpu", copy=True) for n, t in {**self.params, **self.buffers}.items()}
+
+    def load_state_dict(self, i: int, state: dict) -> None:
+        with torch.no_grad():
+            for n, t in {**self.params, **self.buffers}.items():
+                t[i].copy_(state[n].to(t.device))
+
+    def stacked_state(self) -> dict:
+        return {n: t.detach().clone() for n, t in {**self.params, **self.buffers}.items()}
+
+    def load_stacked_state(self, state: dict) -> None:
+        with torch.no_grad():
+            for n, t in {**self.params, **self.buffers}.items():
+                t.copy_(state[n].to(t.device))
+
+
+class _Student:
+    """Student i of a stack, as its loss function calls it: `m(x)` -> its logits."""
+
+    def __init__(self, shared: _SharedForward, i: int):
+        self._shared, self._i = shared, i
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._shared(x)[self._i]
+
+
+class _SharedForward:
+    """The stack's logits on the batch last asked for: K losses, one forward."""
+
+    def __init__(self, model: StackedModel):
+        self._model = model
+        self._x: torch.Tensor | None = None
+        self._out: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x is not self._x:
+            self._x, self._out = x, self._model.logits(x)
+        return self._out
+
+    def clear(self) -> None:
+        self._x = self._out = None
+
+
+@torch.no_grad()
+def stacked_accuracy(model: StackedModel, x: torch.Tensor, y: torch.Tensor,
+                     prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 2048) -> list[float]:
+    """Each student's top-1 accuracy in percent."""
+    model.train(False)
+    correct = torch.zeros(model.k, dtype=torch.long, device=x.device)
+    for i in range(0, len(x), batch_size):
+        with fast_math(x.device):
+            out = model.logits(to_device_layout(prepare(x[i:i + batch_size]))).float()
+        correct += (out.argmax(-1) == y[i:i + batch_size]).sum(-1)
+    return [100.0 * c / max(1, len(y)) for c in correct.tolist()]
+
+
+def train_stacked(
+    models: Sequence[nn.Module],
+    data: DeviceData,
+    loss_fns: Sequence[LossFn],
+    schedule: Schedule,
+    seed: int,
+    checkpoint: Path | None = None,
+    checkpoint_tag: str = "",
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> list[TrainResult]:
+    """Train `models` (one architecture, the same data) together, student i on `loss_fns[i]`;
+    each result as `loop.train` gives it for that student alone. A student whose loss goes
+    non-finite stops being selected from that epoch on (`diverged`); the others go on."""
+    started = time.perf_counter()
+    device = data.train_x.device
+    n = len(data.train_y)
+    k = len(models)
+    steps_per_epoch = math.ceil(n / schedule.batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    stack = StackedModel(models)
+    opt = optimizer_for(list(stack.params.values()), schedule)
+    sched, per_step = lr_scheduler_for(opt, schedule, steps_per_epoch)
+    shared = _SharedForward(stack)
+    students = [_Student(shared, i) for i in range(k)]
+    start_epoch = 0
+    best_val, best_epoch = [-1.0] * k, [-1] * k
+    best_state: list[dict | None] = [None] * k
+    diverged_at: list[int | None] = [None] * k
+
+    ignored = False
+    if checkpoint is not None and checkpoint.exists():
+        saved = load_checkpoint(checkpoint)
+        ignored = saved is None
+        if saved is not None and saved.get("tag") == checkpoint_tag:
+            stack.load_stacked_state(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(saved["scheduler"])
+            gen.set_state(saved["generator"])
+            start_epoch = saved["epoch"]
+            best_val, best_epoch = saved["best_val"], saved["best_epoch"]
+            best_state, diverged_at = saved["best_state"], saved["diverged_at"]
+
+    def save(epoch: int) -> None:
+        if checkpoint is None:
+            return
+        save_checkpoint({"tag": checkpoint_tag, "epoch": epoch, "model": stack.stacked_state(),
+                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else {},
+                         "generator": gen.get_state(), "best_val": best_val, "best_epoch": best_epoch,
+                         "best_state": best_state, "diverged_at": diverged_at}, checkpoint)
+        if on_checkpoint is not None:
+            on_checkpoint(checkpoint)
+
+    resumed = {"resumed_from_epoch": start_epoch, "checkpoint_ignored": ignored}
+    last_save = time.perf_counter()
+    for epoch in range(start_epoch, schedule.epochs):
+        stack.train(True)
+        non_finite = torch.zeros(k, dtype=torch.bool, device=device)
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, schedule.batch_size):
+            idx = perm[i:i + schedule.batch_size]
+            x, y = data.train_x[idx], data.train_y[idx]
+            x = data.augment(x, gen) if data.augment is not None else data.prepare(x)
+            x = to_device_layout(x)
+            with fast_math(device):
+                losses = torch.stack([fn(m, x, y, idx).float() for fn, m in zip(loss_fns, students, strict=True)])
+            shared.clear()
+            non_finite |= ~torch.isfinite(losses)
+            opt.zero_grad(set_to_none=True)
+            # a diverged student's slice is zeroed out of the sum: NaN must not reach the others
+            # through shared reductions (there are none, but a zero costs nothing)
+            torch.where(non_finite, torch.zeros_like(losses), losses).sum().backward()
+            opt.step()
+            if per_step:
+                sched.step()
+        if sched is not None and not per_step:
+            sched.step()
+        for s in torch.nonzero(non_finite).flatten().tolist():
+            if diverged_at[s] is None:
+                diverged_at[s] = epoch + 1
+        val = stacked_accuracy(stack, data.val_x, data.val_y, data.prepare)
+        for s in range(k):
+            if diverged_at[s] is None and val[s] > best_val[s]:
+                best_val[s], best_epoch[s], best_state[s] = val[s], epoch, stack.state_dict(s)
+        if all(d is not None for d in diverged_at):
+            break
+        if time.perf_counter() - last_save > checkpoint_every_s:
+            save(epoch + 1)
+            last_save = time.perf_counter()
+
+    for s in range(k):
+        if best_state[s] is not None:
+            stack.load_state_dict(s, best_state[s])
+    test = stacked_accuracy(stack, data.test_x, data.test_y, data.prepare)
+    save(schedule.epochs)
+    wall = time.perf_counter() - started
+    results = []
+    for s in range(k):
+        if diverged_at[s] is not None:
+            results.append(TrainResult("diverged", best_val[s] if best_epoch[s] >= 0 else math.nan, math.nan,
+                                       best_epoch[s], diverged_at[s], wall, **resumed))
+        else:
+            results.append(TrainResult("ok", best_val[s], test[s], best_epoch[s], schedule.epochs, wall,
+                                       best_state[s], **resumed))
+    return results
