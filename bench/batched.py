@@ -12,6 +12,7 @@ side by side, repeated `--repeats` times (median and range). On CUDA where prese
 
     python bench/batched.py
     python bench/batched.py --models mlp,cnn1d --ks 1,2,5,10 --repeats 3 --json
+    python bench/batched.py --ceiling 5     # ms per step: one by one, the vmap stack, a stack by hand
 """
 
 from __future__ import annotations
@@ -102,6 +103,105 @@ def _measure(arch: str, options: dict, data, k: int, epochs: int, batch_size: in
     return k * epochs / alone, k * epochs / together
 
 
+def _ceiling(k: int, steps: int) -> list[dict]:
+    """Milliseconds per training step of K students on one batch of 256: K single models one
+    after another, the vmap stack (`StackedModel`), and a stack written by hand for the
+    architecture (batched matmuls and grouped convolutions, one vectorised KD loss over the K
+    temperatures): what any stacking could reach on this device, without vmap's overhead."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from trainables.losses import kd_loss
+    from trainables.models import create_model
+    from trainables.stacked import StackedModel
+
+    b, temperatures = 256, [2.0 ** i for i in range(k)]
+    x, y, t = torch.randn(b, 1, 40), torch.randint(0, 10, (b,)), torch.randn(b, 10)
+    temps = torch.tensor(temperatures).view(k, 1, 1)
+
+    def timed(step) -> float:
+        for _ in range(5):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - t0) / steps * 1e3
+
+    def vector_kd(z):  # (K, B, C) logits: KD at each student's temperature, summed over students
+        logp, q = F.log_softmax(z / temps, -1), F.softmax(t.unsqueeze(0) / temps, -1)
+        kl = (q * (torch.log(q + 1e-12) - logp)).sum(-1).mean(-1) * temps.view(k) ** 2
+        ce = F.cross_entropy(z.reshape(k * b, -1), y.repeat(k), reduction="none").view(k, b).mean(-1)
+        return (0.9 * kl + 0.1 * ce).sum()
+
+    def measure(arch: str, options: dict) -> dict:
+        torch.manual_seed(0)
+        single = create_model(arch, 10, (1, 40), **options)
+        opt = torch.optim.AdamW(single.parameters(), lr=1e-3)
+
+        def one():
+            loss = kd_loss(single(x), t, y, alpha=0.9, temperature=4.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        stack = StackedModel([create_model(arch, 10, (1, 40), **options) for _ in range(k)])
+        stack_opt = torch.optim.AdamW(list(stack.params.values()), lr=1e-3)
+
+        def stacked():
+            out = stack.logits(x)
+            loss = torch.stack([kd_loss(out[i], t, y, alpha=0.9, temperature=temperatures[i])
+                                for i in range(k)]).sum()
+            stack_opt.zero_grad()
+            loss.backward()
+            stack_opt.step()
+
+        if arch == "mlp":
+            shapes = [(40, 100), (100, 100), (100, 10)]
+            weights = [torch.randn(k, i, o).mul_(i ** -0.5).requires_grad_() for i, o in shapes]
+            biases = [torch.zeros(k, 1, o, requires_grad=True) for _, o in shapes]
+
+            def hand_logits():
+                h = x.flatten(1).expand(k, b, 40)
+                for i, (w, bias) in enumerate(zip(weights, biases, strict=True)):
+                    h = torch.baddbmm(bias, h, w)
+                    h = torch.relu(h) if i < len(shapes) - 1 else h
+                return h
+
+            params = weights + biases
+        else:
+            width = options["width"]
+            convs = nn.ModuleList([nn.Conv1d(k if i == 0 else width * k, width * k, 5 if i == 0 else 3, stride=2,
+                                             padding=2 if i == 0 else 1, groups=k) for i in range(3)])
+            norms = nn.ModuleList([nn.BatchNorm1d(width * k) for _ in range(3)])
+            head = torch.randn(k, width * 5, 10, requires_grad=True)
+            head_bias = torch.zeros(k, 1, 10, requires_grad=True)
+
+            def hand_logits():
+                h = x.repeat(1, k, 1)
+                for conv, norm in zip(convs, norms, strict=True):
+                    h = torch.relu(norm(conv(h)))
+                return torch.baddbmm(head_bias, h.view(b, k, -1).transpose(0, 1), head)
+
+            params = [*convs.parameters(), *norms.parameters(), head, head_bias]
+        hand_opt = torch.optim.AdamW(params, lr=1e-3)
+
+        def hand():
+            loss = vector_kd(hand_logits())
+            hand_opt.zero_grad()
+            loss.backward()
+            hand_opt.step()
+
+        alone, vmapped, written = k * timed(one), timed(stacked), timed(hand)
+        row = {"model": arch, "k": k, "one_by_one_ms": alone, "vmap_ms": vmapped, "hand_ms": written}
+        print(f"{arch:8s} K={k}: {k} single steps {alone:6.2f} ms · vmap stack {vmapped:6.2f} ms "
+              f"(×{alone / vmapped:.2f}) · by hand {written:6.2f} ms (×{alone / written:.2f})",
+              file=sys.stderr, flush=True)
+        return row
+
+    return [measure(arch, options) for arch, options in MNIST1D_MODELS.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join([*MNIST1D_MODELS, *CIFAR_MODELS]))
@@ -110,7 +210,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1024, help="CIFAR-shaped training samples")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--ceiling", type=int, metavar="K", default=0,
+                        help="instead: ms per step of K MNIST-1D students, one by one, vmap, by hand")
     args = parser.parse_args()
+    if args.ceiling:
+        from trainables.device import configure_threads
+
+        configure_threads()
+        rows = _ceiling(args.ceiling, steps=50)
+        if args.json:
+            print(json.dumps({"rows": rows}, indent=1))
+        return
 
     import torch
 

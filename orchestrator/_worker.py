@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trainables.loop import CHECKPOINT_EVERY_S
 from trainables.phases import MODEL_FILE, PhaseJob, batchable, run_attack_batch, run_phase
+from trainables.stacked import NotStackable
 from undistill.errors import UndistillError
 from undistill.storage import Storage
 
@@ -91,7 +92,10 @@ def run_batch(jobs: list[PhaseJob], runtime: PhaseRuntime, *_deps) -> list[dict]
         if teacher_weights is None:
             results.update((job.key, _skipped(job)) for job in todo)
         else:
-            results.update(_train_batch(store, todo, teacher_weights, runtime))
+            try:
+                results.update(_train_batch(store, todo, teacher_weights, runtime))
+            except NotStackable:  # said in each row: `batched` false
+                results.update((job.key, run_job(job, runtime)) for job in todo)
     return [results[job.key] for job in jobs]
 
 

@@ -32,7 +32,7 @@ from undistill.errors import ConfigError
 
 from .data import DatasetSpec, load_dataset
 from .device import configure_threads, pick_device
-from .loop import CHECKPOINT_EVERY_S, Schedule, batched_logits, train
+from .loop import CHECKPOINT_EVERY_S, Schedule, batched_logits, to_device_layout, train
 from .losses import cross_entropy
 from .models import check_model_kwargs, create_model
 
@@ -313,7 +313,7 @@ def run_attack_batch(
     result as `run_phase` gives it for that phase alone, with `batched` true. `checkpoint_tag`
     names the batch (its phases' keys): a checkpoint of another batch is not resumed."""
     from .attacks import TeacherView
-    from .stacked import train_stacked
+    from .stacked import check_stackable, train_stacked
 
     if not batchable(cfgs):
         raise ConfigError("run_attack_batch: these phases cannot train as one stack; run them one by one")
@@ -345,7 +345,8 @@ def run_attack_batch(
         loss_fns.append(loss_fn)
         facts.append(extra)
 
-    # loop
+    # loop (an architecture vmap cannot run raises NotStackable here, before any training)
+    check_stackable(model, to_device_layout(data.prepare(data.train_x[:2])))
     results = train_stacked(models, data, loss_fns, first.schedule, first.seed, checkpoint=checkpoint,
                             checkpoint_tag=checkpoint_tag, checkpoint_every_s=checkpoint_every_s,
                             on_checkpoint=on_checkpoint)

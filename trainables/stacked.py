@@ -46,6 +46,22 @@ from .loop import (
 )
 
 
+class NotStackable(Exception):
+    """The architecture cannot run under `vmap` (an operation without a batching rule): its
+    students train one by one instead."""
+
+
+def check_stackable(model: nn.Module, sample: torch.Tensor) -> None:
+    """Raise `NotStackable` unless two copies of `model` run forward and backward as a stack on
+    `sample` (a prepared batch of model inputs); cheap, and done before any training."""
+    probe = StackedModel([copy.deepcopy(model), copy.deepcopy(model)])
+    probe.train(True)
+    try:
+        probe.logits(sample).float().sum().backward()
+    except (RuntimeError, NotImplementedError, TypeError) as exc:
+        raise NotStackable(f"{type(model).__name__} cannot train as a stack: {exc}") from None
+
+
 class StackedModel:
     """K copies of one architecture as stacked tensors; `logits(x)` is (K, N, classes)."""
 

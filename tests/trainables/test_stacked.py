@@ -124,3 +124,13 @@ def test_a_killed_batch_resumes_from_its_checkpoint(data, teacher_logits, tmp_pa
         assert b.resumed_from_epoch == 2 and a.test_acc == b.test_acc and a.best_epoch == b.best_epoch
         for name in a.state_dict:
             assert torch.equal(a.state_dict[name], b.state_dict[name])
+
+
+def test_an_architecture_vmap_cannot_run_is_refused_before_training():
+    """Dropout draws random numbers, which `vmap` refuses by default: such students train one by
+    one (`run_batch` falls back; their rows say `batched: false`)."""
+    from trainables.stacked import NotStackable, check_stackable
+
+    check_stackable(_fresh("cnn1d"), torch.randn(2, 1, 40))  # BatchNorm and all: fine
+    with pytest.raises(NotStackable, match="cannot train as a stack"):
+        check_stackable(create_model("cnn", 10, (3, 32, 32), width=8, dropout=0.5), torch.randn(2, 3, 32, 32))
