@@ -32,7 +32,7 @@ from undistill.errors import ConfigError
 
 from .data import DatasetSpec, load_dataset
 from .device import configure_threads, pick_device
-from .loop import CHECKPOINT_EVERY_S, Schedule, batched_logits, to_device_layout, train
+from .loop import CHECKPOINT_EVERY_S, Schedule, TrainResult, batched_logits, to_device_layout, train
 from .losses import cross_entropy
 from .models import check_model_kwargs, create_model
 
@@ -223,13 +223,7 @@ def run_phase(
         loss_fn = cfg.defense.teacher_loss(dict(cfg.knobs), normal)
 
     else:  # attack
-        from .attacks import TeacherView
-
-        defense, knobs = cfg.defense, dict(cfg.knobs)
-        view = TeacherView(frozen, (lambda z: defense.transform(z, knobs)) if defense is not None else _identity)
-        # What the attacker's teacher scores through the transform (stingy keeps top-1: the same).
-        correct = (view.on(data.test_x, data.prepare).argmax(1) == data.test_y).sum().item()
-        extra["teacher_acc_seen"] = 100.0 * correct / len(data.test_y)
+        view, extra["teacher_acc_seen"] = _attacker_view(cfg, frozen, data)
         data, loss_fn, facts = cfg.attack.prepare(view, data, cfg.seed)
         extra.update(facts)
 
@@ -243,6 +237,12 @@ def run_phase(
         tmp = out_dir / (MODEL_FILE + ".tmp")
         torch.save(result.state_dict, tmp)
         tmp.replace(out_dir / MODEL_FILE)
+    return _phase_result(cfg, result, time.perf_counter() - started,
+                         **({"batched": False} if cfg.phase == "attack" else {}), **extra)
+
+
+def _phase_result(cfg: PhaseConfig, result: TrainResult, wall_s: float, **extra) -> dict:
+    """A phase's JSON-able result: what its loop gave, and `extra` facts."""
     return {
         "phase": cfg.method,
         "status": result.status,
@@ -254,12 +254,22 @@ def run_phase(
         "resumed_from_epoch": result.resumed_from_epoch,
         "checkpoint_ignored": result.checkpoint_ignored,
         "train_s": result.wall_s,
-        "wall_s": time.perf_counter() - started,
-        **({"batched": False} if cfg.phase == "attack" else {}),
+        "wall_s": wall_s,
         "config": cfg.to_dict(),
         "provenance": provenance(),
         **extra,
     }
+
+
+def _attacker_view(cfg: PhaseConfig, frozen: torch.nn.Module, data) -> tuple[Any, float]:
+    """The frozen teacher as the attacker sees it (through the defense's transform, if any), and
+    what it scores so on the test split (stingy keeps top-1: the same as the teacher)."""
+    from .attacks import TeacherView
+
+    defense, knobs = cfg.defense, dict(cfg.knobs)
+    view = TeacherView(frozen, (lambda z: defense.transform(z, knobs)) if defense is not None else _identity)
+    correct = (view.on(data.test_x, data.prepare).argmax(1) == data.test_y).sum().item()
+    return view, 100.0 * correct / len(data.test_y)
 
 
 def stacking_pays(cfg: PhaseConfig, on_gpu: bool) -> bool:
@@ -278,12 +288,8 @@ def batch_groups(jobs: list[PhaseJob], on_gpu: bool = False) -> list[list[PhaseJ
     of its own."""
     groups: dict[tuple, list[PhaseJob]] = {}
     for job in jobs:
-        c = job.config
-        if c.phase == "attack" and c.attack.trains_on_real_data and stacking_pays(c, on_gpu):
-            key = ("stack", json.dumps({k: v for k, v in c.to_dict().items() if k != "attack"}, sort_keys=True),
-                   job.teacher_key)
-        else:
-            key = ("alone", job.key)
+        stack = _stack_key(job.config)
+        key = ("stack", stack, job.teacher_key) if stack and stacking_pays(job.config, on_gpu) else ("alone", job.key)
         groups.setdefault(key, []).append(job)
     return list(groups.values())
 
@@ -291,10 +297,15 @@ def batch_groups(jobs: list[PhaseJob], on_gpu: bool = False) -> list[list[PhaseJ
 def batchable(cfgs: list[PhaseConfig]) -> bool:
     """Attack phases that can train as one stack (`stacked`): one student architecture, seed
     and schedule, one teacher seen through one defense, attacks that train on the real split."""
-    first = cfgs[0]
-    same = {"phase", "dataset", "model", "schedule", "seed", "teacher_model", "defense", "knobs"}
-    return all(c.phase == "attack" and c.attack.trains_on_real_data for c in cfgs) and all(
-        getattr(c, f) == getattr(first, f) for c in cfgs[1:] for f in same)
+    keys = {_stack_key(c) for c in cfgs}
+    return None not in keys and len(keys) == 1
+
+
+def _stack_key(cfg: PhaseConfig) -> str | None:
+    """What phases of one stack share: everything but the attack (None: it cannot stack)."""
+    if cfg.phase != "attack" or not cfg.attack.trains_on_real_data:
+        return None
+    return json.dumps({k: v for k, v in cfg.to_dict().items() if k != "attack"}, sort_keys=True)
 
 
 def run_attack_batch(
@@ -312,7 +323,6 @@ def run_attack_batch(
     """Run `batchable` attack phases as one vectorised model (`stacked.train_stacked`); each
     result as `run_phase` gives it for that phase alone, with `batched` true. `checkpoint_tag`
     names the batch (its phases' keys): a checkpoint of another batch is not resumed."""
-    from .attacks import TeacherView
     from .stacked import check_stackable, train_stacked
 
     if not batchable(cfgs):
@@ -332,10 +342,7 @@ def run_attack_batch(
 
     # losses: the teacher, seen through the defense, asked once for all of them
     frozen = _load_frozen(first.teacher_model, teacher_weights, data.num_classes, data.input_shape, device)
-    defense, knobs = first.defense, dict(first.knobs)
-    view = TeacherView(frozen, (lambda z: defense.transform(z, knobs)) if defense is not None else _identity)
-    correct = (view.on(data.test_x, data.prepare).argmax(1) == data.test_y).sum().item()
-    seen = 100.0 * correct / len(data.test_y)
+    view, seen = _attacker_view(first, frozen, data)
     loss_fns, facts = [], []
     for cfg in cfgs:
         prepared, loss_fn, extra = cfg.attack.prepare(view, data, cfg.seed)
@@ -353,23 +360,7 @@ def run_attack_batch(
 
     # results
     wall = time.perf_counter() - started
-    return [{
-        "phase": cfg.method,
-        "status": result.status,
-        "model": cfg.model.label,
-        "test_acc": None if math.isnan(result.test_acc) else result.test_acc,
-        "val_acc": result.val_acc,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "resumed_from_epoch": result.resumed_from_epoch,
-        "checkpoint_ignored": result.checkpoint_ignored,
-        "train_s": result.wall_s,
-        "wall_s": wall / len(cfgs),  # its share of the batch: compute adds up as one by one
-        "batch_wall_s": wall,
-        "batched": True,
-        "batch_size": len(cfgs),
-        "config": cfg.to_dict(),
-        "provenance": provenance(),
-        "teacher_acc_seen": seen,
-        **extra,
-    } for cfg, result, extra in zip(cfgs, results, facts, strict=True)]
+    # wall_s: its share of the batch, so that compute adds up as one by one
+    return [_phase_result(cfg, result, wall / len(cfgs), batch_wall_s=wall, batched=True, batch_size=len(cfgs),
+                          teacher_acc_seen=seen, **extra)
+            for cfg, result, extra in zip(cfgs, results, facts, strict=True)]
