@@ -5,7 +5,9 @@ keeps current, so that a trial can stop attacking a candidate once it is beaten
 order is learned from them).
 
 The driver owns it (it goes when the driver goes) and fills it again from the stored rows when
-it starts, so a resumed sweep prunes against everything already finished.
+it starts, so a resumed sweep prunes against everything already finished. It lives on the
+driver's own node: a worker node lost mid-sweep must not take the board with it. Should the
+board still be gone, trials run their attacks in full (`_trial`): pruning only ever saves work.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import time
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from trainables.pruning import Point, dominated
 
@@ -35,6 +38,9 @@ class FrontBoard:
     def seen(self) -> list[dict[str, float]]:
         return list(self._seen)
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
 
 def board_name(sweep: str) -> str:
     return f"undistill-front-{sweep}"
@@ -47,12 +53,13 @@ def open_board(sweep: str):
     earlier = find_board(sweep)
     if earlier is not None:
         ray.kill(earlier)
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     for _ in range(50):  # the name is freed once Ray has handled the kill
         try:
-            return FrontBoard.options(name=board_name(sweep)).remote()
+            return FrontBoard.options(name=board_name(sweep), scheduling_strategy=here).remote()
         except ValueError:
             time.sleep(0.1)
-    return FrontBoard.options(name=board_name(sweep)).remote()
+    return FrontBoard.options(name=board_name(sweep), scheduling_strategy=here).remote()
 
 
 def find_board(sweep: str):

@@ -77,12 +77,22 @@ def _pruning(context: TrialContext, sweep: str, students: int, batch: bool) -> P
     found = find_board(sweep)
     if found is None:
         return None
+    try:
+        seen = ray.get(found.seen.remote())
+    except ray.exceptions.RayActorError:
+        return None  # the board is gone (its node was lost): every attack runs, as without pruning
     names = [attack_name(t) for t in context.attack_templates]
     normal = {name: b.normal_kd_acc for name, b in context.baselines.items()}
-    order = attack_order(names, normal, ray.get(found.seen.remote()))
+    order = attack_order(names, normal, seen)
+
+    def front():
+        try:
+            return ray.get(found.front.remote())
+        except ray.exceptions.RayActorError:
+            return []  # no front to be beaten by: the remaining attacks run
+
     # batched, a second wave of all the rest costs little more than one more attack per student
-    return Pruning(order=tuple(order), wave=max(1, students), front=lambda: ray.get(found.front.remote()),
-                   rest_together=batch)
+    return Pruning(order=tuple(order), wave=max(1, students), front=front, rest_together=batch)
 
 
 def _metric(x: float | None) -> float:

@@ -26,3 +26,26 @@ def test_the_board_keeps_the_front_and_a_new_run_starts_empty(local_ray):
     assert find_board("s") is not None and find_board("other") is None
     again = open_board("s")  # the same name again in this Ray session: a fresh, empty board
     assert ray.get(again.front.remote()) == [] and ray.get(find_board("s").front.remote()) == []
+
+
+def test_the_board_lives_on_the_drivers_node_and_a_lost_board_means_every_attack_runs(local_ray):
+    from orchestrator._board import open_board
+    from orchestrator._trial import _pruning
+    from orchestrator.plan import make_plan
+    from search_spaces import load_preset
+    from trainables.candidate import TrialContext
+
+    board = open_board("lost")
+    ray.get(board.add.remote((95.0, 90.0), {"kd-T4 cnn": 90.0}))
+    # a worker node's loss spares it
+    assert ray.get(board.node_id.remote()) == ray.get_runtime_context().get_node_id()
+
+    plan = make_plan(load_preset("mnist1d"))
+    context = TrialContext("teacher", 97.0, plan.defenses, plan.defense_template, plan.attack_templates)
+    pruning = _pruning(context, "lost", students=2, batch=False)
+    assert pruning is not None and pruning.front() == [(95.0, 90.0)]
+    ray.kill(board)
+    # mid-trial: no front to be beaten by, so the remaining attacks run
+    assert pruning.front() == []
+    # a trial starting now finds no board, or one it cannot reach: it runs every attack
+    assert _pruning(context, "lost", students=2, batch=False) is None
