@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MNIST1D_MODELS = {"mlp": {}, "cnn1d": {"width": 16}}
+MNIST1D_MODELS = {"mlp": {"hidden": 256}, "cnn1d": {"width": 16}}  # the mnist1d preset's students
 CIFAR_MODELS = {"cnn": {}, "resnetc20": {}, "shufflenetv2": {}, "mobilenetv2": {}}
 
 
@@ -157,7 +157,8 @@ def _ceiling(k: int, steps: int) -> list[dict]:
             stack_opt.step()
 
         if arch == "mlp":
-            shapes = [(40, 100), (100, 100), (100, 10)]
+            hidden = MNIST1D_MODELS["mlp"]["hidden"]
+            shapes = [(40, hidden), (hidden, hidden), (hidden, 10)]
             weights = [torch.randn(k, i, o).mul_(i ** -0.5).requires_grad_() for i, o in shapes]
             biases = [torch.zeros(k, 1, o, requires_grad=True) for _, o in shapes]
 
