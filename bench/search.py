@@ -205,6 +205,13 @@ def run_sampler(name: str, seed: int, table: Table, preset, trials: int, concurr
     return finished
 
 
+def _same_space(fingerprint: dict, preset) -> bool:
+    """Whether a table made with the preset `fingerprint` covers this preset's search space
+    (its defenses and their ranges; not how it is searched: sampler, budget, focus)."""
+    mine = preset.to_dict()["search"]
+    return all(fingerprint.get("search", {}).get(k) == mine.get(k) for k in ("defenses", *mine["defenses"]))
+
+
 @cache
 def _setup(path: Path, defenses: str | None, attainable: str) -> tuple[Table, object]:
     """The table and the preset, searching only `defenses` when given."""
@@ -215,9 +222,14 @@ def _setup(path: Path, defenses: str | None, attainable: str) -> tuple[Table, ob
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     doc = json.loads(path.read_text())
     preset = load_preset(PRESET)
-    if not same_phases(doc["preset"], preset) or "reference" not in doc or "normal_attacks" not in doc:
-        sys.exit(f"{path} is unfinished, of an older format, or was made with another {PRESET} "
-                 "preset: run python bench/search_table.py")
+    if "reference" not in doc or "normal_attacks" not in doc or not _same_space(doc["preset"], preset):
+        sys.exit(f"{path} is unfinished, of an older format, or was made for another {PRESET} "
+                 "search space: run python bench/search_table.py")
+    if not same_phases(doc["preset"], preset):
+        # the search replays the table's outcomes: what it compares holds for the preset they came from
+        changed = sorted(k for k, v in doc["preset"].items() if k != "search" and preset.to_dict().get(k) != v)
+        print(f"note: {path.name} holds the outcomes of an earlier {PRESET} preset (it differs in "
+              f"{', '.join(changed)}); the searches replay those", file=sys.stderr)
     if defenses:
         chosen = tuple(defenses.split(","))
         preset = replace(preset, space=replace(preset.space, defenses=tuple(

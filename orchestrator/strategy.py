@@ -38,7 +38,10 @@ defenses sat at the top of ω's range. So:
    accuracy, and whose clones learn little for that reason, counts as a strong defense: left
    to that, range extension walked ω out to teachers of 9-64 % (BENCHMARKS.md). A teacher below
    the floor still runs, is stored and is on the sweep's front if nothing beats it; it just
-   neither widens a range nor draws the model towards it.
+   neither widens a range nor draws the model towards it. Past the preset's range, where a
+   step landed on such teachers, the model's box ends halfway back towards the farthest
+   teacher still within the focus (`_short_of_collapse`): the search bisects towards the edge
+   of collapse instead of walking the collapsed end again.
 
 Everything the strategy decides comes from the study's trials, so it is an ordinary Optuna
 sampler: asked and told in the driver, persisted wherever the study lives, resumable, and its
@@ -261,6 +264,7 @@ class FrontSampler(BaseSampler):
         if len(done) < _MODEL_AFTER:
             return self._random_point(family, trial)
         box = self._space.get(family.defense)  # coordinates: the preset's box is the unit square
+        family = self._short_of_collapse(study, family, done)
         where = [t.params for t in mine if _counts(t)]
         where += [p for n, p in self._plans.items() if n != trial.number and p["defense"] == family.defense]
         model = _Surrogate(box, [(t.params, t.values) for t in done], where, study.directions)
@@ -280,6 +284,38 @@ class FrontSampler(BaseSampler):
         if best is None or best_score == -math.inf:
             return self._random_point(family, trial)
         return {"defense": family.defense, **_cast(family, best)}
+
+    def _short_of_collapse(self, study: Study, family: DefenseSpace, done: list[FrozenTrial]) -> DefenseSpace:
+        """The family's box with each widened end pulled back halfway (on the knob's search
+        scale) from the nearest value past the preset's range where a teacher fell below the
+        focus floor to the farthest one where teachers stayed within it: a bisection towards
+        the edge of collapse. One extension step doubles ω on a log scale, and past the edge
+        a teacher collapses (MNIST-1D: 97.5 % at ω = 0.04, 60-70 % at 0.085); without this the
+        model's optimism, steep there, spent a trial after another on such teachers."""
+        floor = self._reference_point[0] if self._reference_point else None
+        if floor is None:
+            return family
+        sign = 1.0 if study.directions[0] == StudyDirection.MAXIMIZE else -1.0
+        lost = [t.params for t in done if sign * t.values[0] <= sign * floor]
+        if not lost:
+            return family
+        kept = [t.params for t in done if sign * t.values[0] > sign * floor]
+        preset = self._space.get(family.defense)
+        ranges = []
+        for r in family.ranges:
+            p = next(x for x in preset.ranges if x.name == r.name)
+            low, high = r.low, r.high
+            if not r.knob.integer:  # the preset's own range is searched in full
+                good = max([p.high, *(k[r.name] for k in kept if r.name in k)])
+                bad = [x[r.name] for x in lost if r.name in x and x[r.name] > good]
+                if bad:
+                    high = min(high, r.unscaled((r.scaled(good) + r.scaled(min(bad))) / 2))
+                good = min([p.low, *(k[r.name] for k in kept if r.name in k)])
+                bad = [x[r.name] for x in lost if r.name in x and x[r.name] < good]
+                if bad:
+                    low = max(low, r.unscaled((r.scaled(good) + r.scaled(max(bad))) / 2))
+            ranges.append(replace(r, low=low, high=high))
+        return replace(family, ranges=tuple(ranges))
 
     def _reference(self, study: Study, trials: list[FrozenTrial]) -> list[float]:
         """The hypervolume's reference point: `reference` where given (teacher accuracy 0, as

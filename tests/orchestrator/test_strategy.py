@@ -3,6 +3,7 @@ searcher on real Optuna studies: range ends first, the stingy teacher's k enumer
 widened where the front reaches their end (and recorded), and a resumed sweep that goes on
 where it stopped."""
 
+import itertools
 import math
 
 import optuna
@@ -183,3 +184,33 @@ def test_a_finite_family_without_a_start_point_starts_in_its_middle(tmp_path):
     seen = _drive(search, 8, stingy=80.0)
     assert {"defense": "stingy", "k": 5} in seen  # k in [1, 9]: its middle, then its neighbours
     assert sum(p["defense"] == "stingy" for p in seen) >= 2
+
+
+def test_past_a_collapse_the_search_bisects_towards_its_edge():
+    """A step past ω's top that lands on collapsed teachers (below the focus floor, on the
+    sweep's front for their failing clones) is not walked over again: the model's box ends
+    halfway back towards the last teacher within the focus, and then halfway again."""
+    preset = load_preset("smoke")
+    omega = preset.space.get("nasty").ranges[0]
+    cliff = omega.unscaled(omega.scaled(omega.high) + 0.1 * omega.width)  # a tenth of a range past the top
+
+    def world(params):
+        out = _outcome(params)
+        if params["defense"] == "nasty" and params["omega"] > cliff:
+            out.update(teacher_acc=50.0, student_acc=30.0, teacher_drop=46.0)
+        return out
+
+    search = DefenseSearch(preset, "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None,
+                           normal_teacher_acc=96.0)
+    past = []
+    for i in range(24):
+        params = search.suggest(f"t{i}")
+        search.on_trial_complete(f"t{i}", world(params))
+        if params["defense"] == "nasty" and params["omega"] > omega.high:
+            past.append(params["omega"])
+    collapsed = [w for w in past if w > cliff]
+    assert past and collapsed and past.index(collapsed[0]) == 0  # the first step overshoots
+    # then each collapse lies nearer the cliff than the one before: no step is walked twice
+    assert all(b < a for a, b in itertools.pairwise(collapsed))
+    # and the search finds teachers past the top but short of the cliff (within the focus)
+    assert any(omega.high < w <= cliff for w in past)
