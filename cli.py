@@ -184,7 +184,8 @@ def _finish(outcome, opts, storage: str, fmt: str) -> None:
                f"{name}{'' if storage == DEFAULT_STORAGE else f' --storage {storage}'})")
     from orchestrator.layout import read_sweep
 
-    edges = range_edges(front, _run(read_sweep, _open_storage(storage), name).searched_space)
+    record = _run(read_sweep, _open_storage(storage), name)
+    edges = range_edges(front, record.searched_space, record.focus_teacher_drop)
     if edges:
         click.echo(edges, err=True)
 
@@ -247,7 +248,7 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         click.echo(f"\n{len(front)} {noun} on the front · hypervolume {hv:.1f} "
                    f"(reference: teacher {ref[0]:.0f} %, clone {ref[1]:.2f} % = best clone of the "
                    "normal teacher)", err=True)
-        edges = range_edges(front, stored.searched_space)
+        edges = range_edges(front, stored.searched_space, stored.focus_teacher_drop)
         if edges:
             click.echo(edges, err=True)
     if cut:

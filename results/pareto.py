@@ -108,15 +108,19 @@ def lacking_attack(trial_rows: Iterable[dict], student_rows: Iterable[dict], att
                    and is_attack(s.get("attack"), attack) and s["status"] == "skipped"})
 
 
-def range_edges(front: list[dict], space: SearchSpace) -> str | None:
+def range_edges(front: list[dict], space: SearchSpace, focus_teacher_drop: float | None = None) -> str | None:
     """Where the front runs into the end of a searched range, one sentence saying so, since the
     front may go on past it (BENCHMARKS.md, "Choosing the sampler", found this on the mnist1d
     preset); None when it does not. `space`: the range the sweep searched (its record's, widened
     where the search went past the preset's). Continuous knobs only (`KnobRange.end_of`): an
-    integer knob's range is its whole (stingy's 1 ≤ k < classes) unless a preset narrows it."""
+    integer knob's range is its whole (stingy's 1 ≤ k < classes) unless a preset narrows it.
+    `focus_teacher_drop` (the record's): a front defense whose teacher lost more is not counted;
+    past it teachers only collapse further, so widening there is no advice."""
     found, widen = [], []
     for defense in space:
-        mine = [r for r in front if r["defense"] == defense.defense]
+        mine = [r for r in front if r["defense"] == defense.defense
+                and (focus_teacher_drop is None or not _finite(r.get("teacher_drop"))
+                     or r["teacher_drop"] <= focus_teacher_drop)]
         for r in defense.ranges:
             ends = [r.end_of(row["knobs"][r.name]) for row in mine
                     if _finite((row.get("knobs") or {}).get(r.name))]

@@ -79,7 +79,8 @@ def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv,
         "",
         _markdown_table(with_knob_columns(front, space), front_columns(space), knobs),
         "",
-        *([f"**{edges}**", ""] if (edges := range_edges(front, stored.searched_space)) else []),
+        *([f"**{edges}**", ""]
+          if (edges := range_edges(front, stored.searched_space, stored.focus_teacher_drop)) else []),
         "## Each front defense, student by attack",
         "",
     ]

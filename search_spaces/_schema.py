@@ -11,16 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from undistill.errors import ConfigError
-from undistill.space import DefenseSpace, KnobRange, SearchSpace
+from undistill.space import FOCUS_TEACHER_DROP, DefenseSpace, KnobRange, SearchSpace
 from undistill.tables import check_keys as _check_keys
 from undistill.tables import check_positive as _positive
 from undistill.tables import is_a as _is
 
 SAMPLERS = ("front", "tpe", "gp", "nsga2", "random")  # front: the default (orchestrator.strategy)
-# `search.focus_teacher_drop`'s default, in accuracy points. Wide enough for every defense of the
-# papers (they cost their teachers 0-1.6 points) and for the strongest in mnist1d's ranges (10.5,
-# BENCHMARKS.md), narrow enough that a teacher left at a third of its accuracy steers nothing.
-FOCUS_TEACHER_DROP = 15.0
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from importlib import metadata
 
 from .errors import DamagedSweepError
-from .space import DefenseSpace, SearchSpace
+from .space import FOCUS_TEACHER_DROP, DefenseSpace, SearchSpace
 
 
 def versions() -> dict[str, str | None]:
@@ -84,6 +84,13 @@ class SweepRecord:
     def search(self) -> dict:
         """The preset's resolved `[search]` table."""
         return self.preset.get("search", {})
+
+    @property
+    def focus_teacher_drop(self) -> float:
+        """Points of teacher accuracy past which a defended teacher steers nothing (the default
+        search's focus, `search.focus_teacher_drop`; `--max-teacher-drop` when tighter)."""
+        focus = float(self.search.get("focus_teacher_drop", FOCUS_TEACHER_DROP))
+        return focus if self.max_teacher_drop is None else min(focus, self.max_teacher_drop)
 
     def to_json(self) -> dict:
         return {"name": self.name, "preset_name": self.preset_name, "identity": self.identity,

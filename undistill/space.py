@@ -10,6 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+# `search.focus_teacher_drop`'s default, in accuracy points: how far below the normal teacher a
+# defended one may fall and still steer the default search, or count as a front point that a
+# range's end should move for. Wide enough for every defense of the papers (they cost their
+# teachers 0-1.6 points) and for the strongest in mnist1d's ranges (10.5, BENCHMARKS.md), narrow
+# enough that a teacher left at a third of its accuracy steers nothing.
+FOCUS_TEACHER_DROP = 15.0
+
 EDGE_SHARE = 0.05  # "at the end of a range": within its outer 5 %, on the scale it is searched on
 
 

@@ -144,3 +144,20 @@ def test_range_edges_judge_the_range_searched_not_the_presets():
     assert again.searched_space == widened and again.space == preset
     unsearched = {k: v for k, v in record.to_json().items() if k != "searched"}  # before a search ended
     assert SweepRecord.from_json(unsearched, "sweep.json").searched_space == preset
+
+
+def test_range_edges_leave_out_teachers_past_the_focus():
+    from undistill.record import SweepRecord
+
+    search = _space(nasty={"omega": [0.002, 0.085], "tau_a": [2.0, 20.0]})
+    collapsed = {"defense": "nasty", "knobs": {"omega": 0.085, "tau_a": 6.0}, "teacher_drop": 37.9}
+    kept = {"defense": "nasty", "knobs": {"omega": 0.085, "tau_a": 6.0}, "teacher_drop": 9.0}
+    # a teacher that lost 37.9 points at ω's top: widening ω further is no advice
+    assert range_edges([collapsed], search, focus_teacher_drop=15.0) is None
+    assert "ω at the top" in range_edges([collapsed], search)  # no focus given: every front point
+    assert "for 1 of its 2" in range_edges([collapsed, kept], search, focus_teacher_drop=15.0)
+    # the record's focus: the preset's, or --max-teacher-drop when tighter
+    record = SweepRecord("s", "mnist1d", {"search": {"focus_teacher_drop": 20.0}}, None, "f", 16)
+    assert record.focus_teacher_drop == 20.0
+    assert SweepRecord("s", "mnist1d", {}, 5.0, "f", 16).focus_teacher_drop == 5.0
+    assert SweepRecord("s", "mnist1d", {}, None, "f", 16).focus_teacher_drop == 15.0
