@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
 from functools import partial
 
@@ -54,11 +55,31 @@ def make_sampler(name: str, seed: int, preset: Preset | None = None, *, normal_t
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=6, warn_independent_sampling=False)
     if name == "nsga2":
         # Optuna's default population of 50 would be random search for a whole sweep.
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+        return _NSGAIISampler(seed=seed, population_size=8)
     # A handful of random start-up trials, then TPE; constant_liar keeps concurrent trials from
     # being sent to the same spot.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=False,
                                       constant_liar=True)
+
+
+_LOCK = type(threading.Lock())
+
+
+class _NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """NSGA-II as Tune can save it. Tune pickles the searcher, sampler and all, into the
+    experiment's state; Optuna ≥ 5.1's genetic samplers hold a `threading.Lock`, which pickle
+    refuses. The locks are left out and made anew on restore."""
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if not isinstance(v, _LOCK)}
+        state["_undistill_locks"] = [k for k, v in self.__dict__.items() if isinstance(v, _LOCK)]
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        for name in state.pop("_undistill_locks", []):
+            state[name] = threading.Lock()
+        self.__dict__.update(state)
 
 
 class DefenseSearch(OptunaSearch):

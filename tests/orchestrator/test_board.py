@@ -2,6 +2,8 @@
 points, remembers the clones of trials attacked in full, and a new run of a sweep of the same
 name starts from an empty one."""
 
+import time
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -45,6 +47,13 @@ def test_the_board_lives_on_the_drivers_node_and_a_lost_board_means_every_attack
     pruning = _pruning(context, "lost", students=2, batch=False)
     assert pruning is not None and pruning.front() == [(95.0, 90.0)]
     ray.kill(board)
+    deadline = time.time() + 30  # the kill is asynchronous: wait until the board is gone
+    while time.time() < deadline:
+        try:
+            ray.get(board.front.remote())
+        except ray.exceptions.RayActorError:
+            break
+        time.sleep(0.1)
     # mid-trial: no front to be beaten by, so the remaining attacks run
     assert pruning.front() == []
     # a trial starting now finds no board, or one it cannot reach: it runs every attack
