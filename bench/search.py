@@ -227,7 +227,8 @@ def _setup(path: Path, defenses: str | None, attainable: str) -> tuple[Table, ob
                  "search space: run python bench/search_table.py")
     if not same_phases(doc["preset"], preset):
         # the search replays the table's outcomes: what it compares holds for the preset they came from
-        changed = sorted(k for k, v in doc["preset"].items() if k != "search" and preset.to_dict().get(k) != v)
+        mine = preset.to_dict()
+        changed = sorted(k for k in {*doc["preset"], *mine} - {"search"} if doc["preset"].get(k) != mine.get(k))
         print(f"note: {path.name} holds the outcomes of an earlier {PRESET} preset (it differs in "
               f"{', '.join(changed)}); the searches replay those", file=sys.stderr)
     if defenses:

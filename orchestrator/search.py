@@ -82,6 +82,13 @@ class _NSGAIISampler(optuna.samplers.NSGAIISampler):
         self.__dict__.update(state)
 
 
+# Optuna names a GA sampler's study attributes after its class (set when it is subclassed): keep
+# NSGA-II's own, so that a sweep started with Optuna's class resumes its generations with this one
+for _key in ("_GENERATION_KEY", "_PARENT_CACHE_KEY_PREFIX"):
+    if hasattr(optuna.samplers.NSGAIISampler, _key):
+        setattr(_NSGAIISampler, _key, getattr(optuna.samplers.NSGAIISampler, _key))
+
+
 class DefenseSearch(OptunaSearch):
     def __init__(self, preset: Preset, sweep_name: str, storage: optuna.storages.BaseStorage,
                  max_teacher_drop: float | None, normal_teacher_acc: float | None = None):

@@ -39,7 +39,6 @@ def test_the_board_lives_on_the_drivers_node_and_a_lost_board_means_every_attack
 
     board = open_board("lost")
     ray.get(board.add.remote((95.0, 90.0), {"kd-T4 cnn": 90.0}))
-    # a worker node's loss spares it
     assert ray.get(board.node_id.remote()) == ray.get_runtime_context().get_node_id()
 
     plan = make_plan(load_preset("mnist1d"))
@@ -58,3 +57,21 @@ def test_the_board_lives_on_the_drivers_node_and_a_lost_board_means_every_attack
     assert pruning.front() == []
     # a trial starting now finds no board, or one it cannot reach: it runs every attack
     assert _pruning(context, "lost", students=2, batch=False) is None
+
+
+def test_the_board_is_pinned_to_the_drivers_node(local_ray, monkeypatch):
+    """Pinned, not merely placed there by chance (one node here): a worker node lost mid-sweep
+    must not take the board with it (test_faults removes such a node on a real cluster)."""
+    from orchestrator import _board
+
+    asked = []
+    options = _board.FrontBoard.options
+
+    def spy(**kwargs):
+        asked.append(kwargs)
+        return options(**kwargs)
+
+    monkeypatch.setattr(_board.FrontBoard, "options", spy)
+    _board.open_board("pinned")
+    (strategy,) = [a["scheduling_strategy"] for a in asked]
+    assert strategy.node_id == ray.get_runtime_context().get_node_id() and strategy.soft is False

@@ -166,3 +166,19 @@ def test_every_sampler_a_sweep_offers_searches_the_space_past_its_start_up(tmp_p
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert type(restored._ot_study.sampler) is type(search._ot_study.sampler)
     assert candidate_key(restored.suggest("after")) not in {candidate_key(p) for p in seen}
+
+
+def test_the_nsga2_sampler_pickles_and_keeps_optunas_study_keys():
+    """Tune pickles the searcher, sampler and all; Optuna 5.1's genetic samplers hold a lock.
+    The generations it keeps in the study stay under NSGA-II's own keys, so a sweep resumes
+    them whichever class started it."""
+    import pickle
+
+    from orchestrator.search import make_sampler
+
+    sampler = make_sampler("nsga2", seed=3)
+    assert sampler._get_generation_key() == optuna.samplers.NSGAIISampler._get_generation_key()
+    again = pickle.loads(pickle.dumps(sampler))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=again)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=10)
+    assert len(study.trials) == 10

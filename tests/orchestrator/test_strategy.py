@@ -186,10 +186,12 @@ def test_a_finite_family_without_a_start_point_starts_in_its_middle(tmp_path):
     assert sum(p["defense"] == "stingy" for p in seen) >= 2
 
 
-def test_past_a_collapse_the_search_bisects_towards_its_edge():
-    """A step past ω's top that lands on collapsed teachers (below the focus floor, on the
-    sweep's front for their failing clones) is not walked over again: the model's box ends
-    halfway back towards the last teacher within the focus, and then halfway again."""
+@pytest.mark.parametrize("max_teacher_drop", [None, 15.0])
+def test_past_a_collapse_the_search_bisects_towards_its_edge(max_teacher_drop):
+    """A step past ω's top that lands on collapsed teachers (below the focus floor: on the
+    sweep's front for their failing clones, or gated as infeasible under --max-teacher-drop) is
+    not walked over again: the model's box ends halfway back towards the last teacher within
+    the focus, and then halfway again."""
     preset = load_preset("smoke")
     omega = preset.space.get("nasty").ranges[0]
     cliff = omega.unscaled(omega.scaled(omega.high) + 0.1 * omega.width)  # a tenth of a range past the top
@@ -198,9 +200,11 @@ def test_past_a_collapse_the_search_bisects_towards_its_edge():
         out = _outcome(params)
         if params["defense"] == "nasty" and params["omega"] > cliff:
             out.update(teacher_acc=50.0, student_acc=30.0, teacher_drop=46.0)
+            if max_teacher_drop is not None:  # the gate: no attacks, no clone
+                out.update(status="infeasible", student_acc=math.nan)
         return out
 
-    search = DefenseSearch(preset, "s", optuna.storages.InMemoryStorage(), max_teacher_drop=None,
+    search = DefenseSearch(preset, "s", optuna.storages.InMemoryStorage(), max_teacher_drop=max_teacher_drop,
                            normal_teacher_acc=96.0)
     past = []
     for i in range(24):
