@@ -38,9 +38,6 @@ class FrontBoard:
     def seen(self) -> list[dict[str, float]]:
         return list(self._seen)
 
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
 
 def board_name(sweep: str) -> str:
     return f"undistill-front-{sweep}"
@@ -54,12 +51,13 @@ def open_board(sweep: str):
     if earlier is not None:
         ray.kill(earlier)
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    board = FrontBoard.options(name=board_name(sweep), scheduling_strategy=here)
     for _ in range(50):  # the name is freed once Ray has handled the kill
         try:
-            return FrontBoard.options(name=board_name(sweep), scheduling_strategy=here).remote()
+            return board.remote()
         except ValueError:
             time.sleep(0.1)
-    return FrontBoard.options(name=board_name(sweep), scheduling_strategy=here).remote()
+    return board.remote()
 
 
 def find_board(sweep: str):

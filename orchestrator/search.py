@@ -22,6 +22,7 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import Preset, start_points, suggest_candidate
+from undistill.space import focus_drop
 
 from ._trial import OBJECTIVES
 from .strategy import FrontSampler, candidate_key
@@ -43,8 +44,7 @@ def make_sampler(name: str, seed: int, preset: Preset | None = None, *, normal_t
     if name == "front":
         floor = 0.0  # the normal teacher unknown (a test's searcher): every teacher steers
         if normal_teacher_acc is not None:
-            drop = min(preset.focus_teacher_drop, math.inf if max_teacher_drop is None else max_teacher_drop)
-            floor = max(0.0, normal_teacher_acc - drop)
+            floor = max(0.0, normal_teacher_acc - focus_drop(preset.focus_teacher_drop, max_teacher_drop))
         return FrontSampler(preset.space, seed=seed, start=start_points(preset), extend=preset.extend_ranges,
                             reference=(floor, None))
     if name == "random":

@@ -264,7 +264,7 @@ class FrontSampler(BaseSampler):
         if len(done) < _MODEL_AFTER:
             return self._random_point(family, trial)
         box = self._space.get(family.defense)  # coordinates: the preset's box is the unit square
-        family = self._short_of_collapse(study, family, mine)
+        family = self._short_of_collapse(study, family, mine, done)
         where = [t.params for t in mine if _counts(t)]
         where += [p for n, p in self._plans.items() if n != trial.number and p["defense"] == family.defense]
         model = _Surrogate(box, [(t.params, t.values) for t in done], where, study.directions)
@@ -285,7 +285,8 @@ class FrontSampler(BaseSampler):
             return self._random_point(family, trial)
         return {"defense": family.defense, **_cast(family, best)}
 
-    def _short_of_collapse(self, study: Study, family: DefenseSpace, mine: list[FrozenTrial]) -> DefenseSpace:
+    def _short_of_collapse(self, study: Study, family: DefenseSpace, mine: list[FrozenTrial],
+                           done: list[FrozenTrial]) -> DefenseSpace:
         """The family's box with each widened end pulled back halfway (on the knob's search
         scale) from the nearest value past the preset's range where a teacher fell below the
         focus floor to the farthest one where teachers stayed within it: a bisection towards
@@ -296,13 +297,12 @@ class FrontSampler(BaseSampler):
         Fallen below the floor: finished below it, or gated (`--max-teacher-drop`: infeasible)
         or diverged, which the study holds as pruned. A collapse is laid to every knob past the
         preset's range in that trial, since the trial cannot say which knob did it: at worst a
-        widened end of an innocent knob is bisected too, and searched again from there."""
+        widened end of an innocent knob is bisected too, and searched again from there.
+        `mine`: the family's trials; `done`: those of them finished with finite values."""
         floor = self._reference_point[0] if self._reference_point else None
         if floor is None:
             return family
         sign = 1.0 if study.directions[0] == StudyDirection.MAXIMIZE else -1.0
-        done = [t for t in mine if t.state == TrialState.COMPLETE and t.values is not None
-                and all(math.isfinite(v) for v in t.values)]
         lost = [t.params for t in done if sign * t.values[0] <= sign * floor]
         lost += [t.params for t in mine if t.state == TrialState.PRUNED
                  and t.user_attrs.get("status") in ("infeasible", "diverged")]

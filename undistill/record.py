@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from importlib import metadata
 
 from .errors import DamagedSweepError
-from .space import FOCUS_TEACHER_DROP, DefenseSpace, SearchSpace
+from .space import FOCUS_TEACHER_DROP, DefenseSpace, SearchSpace, focus_drop
 
 
 def versions() -> dict[str, str | None]:
@@ -89,8 +89,7 @@ class SweepRecord:
     def focus_teacher_drop(self) -> float:
         """Points of teacher accuracy past which a defended teacher steers nothing (the default
         search's focus, `search.focus_teacher_drop`; `--max-teacher-drop` when tighter)."""
-        focus = float(self.search.get("focus_teacher_drop", FOCUS_TEACHER_DROP))
-        return focus if self.max_teacher_drop is None else min(focus, self.max_teacher_drop)
+        return focus_drop(float(self.search.get("focus_teacher_drop", FOCUS_TEACHER_DROP)), self.max_teacher_drop)
 
     def to_json(self) -> dict:
         return {"name": self.name, "preset_name": self.preset_name, "identity": self.identity,

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field, replace
 # enough that a teacher left at a third of its accuracy steers nothing.
 FOCUS_TEACHER_DROP = 15.0
 
+
+def focus_drop(focus_teacher_drop: float, max_teacher_drop: float | None) -> float:
+    """The drop that bounds the focus: the preset's, or `--max-teacher-drop` when tighter."""
+    return focus_teacher_drop if max_teacher_drop is None else min(focus_teacher_drop, max_teacher_drop)
+
 EDGE_SHARE = 0.05  # "at the end of a range": within its outer 5 %, on the scale it is searched on
 
 

@@ -30,7 +30,7 @@ def test_the_board_keeps_the_front_and_a_new_run_starts_empty(local_ray):
     assert ray.get(again.front.remote()) == [] and ray.get(find_board("s").front.remote()) == []
 
 
-def test_the_board_lives_on_the_drivers_node_and_a_lost_board_means_every_attack_runs(local_ray):
+def test_a_lost_board_means_every_attack_runs(local_ray):
     from orchestrator._board import open_board
     from orchestrator._trial import _pruning
     from orchestrator.plan import make_plan
@@ -39,7 +39,6 @@ def test_the_board_lives_on_the_drivers_node_and_a_lost_board_means_every_attack
 
     board = open_board("lost")
     ray.get(board.add.remote((95.0, 90.0), {"kd-T4 cnn": 90.0}))
-    assert ray.get(board.node_id.remote()) == ray.get_runtime_context().get_node_id()
 
     plan = make_plan(load_preset("mnist1d"))
     context = TrialContext("teacher", 97.0, plan.defenses, plan.defense_template, plan.attack_templates)
