@@ -12,7 +12,7 @@ side by side, repeated `--repeats` times (median and range). On CUDA where prese
 
     python bench/batched.py
     python bench/batched.py --models mlp,cnn1d --ks 1,2,5,10 --repeats 3 --json
-    python bench/batched.py --ceiling 5     # ms per step: one by one, the vmap stack, a stack by hand
+    python bench/batched.py --ceiling 5     # ms per step: one by one, the vmap stack, the own forward
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MNIST1D_MODELS = {"mlp": {"hidden": 256}, "cnn1d": {"width": 16}}  # the mnist1d preset's students
+REPEATS_CEILING = 3
 CIFAR_MODELS = {"cnn": {}, "resnetc20": {}, "shufflenetv2": {}, "mobilenetv2": {}}
 
 
@@ -105,20 +106,19 @@ def _measure(arch: str, options: dict, data, k: int, epochs: int, batch_size: in
 
 def _ceiling(k: int, steps: int) -> list[dict]:
     """Milliseconds per training step of K students on one batch of 256: K single models one
-    after another, the vmap stack (`StackedModel`), and a stack written by hand for the
-    architecture (batched matmuls and grouped convolutions, one vectorised KD loss over the K
-    temperatures): what any stacking could reach on this device, without vmap's overhead."""
+    after another, the stack under `vmap`, and the stack as the sweep runs it (the architecture's
+    own `forward_stacked`: one wider or grouped layer for the K students), each with the fused
+    optimizer the loop uses. Three rounds, the variants alternated: the median and range of each."""
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
+    from trainables.loop import Schedule, optimizer_for
     from trainables.losses import kd_loss
     from trainables.models import create_model
     from trainables.stacked import StackedModel
 
     b, temperatures = 256, [2.0 ** i for i in range(k)]
     x, y, t = torch.randn(b, 1, 40), torch.randint(0, 10, (b,)), torch.randn(b, 10)
-    temps = torch.tensor(temperatures).view(k, 1, 1)
+    schedule = Schedule(lr=1e-3)
 
     def timed(step) -> float:
         for _ in range(5):
@@ -128,76 +128,43 @@ def _ceiling(k: int, steps: int) -> list[dict]:
             step()
         return (time.perf_counter() - t0) / steps * 1e3
 
-    def vector_kd(z):  # (K, B, C) logits: KD at each student's temperature, summed over students
-        logp, q = F.log_softmax(z / temps, -1), F.softmax(t.unsqueeze(0) / temps, -1)
-        kl = (q * (torch.log(q + 1e-12) - logp)).sum(-1).mean(-1) * temps.view(k) ** 2
-        ce = F.cross_entropy(z.reshape(k * b, -1), y.repeat(k), reduction="none").view(k, b).mean(-1)
-        return (0.9 * kl + 0.1 * ce).sum()
-
     def measure(arch: str, options: dict) -> dict:
         torch.manual_seed(0)
         single = create_model(arch, 10, (1, 40), **options)
-        opt = torch.optim.AdamW(single.parameters(), lr=1e-3)
+        opt = optimizer_for(single.parameters(), schedule)
 
         def one():
             loss = kd_loss(single(x), t, y, alpha=0.9, temperature=4.0)
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        stack = StackedModel([create_model(arch, 10, (1, 40), **options) for _ in range(k)])
-        stack_opt = torch.optim.AdamW(list(stack.params.values()), lr=1e-3)
+        def stacked_step(own_forward: bool):
+            stack = StackedModel([create_model(arch, 10, (1, 40), **options) for _ in range(k)], own_forward)
+            stack.train(True)
+            stack_opt = optimizer_for(list(stack.params.values()), schedule)
 
-        def stacked():
-            out = stack.logits(x)
-            loss = torch.stack([kd_loss(out[i], t, y, alpha=0.9, temperature=temperatures[i])
-                                for i in range(k)]).sum()
-            stack_opt.zero_grad()
-            loss.backward()
-            stack_opt.step()
+            def step():
+                out = stack.logits(x)
+                loss = torch.stack([kd_loss(out[i], t, y, alpha=0.9, temperature=temperatures[i])
+                                    for i in range(k)]).sum()
+                stack_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                stack_opt.step()
+            return step
 
-        if arch == "mlp":
-            hidden = MNIST1D_MODELS["mlp"]["hidden"]
-            shapes = [(40, hidden), (hidden, hidden), (hidden, 10)]
-            weights = [torch.randn(k, i, o).mul_(i ** -0.5).requires_grad_() for i, o in shapes]
-            biases = [torch.zeros(k, 1, o, requires_grad=True) for _, o in shapes]
-
-            def hand_logits():
-                h = x.flatten(1).expand(k, b, 40)
-                for i, (w, bias) in enumerate(zip(weights, biases, strict=True)):
-                    h = torch.baddbmm(bias, h, w)
-                    h = torch.relu(h) if i < len(shapes) - 1 else h
-                return h
-
-            params = weights + biases
-        else:
-            width = options["width"]
-            convs = nn.ModuleList([nn.Conv1d(k if i == 0 else width * k, width * k, 5 if i == 0 else 3, stride=2,
-                                             padding=2 if i == 0 else 1, groups=k) for i in range(3)])
-            norms = nn.ModuleList([nn.BatchNorm1d(width * k) for _ in range(3)])
-            head = torch.randn(k, width * 5, 10, requires_grad=True)
-            head_bias = torch.zeros(k, 1, 10, requires_grad=True)
-
-            def hand_logits():
-                h = x.repeat(1, k, 1)
-                for conv, norm in zip(convs, norms, strict=True):
-                    h = torch.relu(norm(conv(h)))
-                return torch.baddbmm(head_bias, h.view(b, k, -1).transpose(0, 1), head)
-
-            params = [*convs.parameters(), *norms.parameters(), head, head_bias]
-        hand_opt = torch.optim.AdamW(params, lr=1e-3)
-
-        def hand():
-            loss = vector_kd(hand_logits())
-            hand_opt.zero_grad()
-            loss.backward()
-            hand_opt.step()
-
-        alone, vmapped, written = k * timed(one), timed(stacked), timed(hand)
-        row = {"model": arch, "k": k, "one_by_one_ms": alone, "vmap_ms": vmapped, "hand_ms": written}
-        print(f"{arch:8s} K={k}: {k} single steps {alone:6.2f} ms · vmap stack {vmapped:6.2f} ms "
-              f"(×{alone / vmapped:.2f}) · by hand {written:6.2f} ms (×{alone / written:.2f})",
-              file=sys.stderr, flush=True)
+        variants = {"one_by_one_ms": lambda: k * timed(one), "vmap_ms": lambda: timed(stacked_step(False)),
+                    "own_ms": lambda: timed(stacked_step(True))}
+        runs = {name: [] for name in variants}
+        for _ in range(REPEATS_CEILING):
+            for name, run in variants.items():
+                runs[name].append(run())
+        row = {"model": arch, "k": k, **{n: statistics.median(v) for n, v in runs.items()},
+               **{n.replace("_ms", "_range"): [min(v), max(v)] for n, v in runs.items()}}
+        alone = row["one_by_one_ms"]
+        print(f"{arch:8s} K={k}: {k} single steps {alone:6.2f} ms · vmap stack {row['vmap_ms']:6.2f} ms "
+              f"(×{alone / row['vmap_ms']:.2f}) · own forward {row['own_ms']:6.2f} ms "
+              f"(×{alone / row['own_ms']:.2f})", file=sys.stderr, flush=True)
         return row
 
     return [measure(arch, options) for arch, options in MNIST1D_MODELS.items()]
@@ -212,7 +179,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--ceiling", type=int, metavar="K", default=0,
-                        help="instead: ms per step of K MNIST-1D students, one by one, vmap, by hand")
+                        help="instead: ms per step of K MNIST-1D students: one by one, vmap, own forward")
     args = parser.parse_args()
     if args.ceiling:
         from trainables.device import configure_threads

@@ -99,14 +99,21 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def optimizer_for(params, s: Schedule) -> torch.optim.Optimizer:
-    """The schedule's optimizer over `params` (each of these is elementwise: `stacked` relies on it)."""
+    """The schedule's optimizer over `params` (each of these is elementwise: `stacked` relies on it).
+
+    Fused (one kernel for every tensor's update) where torch has one for the parameters' device:
+    on the CPU a training step of MNIST-1D's students takes 5-15 % less time than with the
+    per-tensor loop (bench/batched.py --ceiling), on a GPU it saves launches."""
     params = list(params)
+    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
+                                              for p in params) else {}
     if s.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, **fused)
     if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, **fused)
     if s.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=False)
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
+                               nesterov=False, **fused)
     raise ConfigError(f"unknown optimizer {s.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
 
 

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from undistill.errors import ConfigError
@@ -72,6 +73,21 @@ def _check_known(name: str) -> None:
         raise ConfigError(f"unknown model {name!r}{hint} (known: {', '.join(list_models())})")
 
 
+def _batch_norm_stacked(layer: nn.BatchNorm1d, at: str, params: dict, buffers: dict,
+                        h: torch.Tensor) -> torch.Tensor:
+    """`layer` over K students' channels side by side, each with its own statistics: what
+    `nn.BatchNorm1d.forward` does, on views of the stacked tensors (its running statistics are
+    updated in place, as the module's are)."""
+    tracked = buffers[at + "num_batches_tracked"]
+    if layer.training:
+        tracked.add_(1)
+    # momentum None: a cumulative average, as the module keeps it (every student has seen as many batches)
+    momentum = layer.momentum if layer.momentum is not None else 1.0 / max(1, int(tracked[0]))
+    return F.batch_norm(h, buffers[at + "running_mean"].view(-1), buffers[at + "running_var"].view(-1),
+                        params[at + "weight"].flatten(), params[at + "bias"].flatten(), layer.training,
+                        momentum, layer.eps)
+
+
 class _CNN1d(nn.Module):
     """Three strided conv layers, then a linear classifier: (N, C, L) -> (N, classes)."""
 
@@ -96,6 +112,25 @@ class _CNN1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
 
+    def forward_stacked(self, params: dict, buffers: dict, x: torch.Tensor, k: int) -> torch.Tensor:
+        """K copies at once on one batch (`trainables.stacked`): `params` and `buffers` are this
+        module's state, each tensor with a leading K dimension; returns (K, N, classes). The K
+        students' channels side by side make each layer one convolution: the first shares its
+        input (one K-times-wider convolution), the others are grouped by student. 1.4-1.5 times
+        faster per step than `vmap` on the CPU (bench/batched.py --ceiling), the same numbers."""
+        h = x
+        for name, layer in self.features.named_children():
+            at = f"features.{name}."
+            if isinstance(layer, nn.Conv1d):
+                h = F.conv1d(h, params[at + "weight"].flatten(0, 1), params[at + "bias"].flatten(),
+                             layer.stride, layer.padding, layer.dilation, groups=1 if h is x else k)
+            elif isinstance(layer, nn.BatchNorm1d):
+                h = _batch_norm_stacked(layer, at, params, buffers, h)
+            else:
+                h = layer(h)
+        h = h.view(len(h), k, -1).transpose(0, 1)  # (K, N, features): each student's own
+        return torch.baddbmm(params["classifier.bias"].unsqueeze(1), h, params["classifier.weight"].transpose(1, 2))
+
 
 class _MLP(nn.Module):
     """Flatten, then `depth` hidden ReLU layers of `hidden` units."""
@@ -112,6 +147,21 @@ class _MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def forward_stacked(self, params: dict, buffers: dict, x: torch.Tensor, k: int) -> torch.Tensor:
+        """K copies at once (see `_CNN1d.forward_stacked`): the first layer is one K-times-wider
+        matmul on the shared input, the others batched matmuls, one per student."""
+        linears = [f"net.{name}." for name, layer in self.net.named_children() if isinstance(layer, nn.Linear)]
+        h = x.flatten(1)
+        for i, at in enumerate(linears):
+            weight, bias = params[at + "weight"], params[at + "bias"]
+            if i == 0:
+                h = F.linear(h, weight.flatten(0, 1), bias.flatten()).view(len(h), k, -1).transpose(0, 1)
+            else:
+                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if i < len(linears) - 1:
+                h = torch.relu(h)
+        return h
 
 
 @register_model
