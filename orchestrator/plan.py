@@ -56,7 +56,6 @@ def make_plan(preset: Preset) -> Plan:
     dataset, seed = _dataset(preset), preset.seed
     teacher_model = _model(preset.teacher)
     teacher_schedule = _schedule(preset.teacher_schedule)
-    student_schedule = _schedule(preset.student_schedule)
     suite = attack_suite(preset.attack)
 
     teacher_cfg = PhaseConfig("teacher", dataset, teacher_model, teacher_schedule, seed)
@@ -65,6 +64,7 @@ def make_plan(preset: Preset) -> Plan:
     scratch, smoothed, normal_attacks, templates = [], [], [], []
     for entry in preset.students:
         student = _model(entry)
+        student_schedule = _schedule(entry.schedule or preset.student_schedule)
         cfg = PhaseConfig("scratch", dataset, student, student_schedule, seed)
         scratch.append(Node(f"scratch {student.label}", cfg, cfg.key()))
         if preset.label_smoothing:

@@ -98,8 +98,8 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
     doc = preset.to_dict()
     doc["description"] = preset.description
     doc["resources"] = {k: v for k, v in preset.resources.items() if v is not None}
-    for key in ("teacher_schedule", "student_schedule"):
-        schedule = doc[key]
+    own = [student["schedule"] for student in doc["students"] if "schedule" in student]
+    for schedule in [doc["teacher_schedule"], doc["student_schedule"], *own]:
         epochs = max(1, round(schedule["epochs"] * epochs_scale))
         # coinciding milestones are kept: MultiStepLR applies each, so no decay step is lost
         milestones = sorted(round(m * epochs_scale) for m in schedule.get("milestones", []))

@@ -23,9 +23,12 @@ SAMPLERS = ("front", "tpe", "gp", "nsga2", "random")  # front: the default (orch
 class ModelEntry:
     arch: str
     options: dict[str, Any] = field(default_factory=dict)
+    # a student's own schedule (`[students.schedule]`, every default filled in); None: the
+    # preset's [student_schedule]
+    schedule: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, **self.options}
+        return {"arch": self.arch, **self.options, **({"schedule": self.schedule} if self.schedule else {})}
 
 
 @dataclass(frozen=True)
@@ -112,14 +115,19 @@ def _model(where: str, table: object, num_classes: int, input_shape: tuple[int, 
 
     if not isinstance(table, dict) or not isinstance(table.get("arch"), str):
         raise ConfigError(f"{where}: expected a table with arch = one of {', '.join(list_models())}")
-    options = {k: v for k, v in table.items() if k != "arch"}
+    options = {k: v for k, v in table.items() if k not in ("arch", "schedule")}
     try:
         create_model(table["arch"], num_classes, input_shape, **options)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"{where}: {table['arch']} cannot be built with {options}: {exc}") from None
-    return ModelEntry(table["arch"], options)
+    schedule = None
+    if "schedule" in table:  # a student's own: a whole schedule, as [student_schedule] is
+        from trainables.loop import Schedule
+
+        schedule = {**Schedule().to_dict(), **_schedule(f"{where}.schedule", table["schedule"])}
+    return ModelEntry(table["arch"], options, schedule)
 
 
 def _schedule(where: str, table: dict) -> dict:
@@ -167,6 +175,8 @@ def parse_preset(name: str, doc: dict) -> Preset:
         raise ConfigError(f"dataset.seed must be ≥ 0, got {dataset['seed']!r}")
     num_classes, input_shape = dataset_shape(dataset["name"])
 
+    if isinstance(doc["teacher"], dict) and "schedule" in doc["teacher"]:
+        raise ConfigError("teacher.schedule: the teacher's schedule is [teacher_schedule]; move it there")
     teacher = _model("teacher", doc["teacher"], num_classes, input_shape)
     if not doc["students"]:
         raise ConfigError("students: list at least one student ([[students]] with an arch)")

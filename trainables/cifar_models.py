@@ -5,8 +5,11 @@ ImageNet designs (ResNet, MobileNetV2, ShuffleNetV2) shrink a 224-pixel image 32
 classifier: a 7×7 stride-2 stem plus a max-pool take the first factor of 4. On a 32-pixel image
 that would leave 8×8 maps for the first stage and 1×1 maps for the last, so their CIFAR
 variants use a 3×3 stride-1 stem with no max-pool, as kuangliu/pytorch-cifar,
-chenyaofo/pytorch-cifar-models and the Nasty Teacher code (VITA-Group/Nasty-Teacher) do. These
-reuse torchvision's own classes and blocks and change only the stem (and one stride). The
+chenyaofo/pytorch-cifar-models and the Nasty Teacher code (VITA-Group/Nasty-Teacher) do. The
+ResNets reuse torchvision's own classes and blocks and change only the stem. MobileNetV2 and
+ShuffleNetV2 under the presets' names (`mobilenetv2`, `shufflenetv2`) are the Nasty Teacher
+code's own, which differ from torchvision's in stem, strides and biases (the paper's numbers are
+about these); torchvision's, made for CIFAR, stay as `mobilenetv2_tv` and `shufflenetv2_tv`. The
 CIFAR-only designs (plain CNN, pre-activation ResNetC, ResNeXt-29) follow the Nasty Teacher code.
 tests/test_cifar_models.py checks every parameter count against a published figure or,
 where none exists, against the reference code.
@@ -178,6 +181,98 @@ def _cifar_resnet(block: type[nn.Module], layers: list[int], num_classes: int, c
     return model
 
 
+def _conv_bn(c_in: int, c_out: int, kernel: int, *, stride: int = 1, padding: int = 0, groups: int = 1,
+             act: type[nn.Module] | None = None) -> list[nn.Module]:
+    """A biased convolution (as every one in the reference's MobileNetV2 and ShuffleNetV2), its
+    BatchNorm, and an activation if given."""
+    layers = [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, groups=groups),
+              nn.BatchNorm2d(c_out)]
+    return layers + ([act(inplace=True)] if act is not None else [])
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2's block: expand 1×1 (ratio `expand`), depthwise 3×3, project 1×1 without an
+    activation; the input is added back where the shape allows."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, expand: int):
+        super().__init__()
+        hidden = c_in * expand
+        self.body = nn.Sequential(*_conv_bn(c_in, hidden, 1, act=nn.ReLU6),
+                                  *_conv_bn(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, act=nn.ReLU6),
+                                  *_conv_bn(hidden, c_out, 1))
+        self.add_input = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return out + x if self.add_input else out
+
+
+# (expansion, output channels, blocks, first block's stride), the reference's stages
+_MOBILENETV2_REFERENCE_STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                                 (6, 96, 3, 1), (6, 160, 3, 1), (6, 320, 1, 1)]
+
+
+class _ReferenceMobileNetV2(nn.Module):
+    def __init__(self, num_classes: int, channels: int):
+        super().__init__()
+        blocks, c_in = [], 32
+        for expand, c_out, repeat, stride in _MOBILENETV2_REFERENCE_STAGES:
+            for i in range(repeat):
+                blocks.append(_InvertedResidual(c_in, c_out, stride if i == 0 else 1, expand))
+                c_in = c_out
+        self.features = nn.Sequential(*_conv_bn(channels, 32, 1, padding=1, act=nn.ReLU6), *blocks,
+                                      *_conv_bn(c_in, 1280, 1, act=nn.ReLU6))
+        self.classifier = nn.Conv2d(1280, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(F.adaptive_avg_pool2d(self.features(x), 1)).flatten(1)
+
+
+def _channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class _ShuffleUnit(nn.Module):
+    """ShuffleNetV2's unit. Where it keeps the shape, half the channels pass through and the other
+    half go through 1×1, depthwise 3×3, 1×1; where it downsamples (or widens), both branches see
+    every channel and each makes half the output. Then the halves are interleaved."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.split = stride == 1 and c_in == c_out
+        if self.split:
+            half = c_in // 2
+            self.shortcut = nn.Sequential()
+            self.branch = nn.Sequential(*_conv_bn(half, half, 1, act=nn.ReLU),
+                                        *_conv_bn(half, half, 3, padding=1, groups=half),
+                                        *_conv_bn(half, half, 1, act=nn.ReLU))
+        else:
+            self.shortcut = nn.Sequential(*_conv_bn(c_in, c_in, 3, stride=stride, padding=1, groups=c_in),
+                                          *_conv_bn(c_in, c_out // 2, 1, act=nn.ReLU))
+            self.branch = nn.Sequential(*_conv_bn(c_in, c_in, 1, act=nn.ReLU),
+                                        *_conv_bn(c_in, c_in, 3, stride=stride, padding=1, groups=c_in),
+                                        *_conv_bn(c_in, c_out // 2, 1, act=nn.ReLU))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        passed, through = x.chunk(2, dim=1) if self.split else (x, x)
+        return _channel_shuffle(torch.cat([self.shortcut(passed), self.branch(through)], dim=1), 2)
+
+
+class _ReferenceShuffleNetV2(nn.Module):
+    def __init__(self, num_classes: int, channels: int, widths=(116, 232, 464, 1024), units=(4, 8, 4)):
+        super().__init__()
+        layers, c_in = _conv_bn(channels, 24, 3, padding=1), 24
+        for width, count in zip(widths[:3], units, strict=True):
+            layers += [_ShuffleUnit(c_in if i == 0 else width, width, 2 if i == 0 else 1) for i in range(count)]
+            c_in = width
+        self.features = nn.Sequential(*layers, *_conv_bn(c_in, widths[3], 1, act=nn.ReLU))
+        self.fc = nn.Linear(widths[3], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
 # torchvision's MobileNetV2 table (expansion t, channels c, repeats n, stride s) with the 24-channel
 # stage at stride 1 instead of 2: with the stride-1 stem, 32×32 inputs end at 4×4 maps.
 _MOBILENETV2_CIFAR_SETTING = [
@@ -243,10 +338,30 @@ def resnext29_8x64d(num_classes: int, input_shape: tuple[int, ...]):
 
 @register_model
 def mobilenetv2(num_classes: int, input_shape: tuple[int, ...]):
+    """MobileNetV2 as the Nasty Teacher code has it (VITA-Group/Nasty-Teacher model/mobilenetv2.py,
+    the CIFAR-100 student of the paper's Table 2): a 1×1 stem with padding 1 (34×34 maps), the
+    24-channel stage at stride 2 and the 160-channel one at stride 1, biases on every
+    convolution, a 1×1 convolution as the classifier, PyTorch's default initialisation.
+    2,254,090 / 2,369,380 parameters for 10 / 100 classes."""
+    return _ReferenceMobileNetV2(num_classes, _image_channels("mobilenetv2", input_shape))
+
+
+@register_model
+def shufflenetv2(num_classes: int, input_shape: tuple[int, ...]):
+    """ShuffleNetV2 1.0× as the Nasty Teacher code has it (VITA-Group/Nasty-Teacher
+    model/shufflenetv2.py, a CIFAR-100 student of the paper's Table 2): a 3×3 stem without ReLU
+    or max-pool, stages of 4, 8 and 4 units, biases on every convolution, PyTorch's default
+    initialisation. 1,268,646 / 1,360,896 parameters for 10 / 100 classes."""
+    return _ReferenceShuffleNetV2(num_classes, _image_channels("shufflenetv2", input_shape))
+
+
+@register_model
+def mobilenetv2_tv(num_classes: int, input_shape: tuple[int, ...]):
     """MobileNetV2 1.0× (Sandler et al. 2018), torchvision's, made for 32×32 inputs as in
     chenyaofo/pytorch-cifar-models and kuangliu/pytorch-cifar: stride-1 stem and the 24-channel
-    stage at stride 1 (total downsampling 8× instead of 32×). A CIFAR-100 student of the paper."""
-    channels = _image_channels("mobilenetv2", input_shape)
+    stage at stride 1 (total downsampling 8× instead of 32×). Not the paper's network
+    (`mobilenetv2` is): other strides, stem and biases."""
+    channels = _image_channels("mobilenetv2_tv", input_shape)
     # no dropout, as in kuangliu's CIFAR version: dropout draws from the global generator,
     # which phase checkpoints do not save, so a resumed phase would not match an unbroken one
     model = MobileNetV2(
@@ -257,11 +372,11 @@ def mobilenetv2(num_classes: int, input_shape: tuple[int, ...]):
 
 
 @register_model
-def shufflenetv2(num_classes: int, input_shape: tuple[int, ...]):
+def shufflenetv2_tv(num_classes: int, input_shape: tuple[int, ...]):
     """ShuffleNetV2 1.0× (Ma et al. 2018), torchvision's, made for 32×32 inputs as in
     chenyaofo/pytorch-cifar-models and kuangliu/pytorch-cifar: stride-1 stem and no max-pool
-    (total downsampling 8× instead of 32×). A CIFAR-100 student of the paper."""
-    channels = _image_channels("shufflenetv2", input_shape)
+    (total downsampling 8× instead of 32×). Not the paper's network (`shufflenetv2` is)."""
+    channels = _image_channels("shufflenetv2_tv", input_shape)
     model = ShuffleNetV2([4, 8, 4], [24, 116, 232, 464, 1024], num_classes=num_classes)
     model.conv1[0] = _stem_conv(channels, 24)
     model.maxpool = nn.Identity()

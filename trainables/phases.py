@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 PHASES = ("teacher", "scratch", "defense", "attack")
 # Bump when a change alters what a phase computes: it is part of every artifact key, so cached
 # results from older code are not reused.
-PHASE_CODE_VERSION = 5  # 5: fused optimizers
+PHASE_CODE_VERSION = 5  # 5: fused optimizers; mobilenetv2 and shufflenetv2 are the reference's networks
 MODEL_FILE = "model.pt"
 
 

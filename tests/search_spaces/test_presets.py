@@ -69,6 +69,14 @@ BAD = {
                            "search.focus_teacher_drop: expected float"),
     "budget beyond a finite space": (lambda d: d["search"].update(defenses=["stingy"], trials=12),
                                      "exceeds the 9 distinct stingy candidates"),
+    "a student's schedule without lr": (
+        lambda d: d["students"][0].update(schedule={"optimizer": "adam", "epochs": 3, "batch_size": 64}),
+        "students[0].schedule: missing required key 'lr'"),
+    "a student's schedule with a bad optimizer": (
+        lambda d: d["students"][1].update(schedule={**d["student_schedule"], "optimizer": "lion"}),
+        "students[1].schedule.optimizer: 'lion'"),
+    "a schedule on the teacher": (lambda d: d["teacher"].update(schedule=dict(d["teacher_schedule"])),
+                                  "the teacher's schedule is [teacher_schedule]"),
 }
 
 
@@ -156,12 +164,42 @@ def test_the_cifar_presets_carry_the_papers_settings(name):
     assert start_points(p)[0] == {"defense": "nasty", "omega": want["nasty"][0], "tau_a": want["nasty"][1]}
 
 
+def test_the_plain_cnn_trains_on_the_reference_codes_own_schedule():
+    """Issue 16: the reference trains its plain CNN with Adam 1e-3, constant, 100 epochs; every
+    phase of that student (alone, smoothed, attacked) gets it, the other students the shared one."""
+    from orchestrator.plan import make_plan
+
+    plan = make_plan(load_preset("cifar10-resnet18"))
+    by_student = {}
+    for node in (*plan.scratch, *plan.smoothed, *plan.normal_attacks):
+        by_student.setdefault(node.config.model.arch, set()).add(node.config.schedule)
+    (cnn,) = by_student.pop("cnn")
+    assert (cnn.optimizer, cnn.lr, cnn.weight_decay, cnn.epochs, cnn.batch_size, cnn.lr_schedule) == (
+        "adam", 0.001, 0.0, 100, 128, "constant")
+    for arch, schedules in by_student.items():
+        (shared,) = schedules
+        assert (shared.optimizer, shared.epochs, shared.milestones) == ("sgd", 160, (80, 120)), arch
+    assert all(t.schedule == cnn for t in plan.attack_templates if t.model.arch == "cnn")
+
+
+def test_a_students_own_schedule_is_part_of_what_a_sweep_computes(tmp_path):
+    def own(d):
+        d["students"][0]["schedule"] = {**d["student_schedule"], "lr": 0.003}
+
+    shared = load_preset(config_file=_edit(tmp_path, lambda d: None))
+    mine = load_preset(config_file=_edit(tmp_path, own))
+    assert shared.students[0].schedule is None and mine.students[0].schedule["lr"] == 0.003
+    assert mine.students[1].schedule is None  # the others keep [student_schedule]
+    assert shared.to_dict() != mine.to_dict()  # another config: its own fingerprint and cache keys
+
+
 def test_epochs_scale_shrinks_every_schedule_and_keeps_every_decay_step():
     from search_spaces import adjust
 
     quick = adjust(load_preset("cifar10-resnet18"), epochs_scale=0.01, trials=3)
     assert quick.trials == 3 and quick.teacher_schedule["epochs"] == 2
     assert quick.teacher_schedule["milestones"] == [1, 1]  # both ×0.1 steps survive
+    assert quick.students[0].schedule["epochs"] == 1  # a student's own schedule too (100 epochs)
     assert quick.attack["data_free"]["generator_steps"] == 20  # the data-free attack's 2000 steps too
     assert adjust(load_preset("smoke")) is not None
     with pytest.raises(Exception, match="epochs-scale"):
