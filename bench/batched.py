@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MNIST1D_MODELS = {"mlp": {"hidden": 256}, "cnn1d": {"width": 16}}  # the mnist1d preset's students
+MNIST1D_MODELS = {"mlp": {"hidden": 384}, "cnn1d": {"width": 16}}  # the mnist1d preset's students
 REPEATS_CEILING = 3
 CIFAR_MODELS = {"cnn": {}, "resnetc20": {}, "shufflenetv2": {}, "mobilenetv2": {}}
 
