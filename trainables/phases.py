@@ -274,8 +274,8 @@ def _attacker_view(cfg: PhaseConfig, frozen: torch.nn.Module, data) -> tuple[Any
 
 def stacking_pays(cfg: PhaseConfig, on_gpu: bool) -> bool:
     """Whether training this phase in a stack is faster than alone (bench/batched.py): on a GPU
-    it saves launches; on the CPU only models without 2-D convolutions gain (MNIST-1D's: 1.4-1.7×
-    at 5-10 students), because `vmap` turns a 2-D convolution into a grouped one, which runs
+    it saves launches; on the CPU only models without 2-D convolutions gain (MNIST-1D's: 1.4-2.3×
+    at 5-10 students, BENCHMARKS.md), because `vmap` turns a 2-D convolution into a grouped one, which runs
     1.2-4× slower there than the same convolutions one by one (the CIFAR students)."""
     from .data import dataset_shape
 
