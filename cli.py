@@ -109,13 +109,17 @@ def main():
 @click.option("--sampler", help="Search with this sampler instead of the preset's: front (the "
                                 "default: range ends first, then a model), tpe, gp, nsga2 or random "
                                 "(see BENCHMARKS.md).")
+@click.option("--protocol", type=click.Choice(["validation", "paper"]),
+              help="How each phase picks its best epoch: validation (on a split held out of the "
+                   "training set; the default) or paper (train on the whole training set, pick on "
+                   "the test set, as the reference code does). Another config, named NAME-paper.")
 @click.option("--full-suite", is_flag=True, default=None,
               help="Run every attack on every candidate; by default a candidate's remaining attacks "
                    "are skipped once its clones show it is beaten by the front.")
 @_format_option
 def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurrency,
           gpus_per_trial, cpus_per_trial, study_storage, shared_storage, data_root, epochs_scale,
-          trials, sampler, full_suite, fmt):
+          trials, sampler, protocol, full_suite, fmt):
     """Run a sweep (or finish an interrupted one) and print its Pareto front."""
     from orchestrator import SweepOptions
     from search_spaces import adjust, load_preset
@@ -125,13 +129,16 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
         raise BadInput(f"--trials {trials} must be ≥ 1")
     preset_sampler = chosen.sampler
     preset_full = chosen.full_suite
+    preset_protocol = chosen.protocol
     chosen = _run(adjust, chosen, epochs_scale=epochs_scale, trials=trials, sampler=sampler,
-                  full_suite=full_suite)
+                  full_suite=full_suite, protocol=protocol)
     default_name = chosen.name if epochs_scale == 1 else f"{chosen.name}-x{epochs_scale:g}"
     if sampler is not None and sampler != preset_sampler:  # side by side with the preset's own search
         default_name += f"-{sampler}"
     if chosen.full_suite and not preset_full:
         default_name += "-full"
+    if chosen.protocol != preset_protocol:
+        default_name += f"-{chosen.protocol}"
     opts = SweepOptions(chosen, name or default_name, storage, address, max_teacher_drop, concurrency,
                         cpus_per_trial, gpus_per_trial, study_storage, shared_storage,
                         _absolute(data_root))

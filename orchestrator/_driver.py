@@ -172,6 +172,7 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
         config_fingerprint=opts.fingerprint(),
         versions=versions(),
         normal_teacher_acc=context.normal_teacher_acc,
+        protocol=preset.protocol,
         # a failed trial's student rows: every student × attack, with its baselines
         students=tuple(student_outcome(t, context.baselines[attack_name(t)], None, status="error")
                        for t in context.attack_templates),

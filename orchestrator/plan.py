@@ -29,7 +29,7 @@ def _schedule(table: dict) -> Schedule:
 
 
 def _dataset(preset: Preset) -> DatasetSpec:
-    return DatasetSpec(**preset.dataset)
+    return DatasetSpec(**preset.dataset, protocol=preset.protocol)
 
 
 def _model(entry) -> ModelSpec:

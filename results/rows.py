@@ -33,6 +33,7 @@ def trial_rows(*, sweep: str, trial_id: str, candidate: Candidate | None,
         "dataset": context.dataset,
         "teacher_arch": context.teacher_arch,
         "seed": context.seed,
+        "protocol": context.protocol,
         "status": status,
         "teacher_acc": number(outcome.teacher_acc) if outcome else None,
         "normal_teacher_acc": context.normal_teacher_acc,
@@ -55,15 +56,16 @@ def trial_rows(*, sweep: str, trial_id: str, candidate: Candidate | None,
         "versions": {k: (None if v is None else str(v)) for k, v in sorted(context.versions.items())},
         "error": error,
     }
-    return trial, [_student_row(sweep, trial_id, knobs, s) for s in students]
+    return trial, [_student_row(sweep, trial_id, knobs, s, context.protocol) for s in students]
 
 
-def _student_row(sweep: str, trial_id: str, knobs: dict, s: StudentOutcome) -> dict:
+def _student_row(sweep: str, trial_id: str, knobs: dict, s: StudentOutcome, protocol: str) -> dict:
     return {
         "sweep": sweep,
         "trial_id": trial_id,
         **knobs,
         "student_arch": s.student_arch,
+        "protocol": protocol,
         "attack": s.attack,
         "kd_temperature": s.kd_temperature,
         "kd_alpha": s.kd_alpha,

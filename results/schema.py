@@ -31,6 +31,9 @@ TRIALS = pa.schema([
     ("dataset", pa.string()),
     ("teacher_arch", pa.string()),
     ("seed", pa.int64()),
+    # validation (best epoch on a held-out split) | paper (whole training set, best epoch on the
+    # test set, as the reference code); null: a sweep older than the choice, i.e. validation
+    ("protocol", pa.string()),
     # ok | dominated (attacks skipped once it was beaten) | diverged | infeasible | error
     ("status", pa.string()),
     ("teacher_acc", pa.float64()),  # the defended teacher, test
@@ -61,6 +64,7 @@ STUDENTS = pa.schema([
     ("defense", pa.string()),
     ("knobs", KNOBS),
     ("student_arch", pa.string()),
+    ("protocol", pa.string()),  # as the trial's
     ("attack", pa.string()),  # a registered attack's label: kd-T<temperature>, dafl, ...
     ("kd_temperature", pa.float64()),
     ("kd_alpha", pa.float64()),  # 1 for dafl: no labels

@@ -59,6 +59,15 @@ def _paper_point(stored: SweepRecord, trials: list[dict]) -> dict | None:
     return None
 
 
+_PROTOCOL_SAYS = {
+    "validation": "Protocol: **validation**. Each phase trained on the training set less a held-out "
+                  "validation split, which picked its best epoch; accuracies are on the test set.",
+    "paper": "Protocol: **paper**, the reference code's. Each phase trained on the whole training set "
+             "and its best epoch was picked on the test set, whose accuracy is reported: optimistic, "
+             "but comparable with the papers' tables number for number.",
+}
+
+
 def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv, baselines,
               results_uri) -> str:
     preset, space = stored.preset, stored.space
@@ -70,6 +79,8 @@ def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv,
         f"{len(trials)} of {stored.trials} trials done; {len(front)} on the front. "
         f"Hypervolume {hv:.1f} (reference: teacher {reference[0]:.0f} %, "
         f"clone {reference[1]:.2f} % = the normal teacher's best clone).",
+        "",
+        _PROTOCOL_SAYS[preset.get("protocol", "validation")],
         "",
         "![front](front.png)",
         "",

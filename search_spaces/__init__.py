@@ -12,9 +12,9 @@ from pathlib import Path
 
 from undistill.errors import ConfigError
 
-from ._schema import SAMPLERS, Preset, parse_preset
+from ._schema import PROTOCOLS, SAMPLERS, Preset, parse_preset
 
-__all__ = ["SAMPLERS", "Preset", "adjust", "list_presets", "load_preset", "start_points",
+__all__ = ["PROTOCOLS", "SAMPLERS", "Preset", "adjust", "list_presets", "load_preset", "start_points",
            "suggest_candidate"]
 
 
@@ -82,18 +82,19 @@ def start_points(preset: Preset) -> list[dict]:
 
 
 def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = None,
-           sampler: str | None = None, full_suite: bool | None = None) -> Preset:
+           sampler: str | None = None, full_suite: bool | None = None,
+           protocol: str | None = None) -> Preset:
     """The preset with every schedule's epochs (and lr milestones), and the data-free attack's
     generator steps, times `epochs_scale`, with `trials` trials and searched by `sampler`: a
     quick look at a paper-scale preset, or another search of the same space (`full_suite`: every
-    attack on every candidate). The result is
+    attack on every candidate; `protocol`: see `PROTOCOLS`). The result is
     another config (its own identity), validated like any preset."""
     if not (math.isfinite(epochs_scale) and epochs_scale > 0):
         raise ConfigError(f"--epochs-scale {epochs_scale} must be > 0")
     if sampler is not None and sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
     if (epochs_scale == 1.0 and trials is None and sampler in (None, preset.sampler)
-            and full_suite in (None, preset.full_suite)):
+            and full_suite in (None, preset.full_suite) and protocol in (None, preset.protocol)):
         return preset
     doc = preset.to_dict()
     doc["description"] = preset.description
@@ -114,4 +115,6 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
         doc["search"]["sampler"] = sampler
     if full_suite is not None:
         doc["search"]["full_suite"] = full_suite
+    if protocol is not None:
+        doc["protocol"] = protocol
     return parse_preset(preset.name, doc)

@@ -17,6 +17,10 @@ from undistill.tables import check_positive as _positive
 from undistill.tables import is_a as _is
 
 SAMPLERS = ("front", "tpe", "gp", "nsga2", "random")  # front: the default (orchestrator.strategy)
+# validation: each phase's best epoch is picked on a split held out of the training set (the honest
+# default); paper: as the reference code does, train on the whole training set and pick the best
+# epoch on the test set, so that the papers' tables can be compared number for number
+PROTOCOLS = ("validation", "paper")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Preset:
     full_suite: bool = False  # every attack on every candidate (else: skipped once it is beaten)
     # the default strategy steers by teachers within this many points of the normal teacher
     focus_teacher_drop: float = FOCUS_TEACHER_DROP
+    protocol: str = "validation"  # one of PROTOCOLS
     # [resources]: how a sweep runs, not what it computes, so not part of its identity
     resources: dict[str, Any] = field(default_factory=dict)
     resolved: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
@@ -72,7 +77,7 @@ class Preset:
 # Strict reading of a TOML mapping
 
 _TOP = {
-    "description": str, "seed": int, "dataset": dict, "teacher": dict, "teacher_schedule": dict,
+    "description": str, "seed": int, "protocol": str, "dataset": dict, "teacher": dict, "teacher_schedule": dict,
     "students": list, "student_schedule": dict, "attack": dict, "search": dict, "resources": dict,
 }
 _SCHEDULE = {
@@ -217,8 +222,14 @@ def parse_preset(name: str, doc: dict) -> Preset:
         where = ", ".join(f"search.{d.defense}.{r.name}" for d in space for r in d.ranges)
         raise ConfigError(f"search.trials = {trials} exceeds the {sum(finite)} distinct "
                           f"{' and '.join(space.names)} candidates in {where}; lower trials")
+    protocol = doc.get("protocol", "validation")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)} (validation: best "
+                          "epoch on a held-out split; paper: the reference code's, best epoch on the test set)")
     resolved = {
         "seed": doc.get("seed", 0),
+        # written out only when not the default: a sweep recorded before it existed keeps its identity
+        **({"protocol": protocol} if protocol != "validation" else {}),
         "dataset": dataset,
         "teacher": teacher.to_dict(),
         "teacher_schedule": {**Schedule().to_dict(), **teacher_schedule},
@@ -251,6 +262,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
         extend_ranges=resolved["search"].get("extend_ranges", True),
         full_suite=resolved["search"].get("full_suite", False),
         focus_teacher_drop=float(focus),
+        protocol=protocol,
         resources=resources,
         resolved=resolved,
     )

@@ -1,7 +1,9 @@
 """Datasets by name, held as tensors on the training device (no loader workers inside trials).
 
 A dataset is split three ways: `train` (fitting), `val` (carved from the training set, used only
-to pick the best epoch) and `test` (the accuracy every result reports).
+to pick the best epoch) and `test` (the accuracy every result reports). Under the papers'
+protocol (`protocol = "paper"`) the whole training set trains and `val` is the test set, as the
+reference code picks its best epoch: optimistic, but comparable with the papers' tables.
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ class DatasetSpec:
     num_samples: int = 10_000  # generated samples before the train/test split (MNIST-1D)
     val_fraction: float = 0.1  # share of the training split held out for model selection
     seed: int = 42  # the generator's seed: the same seed gives the same samples everywhere
+    protocol: str = "validation"  # or "paper": train on every training sample, select on test
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.protocol == "validation":  # the default is left out: keys made before it existed hold
+            del out["protocol"]
+        return out
 
 
 @dataclass
@@ -98,7 +104,8 @@ def _make_mnist1d(spec: DatasetSpec, cache_dir: Path | None, data_root: Path | N
     The generated arrays are cached as .npz under `cache_dir` so that every trial on a node does
     not pay the generation again.
     """
-    key = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    generated = {k: v for k, v in spec.to_dict().items() if k != "protocol"}  # the same samples either way
+    key = hashlib.sha256(json.dumps(generated, sort_keys=True).encode()).hexdigest()[:16]
     cache_file = cache_dir / f"mnist1d-{key}.npz" if cache_dir else None
     if cache_file and cache_file.exists():
         try:
@@ -158,7 +165,7 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
     # The validation split is a fixed function of the dataset seed, so every phase and every
     # trial selects its best epoch on the same held-out samples.
     order = np.random.default_rng(spec.seed).permutation(len(y))
-    n_val = int(round(len(y) * spec.val_fraction))
+    n_val = 0 if spec.protocol == "paper" else int(round(len(y) * spec.val_fraction))
     val_idx, train_idx = order[:n_val], order[n_val:]
 
     def on_device(a: np.ndarray) -> torch.Tensor:
@@ -173,11 +180,12 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
 
         normalise = Normalise(spec.name, device)
         extra = {"augment": CropFlip(normalise), "prepare": normalise}
+    val_x, val_y = (arrays["x_test"], arrays["y_test"]) if spec.protocol == "paper" else (x[val_idx], y[val_idx])
     return DeviceData(
         train_x=on_device(x[train_idx]),
         train_y=on_device(y[train_idx]),
-        val_x=on_device(x[val_idx]),
-        val_y=on_device(y[val_idx]),
+        val_x=on_device(val_x),
+        val_y=on_device(val_y),
         test_x=on_device(arrays["x_test"]),
         test_y=on_device(arrays["y_test"]),
         num_classes=dataset_shape(spec.name)[0],

@@ -150,3 +150,4 @@ class SweepColumns:
     versions: dict[str, str | None]
     normal_teacher_acc: float
     students: tuple[StudentOutcome, ...] = ()
+    protocol: str = "validation"  # how each phase picked its best epoch (search_spaces.PROTOCOLS)

@@ -118,3 +118,10 @@ def test_pareto_and_the_report_say_when_the_front_reaches_a_range_end(sweep, tmp
     # a front of the stingy teacher alone has no range end to reach
     run = CliRunner().invoke(cli.main, ["pareto", "known", "--storage", str(sweep), "--defense", "stingy"])
     assert run.exit_code == 0 and "range" not in run.output
+
+
+def test_the_report_says_which_protocol_picked_the_epochs(sweep, tmp_path):
+    out = tmp_path / "report"
+    run = CliRunner().invoke(cli.main, ["report", "known", "--storage", str(sweep), "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "Protocol: **validation**" in (out / "report.md").read_text()  # a record without one: the default

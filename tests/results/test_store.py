@@ -88,3 +88,20 @@ def test_unknown_columns_are_refused():
 
     with pytest.raises(KeyError, match="not in the schema"):
         table([{"sweep": "s", "bogus": 1}], TRIALS)
+
+
+def test_every_row_says_which_protocol_and_old_files_read_as_null(tmp_path):
+    import pyarrow as pa
+
+    store = ResultStore(Storage(tmp_path), "s")
+    row, students = trial_rows(sweep="s", trial_id="t1", candidate=None, outcome=RESULT("nasty", omega=0.01, tau_a=4.0),
+                               context=context(STUDENTS_OK, protocol="paper"))
+    store.write_trial(row, students)
+    assert store.trial_rows()[0]["protocol"] == "paper"
+    assert {r["protocol"] for r in store.student_rows()} == {"paper"}
+    # a file written before the column existed: read, the protocol null (it was validation)
+    old = tmp_path / "s" / "results" / "trials" / "t1.parquet"
+    table = pq.read_table(old)
+    pq.write_table(table.drop_columns(["protocol"]), old)
+    assert store.trial_rows()[0]["protocol"] is None
+    assert pa.types.is_string(store.trials().schema.field("protocol").type)

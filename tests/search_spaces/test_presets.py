@@ -77,6 +77,7 @@ BAD = {
         "students[1].schedule.optimizer: 'lion'"),
     "a schedule on the teacher": (lambda d: d["teacher"].update(schedule=dict(d["teacher_schedule"])),
                                   "the teacher's schedule is [teacher_schedule]"),
+    "an unknown protocol": (lambda d: d.update(protocol="test-set"), "protocol: 'test-set' is not one of"),
 }
 
 
@@ -221,3 +222,16 @@ def test_a_narrower_focus_is_another_search(tmp_path):
     narrow = load_preset(config_file=_edit(tmp_path, lambda d: d["search"].update(focus_teacher_drop=5)))
     assert narrow.focus_teacher_drop == 5.0 and narrow.to_dict()["search"]["focus_teacher_drop"] == 5.0
     assert load_preset(config_file=_edit(tmp_path, lambda d: None)).focus_teacher_drop == 15.0
+
+
+def test_the_papers_protocol_is_another_config_and_reaches_every_phase():
+    from orchestrator.plan import make_plan
+
+    honest = load_preset("smoke")
+    paper = adjust(honest, protocol="paper")
+    assert honest.protocol == "validation" and "protocol" not in honest.to_dict()  # old sweeps keep their identity
+    assert paper.protocol == "paper" and paper.to_dict()["protocol"] == "paper"
+    honest_plan, paper_plan = make_plan(honest), make_plan(paper)
+    assert all(n.config.dataset.protocol == "paper" for n in paper_plan.upstream)
+    assert not {n.key for n in honest_plan.upstream} & {n.key for n in paper_plan.upstream}  # nothing shared
+    assert adjust(paper, protocol="paper") is paper

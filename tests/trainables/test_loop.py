@@ -130,3 +130,18 @@ def test_generated_and_cached_data_have_the_same_layout(tmp_path):
     for name in ("train_x", "val_x", "test_x"):
         a, b = getattr(fresh, name), getattr(cached, name)
         assert torch.equal(a, b) and a.stride() == b.stride() == torch.empty(a.shape).stride()
+
+
+def test_the_papers_protocol_trains_on_every_training_sample_and_selects_on_test(tmp_path):
+    """`protocol = "paper"`: as the reference code, no split is held out of the training set and
+    the best epoch is picked on the test set; the generated samples are the same."""
+    paper = load_dataset(DatasetSpec(num_samples=600, protocol="paper"), torch.device("cpu"), cache_dir=tmp_path)
+    honest = load_dataset(SPEC, torch.device("cpu"), cache_dir=tmp_path)
+    assert len(paper.train_y) == 480
+    assert torch.equal(paper.val_x, paper.test_x) and torch.equal(paper.val_y, paper.test_y)
+    assert torch.equal(paper.test_x, honest.test_x)
+    # every honest training and validation sample trains under the paper's protocol
+    trained = {tuple(row.flatten().tolist()) for row in paper.train_x}
+    assert all(tuple(row.flatten().tolist()) in trained for row in torch.cat([honest.train_x, honest.val_x]))
+    # the protocol is part of a phase's identity only when it is not the default
+    assert "protocol" not in SPEC.to_dict() and DatasetSpec(protocol="paper").to_dict()["protocol"] == "paper"
