@@ -25,6 +25,9 @@ _STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+# What the reference code normalises CIFAR-10 and CIFAR-100 alike with (VITA-Group/Nasty-Teacher
+# data_loader.py): the papers' protocol uses it (`protocol = "paper"`)
+REFERENCE_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
 PAD = 4  # random crop: pad every side by 4, cut a 32×32 window back out
 
 
@@ -78,8 +81,9 @@ def load_arrays(name: str, root: str | Path) -> dict[str, np.ndarray]:
 class Normalise:
     """uint8 images on the device -> normalised float32."""
 
-    def __init__(self, name: str, device: torch.device):
-        mean, std = _STATS[name]
+    def __init__(self, name: str, device: torch.device, stats: tuple | None = None):
+        """`stats`: (mean, std) to use instead of the dataset's own."""
+        mean, std = stats or _STATS[name]
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 

@@ -59,6 +59,9 @@ class DeviceData:
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     # Stored x -> model input (CIFAR keeps uint8 on the device and normalises per batch).
     prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    # Of epochs equally good on `val`, keep the latest (the reference code's `>=`, under the
+    # papers' protocol) rather than the first.
+    latest_best: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -176,9 +179,9 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
 
     extra = {}
     if spec.name in _FROM_ROOT:  # CIFAR: uint8 on the device, crop/flip/normalise per batch
-        from .cifar_data import CropFlip, Normalise
+        from .cifar_data import REFERENCE_STATS, CropFlip, Normalise
 
-        normalise = Normalise(spec.name, device)
+        normalise = Normalise(spec.name, device, REFERENCE_STATS if spec.protocol == "paper" else None)
         extra = {"augment": CropFlip(normalise), "prepare": normalise}
     val_x, val_y = (arrays["x_test"], arrays["y_test"]) if spec.protocol == "paper" else (x[val_idx], y[val_idx])
     return DeviceData(
@@ -189,5 +192,6 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
         test_x=on_device(arrays["x_test"]),
         test_y=on_device(arrays["y_test"]),
         num_classes=dataset_shape(spec.name)[0],
+        latest_best=spec.protocol == "paper",
         **extra,
     )

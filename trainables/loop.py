@@ -222,7 +222,7 @@ def train(
             return TrainResult("diverged", best_val if best_epoch >= 0 else math.nan, math.nan,
                                best_epoch, epoch + 1, time.perf_counter() - started, **resumed)
         val_acc = accuracy(model, data.val_x, data.val_y, prepare=data.prepare)
-        if val_acc > best_val:
+        if val_acc > best_val or (data.latest_best and val_acc == best_val):
             best_val, best_epoch, best_state = val_acc, epoch, _cpu_copy(model.state_dict())
         if time.perf_counter() - last_save > checkpoint_every_s:
             save(epoch + 1)

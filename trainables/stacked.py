@@ -232,7 +232,7 @@ def train_stacked(
                 diverged_at[s] = epoch + 1
         val = stacked_accuracy(stack, data.val_x, data.val_y, data.prepare)
         for s in range(k):
-            if diverged_at[s] is None and val[s] > best_val[s]:
+            if diverged_at[s] is None and (val[s] > best_val[s] or (data.latest_best and val[s] == best_val[s])):
                 best_val[s], best_epoch[s], best_state[s] = val[s], epoch, stack.state_dict(s)
         if all(d is not None for d in diverged_at):
             break

@@ -30,6 +30,18 @@ def test_cifar_loads_through_torchvision_onto_the_device_as_uint8(roots, name, c
     assert batch.dtype == torch.float32 and abs(batch.mean().item()) < 2
 
 
+@pytest.mark.parametrize("name,train", [("cifar10", 250), ("cifar100", 300)])
+def test_the_papers_protocol_normalises_both_cifars_as_the_reference_code(roots, name, train):
+    """VITA-Group/Nasty-Teacher's data loader normalises CIFAR-10 and CIFAR-100 alike, with its
+    CIFAR-10 figures; under `protocol = "paper"` so do we, train on all of it and select on test."""
+    data = load_dataset(DatasetSpec(name=name, protocol="paper"), torch.device("cpu"), data_root=roots)
+    assert len(data.train_y) == train and torch.equal(data.val_x, data.test_x) and data.latest_best
+    pixel = data.test_x[:1]
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.247, 0.243, 0.261]).view(1, 3, 1, 1)
+    assert torch.allclose(data.prepare(pixel), (pixel.float() / 255 - mean) / std, atol=1e-5)
+
+
 def test_crop_and_flip_match_a_reference_done_by_hand():
     normalise = cifar_data.Normalise("cifar10", torch.device("cpu"))
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)

@@ -145,3 +145,15 @@ def test_the_papers_protocol_trains_on_every_training_sample_and_selects_on_test
     assert all(tuple(row.flatten().tolist()) in trained for row in torch.cat([honest.train_x, honest.val_x]))
     # the protocol is part of a phase's identity only when it is not the default
     assert "protocol" not in SPEC.to_dict() and DatasetSpec(protocol="paper").to_dict()["protocol"] == "paper"
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_of_equally_good_epochs_the_first_is_kept_or_under_the_papers_protocol_the_last(data, latest):
+    """The reference code keeps a new best on `>=`: the latest of equal epochs."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    frozen = create_model("mlp", 10, (1, 40), hidden=16)  # no BatchNorm: at lr 0 nothing moves
+    result = train(frozen, replace(data, latest_best=latest), _ce,
+                   Schedule(epochs=3, batch_size=64, lr=0.0, lr_schedule="constant"), seed=0)
+    assert result.best_epoch == (2 if latest else 0)
