@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from search_spaces import PROTOCOLS  # light: no torch, Ray or Optuna until a command needs them
+
 DEFAULT_STORAGE = "./sweeps"
 FORMATS = ("table", "json", "csv")
 
@@ -109,7 +111,7 @@ def main():
 @click.option("--sampler", help="Search with this sampler instead of the preset's: front (the "
                                 "default: range ends first, then a model), tpe, gp, nsga2 or random "
                                 "(see BENCHMARKS.md).")
-@click.option("--protocol", type=click.Choice(["validation", "paper"]),
+@click.option("--protocol", type=click.Choice(PROTOCOLS),
               help="How each phase picks its best epoch: validation (on a split held out of the "
                    "training set; the default) or paper (train on the whole training set, pick on "
                    "the test set, as the reference code does). Another config, named NAME-paper.")

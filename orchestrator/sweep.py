@@ -20,6 +20,7 @@ from search_spaces import Preset
 from search_spaces._schema import parse_preset
 from trainables.data import check_data_root
 from trainables.loop import CHECKPOINT_EVERY_S
+from trainables.phases import PHASE_CODE_VERSION
 from undistill.errors import ConfigError, UndistillError
 from undistill.outcomes import PLACEMENT_KEYS
 from undistill.record import RECORD_FORMAT, RunOptions, SweepRecord, versions
@@ -153,6 +154,11 @@ def _check_current(stored: SweepRecord, name: str) -> None:
         raise ConfigError(f"sweep {name!r} was made by an older undistill (before pluggable defenses): "
                           "`pareto`, `status` and `report` still read its results; to go on, run it "
                           "again under another --name")
+    if stored.phase_code != PHASE_CODE_VERSION:  # its phases computed otherwise (networks, optimizers)
+        made = f"phase code {stored.phase_code}" if stored.phase_code is not None else "an older phase code"
+        raise ConfigError(f"sweep {name!r} was made by {made}, this undistill trains with phase code "
+                          f"{PHASE_CODE_VERSION}: going on would mix results of both; `pareto`, `status` "
+                          "and `report` still read it; to go on, run it again under another --name")
 
 
 def _fixed_run(storage: Storage, opts: SweepOptions) -> RunOptions | None:
@@ -207,6 +213,7 @@ def _create(storage: Storage, opts: SweepOptions, resources: Resources, concurre
             created_at=_now(),
             versions=versions(),
             space=opts.preset.space,
+            phase_code=PHASE_CODE_VERSION,
         )
         write_json(storage, opts.name, "sweep.json", record.to_json())
 

@@ -187,10 +187,12 @@ def parse_preset(name: str, doc: dict) -> Preset:
         raise ConfigError("students: list at least one student ([[students]] with an arch)")
     students = tuple(_model(f"students[{i}]", s, num_classes, input_shape)
                      for i, s in enumerate(doc["students"]))
-    labels = [json.dumps(s.to_dict(), sort_keys=True) for s in students]
+    # rows and baselines tell students apart by architecture and options: a schedule of its own
+    # does not make another student
+    labels = [json.dumps({"arch": s.arch, **s.options}, sort_keys=True) for s in students]
     if len(set(labels)) != len(labels):
         raise ConfigError("students: the same architecture with the same options is listed twice; "
-                          "list each student once")
+                          "list each student once (its schedule does not make it another student)")
     teacher_schedule = _schedule("teacher_schedule", doc["teacher_schedule"])
     student_schedule = _schedule("student_schedule", doc["student_schedule"])
 

@@ -62,7 +62,7 @@ def check_stackable(model: nn.Module, sample: torch.Tensor) -> None:
     probe.train(True)
     try:
         probe.logits(sample).float().sum().backward()
-    except (RuntimeError, NotImplementedError, TypeError) as exc:
+    except (RuntimeError, NotImplementedError, TypeError, KeyError, ValueError) as exc:
         raise NotStackable(f"{type(model).__name__} cannot train as a stack: {exc}") from None
 
 

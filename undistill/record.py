@@ -70,6 +70,8 @@ class SweepRecord:
     # the ranges the search went over: the preset's, widened where it went past their ends
     # (`orchestrator.strategy`); None until a run of the search has ended
     searched: SearchSpace | None = None
+    # trainables.phases.PHASE_CODE_VERSION of the code that started it (None: older than the field)
+    phase_code: int | None = None
 
     @property
     def searched_space(self) -> SearchSpace:
@@ -96,7 +98,8 @@ class SweepRecord:
                 "fingerprint": self.fingerprint, "trials": self.trials, "run": self.run.to_dict(),
                 "created_at": self.created_at, "versions": self.versions,
                 "space": self.space.to_list(), "format": self.format,
-                **({"searched": self.searched.to_list()} if self.searched is not None else {})}
+                **({"searched": self.searched.to_list()} if self.searched is not None else {}),
+                **({"phase_code": self.phase_code} if self.phase_code is not None else {})}
 
     @classmethod
     def from_json(cls, d: object, where: str) -> SweepRecord:
@@ -120,7 +123,8 @@ class SweepRecord:
                        fingerprint=str(d.get("fingerprint", "")), trials=int(d["trials"]),
                        run=RunOptions.from_dict(d.get("run", {})), created_at=str(d.get("created_at", "")),
                        versions=dict(d.get("versions") or {}), space=space, format=int(d.get("format", 1)),
-                       searched=SearchSpace.from_list(d["searched"]) if "searched" in d else None)
+                       searched=SearchSpace.from_list(d["searched"]) if "searched" in d else None,
+                       phase_code=int(d["phase_code"]) if d.get("phase_code") is not None else None)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DamagedSweepError(f"{where} is not a sweep record ({type(exc).__name__}: {exc}); "
                                     "restore it from a backup or start the sweep under another "

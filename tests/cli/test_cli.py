@@ -113,6 +113,9 @@ BAD_INPUT = [
     (["report", "smoke", "--out", "/dev/null/x"], 2, "--out /dev/null/x: cannot write there"),
     (["sweep", "--preset", "smoke", "--name", "old"], 2, "sweep 'old' was made by an older undistill"),
     (["resume", "older"], 2, "sweep 'older' was made by an older undistill (before pluggable defenses)"),
+    # started before the phases changed (networks, fused optimizers): its rows would mix two codes
+    (["resume", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4, this undistill trains with phase code"),
+    (["sweep", "--preset", "smoke", "--name", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4"),
 ]
 
 
@@ -128,13 +131,15 @@ def started_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("existing")
     storage = Storage(root)
     opts = SweepOptions(load_preset("smoke"), "smoke", str(root))
+    from trainables.phases import PHASE_CODE_VERSION
     from undistill.record import RunOptions, SweepRecord
 
-    write_json(storage, "smoke", "sweep.json", SweepRecord(
-        name="smoke", preset_name="smoke", preset=opts.identity()["preset"], max_teacher_drop=None,
-        fingerprint=opts.fingerprint(), trials=4, run=RunOptions(1.0, 0.0, 2), created_at="then",
-        space=opts.preset.space).to_json())
-    (root / "smoke" / "tune").mkdir()
+    for name, code in (("smoke", PHASE_CODE_VERSION), ("oldcode", 4)):
+        write_json(storage, name, "sweep.json", SweepRecord(
+            name=name, preset_name="smoke", preset=opts.identity()["preset"], max_teacher_drop=None,
+            fingerprint=opts.fingerprint(), trials=4, run=RunOptions(1.0, 0.0, 2), created_at="then",
+            space=opts.preset.space, phase_code=code).to_json())
+        (root / name / "tune").mkdir()
     # and sweep 'old', started by an undistill from before the attack suite (one KD temperature)
     write_json(storage, "old", "sweep.json", {
         "name": "old", "preset_name": "smoke", "fingerprint": "0" * 16, "trials": 4,

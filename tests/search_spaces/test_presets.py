@@ -78,6 +78,9 @@ BAD = {
     "a schedule on the teacher": (lambda d: d["teacher"].update(schedule=dict(d["teacher_schedule"])),
                                   "the teacher's schedule is [teacher_schedule]"),
     "an unknown protocol": (lambda d: d.update(protocol="test-set"), "protocol: 'test-set' is not one of"),
+    "a student twice, once with its own schedule": (
+        lambda d: d["students"].append({**d["students"][0], "schedule": dict(d["student_schedule"])}),
+        "its schedule does not make it another student"),
 }
 
 
