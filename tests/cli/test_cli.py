@@ -114,7 +114,7 @@ BAD_INPUT = [
     (["sweep", "--preset", "smoke", "--name", "old"], 2, "sweep 'old' was made by an older undistill"),
     (["resume", "older"], 2, "sweep 'older' was made by an older undistill (before pluggable defenses)"),
     # started before the phases changed (networks, fused optimizers): its rows would mix two codes
-    (["resume", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4, this undistill trains with phase code"),
+    (["resume", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4"),
     (["sweep", "--preset", "smoke", "--name", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4"),
 ]
 
