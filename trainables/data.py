@@ -183,15 +183,16 @@ def load_dataset(spec: DatasetSpec, device: torch.device, cache_dir: Path | None
 
         normalise = Normalise(spec.name, device, REFERENCE_STATS if spec.protocol == "paper" else None)
         extra = {"augment": CropFlip(normalise), "prepare": normalise}
-    val_x, val_y = (arrays["x_test"], arrays["y_test"]) if spec.protocol == "paper" else (x[val_idx], y[val_idx])
+    test_x, test_y = on_device(arrays["x_test"]), on_device(arrays["y_test"])
+    paper = spec.protocol == "paper"  # the test split picks the best epoch: the same tensors, not a copy
     return DeviceData(
         train_x=on_device(x[train_idx]),
         train_y=on_device(y[train_idx]),
-        val_x=on_device(val_x),
-        val_y=on_device(val_y),
-        test_x=on_device(arrays["x_test"]),
-        test_y=on_device(arrays["y_test"]),
+        val_x=test_x if paper else on_device(x[val_idx]),
+        val_y=test_y if paper else on_device(y[val_idx]),
+        test_x=test_x,
+        test_y=test_y,
         num_classes=dataset_shape(spec.name)[0],
-        latest_best=spec.protocol == "paper",
+        latest_best=paper,
         **extra,
     )

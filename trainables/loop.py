@@ -98,6 +98,12 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return 100.0 * correct / max(1, len(y))
 
 
+def is_new_best(val_acc: float, best_val: float, latest_best: bool) -> bool:
+    """Whether an epoch scoring `val_acc` replaces the best so far: a higher score, or under the
+    papers' protocol (`DeviceData.latest_best`) an equal one too (the reference code's `>=`)."""
+    return val_acc > best_val or (latest_best and val_acc == best_val)
+
+
 def optimizer_for(params, s: Schedule) -> torch.optim.Optimizer:
     """The schedule's optimizer over `params` (each of these is elementwise: `stacked` relies on it).
 
@@ -222,7 +228,7 @@ def train(
             return TrainResult("diverged", best_val if best_epoch >= 0 else math.nan, math.nan,
                                best_epoch, epoch + 1, time.perf_counter() - started, **resumed)
         val_acc = accuracy(model, data.val_x, data.val_y, prepare=data.prepare)
-        if val_acc > best_val or (data.latest_best and val_acc == best_val):
+        if is_new_best(val_acc, best_val, data.latest_best):
             best_val, best_epoch, best_state = val_acc, epoch, _cpu_copy(model.state_dict())
         if time.perf_counter() - last_save > checkpoint_every_s:
             save(epoch + 1)

@@ -8,10 +8,9 @@ the K students are one model with a leading K dimension on every parameter and b
 launch per layer instead of K. An architecture may give its own `forward_stacked(params,
 buffers, x, k)` over that same stacked state (MNIST-1D's students do: their K students as one
 wider or grouped layer: 1.1 (mlp) and 1.4-1.5 (cnn1d) times faster than `vmap` per step on the
-CPU, the same numbers); then the
-stack runs that instead of `vmap`. Each student keeps its own loss, best-epoch selection on the
-validation split, test accuracy, divergence and weights: what `loop.train` gives one student, up
-to floating-point reordering.
+CPU, the same numbers); then the stack runs that instead of `vmap`. Each student keeps its own
+loss, best-epoch selection on the validation split, test accuracy, divergence and weights:
+what `loop.train` gives one student, up to floating-point reordering.
 
 Why the optimizer can be shared: AdamW, Adam and SGD with momentum are elementwise, and the
 students share the learning rate and its schedule, so one optimizer over the stacked tensors
@@ -44,6 +43,7 @@ from .loop import (
     Schedule,
     TrainResult,
     fast_math,
+    is_new_best,
     lr_scheduler_for,
     optimizer_for,
     to_device_layout,
@@ -232,7 +232,7 @@ def train_stacked(
                 diverged_at[s] = epoch + 1
         val = stacked_accuracy(stack, data.val_x, data.val_y, data.prepare)
         for s in range(k):
-            if diverged_at[s] is None and (val[s] > best_val[s] or (data.latest_best and val[s] == best_val[s])):
+            if diverged_at[s] is None and is_new_best(val[s], best_val[s], data.latest_best):
                 best_val[s], best_epoch[s], best_state[s] = val[s], epoch, stack.state_dict(s)
         if all(d is not None for d in diverged_at):
             break
