@@ -25,7 +25,7 @@ Node = PhaseJob  # an upstream node of the DAG is a phase job like any other
 
 
 def _schedule(table: dict) -> Schedule:
-    return Schedule(**{**table, "milestones": tuple(table.get("milestones", ()))})
+    return Schedule.from_table(table)
 
 
 def _dataset(preset: Preset) -> DatasetSpec:
@@ -72,7 +72,7 @@ def make_plan(preset: Preset) -> Plan:
                               label_smoothing=preset.label_smoothing)
             smoothed.append(Node(f"smoothed {student.label}", cfg, cfg.key()))
         for attack in suite:
-            cfg = PhaseConfig("attack", dataset, student, student_schedule, seed,
+            cfg = PhaseConfig("attack", dataset, student, attack.student_schedule(student_schedule), seed,
                               teacher_model=teacher_model, attack=attack)
             templates.append(cfg)
             normal_attacks.append(Node(attack_name(cfg), cfg, cfg.key(teacher.key), teacher.key))

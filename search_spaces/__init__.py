@@ -84,8 +84,8 @@ def start_points(preset: Preset) -> list[dict]:
 def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = None,
            sampler: str | None = None, full_suite: bool | None = None,
            protocol: str | None = None) -> Preset:
-    """The preset with every schedule's epochs (and lr milestones), and the data-free attack's
-    generator steps, times `epochs_scale`, with `trials` trials and searched by `sampler`: a
+    """The preset with every schedule's epochs (and lr milestones), the data-free attack's
+    included, times `epochs_scale`, with `trials` trials and searched by `sampler`: a
     quick look at a paper-scale preset, or another search of the same space (`full_suite`: every
     attack on every candidate; `protocol`: see `PROTOCOLS`). The result is
     another config (its own identity), validated like any preset."""
@@ -99,16 +99,13 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
     doc = preset.to_dict()
     doc["description"] = preset.description
     doc["resources"] = {k: v for k, v in preset.resources.items() if v is not None}
+    from trainables.attacks import scale_attack_epochs
+    from trainables.loop import scale_schedule_table
+
     own = [student["schedule"] for student in doc["students"] if "schedule" in student]
     for schedule in [doc["teacher_schedule"], doc["student_schedule"], *own]:
-        epochs = max(1, round(schedule["epochs"] * epochs_scale))
-        # coinciding milestones are kept: MultiStepLR applies each, so no decay step is lost
-        milestones = sorted(round(m * epochs_scale) for m in schedule.get("milestones", []))
-        schedule["epochs"] = epochs
-        schedule["milestones"] = [m for m in milestones if 0 < m < epochs]
-    from trainables.attacks import scale_attack_epochs
-
-    scale_attack_epochs(doc["attack"], epochs_scale)  # the data-free attack's generator steps
+        scale_schedule_table(schedule, epochs_scale)
+    scale_attack_epochs(doc["attack"], epochs_scale)  # the data-free attack's student schedule
     if trials is not None:
         doc["search"]["trials"] = trials
     if sampler is not None:

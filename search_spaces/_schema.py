@@ -80,10 +80,6 @@ _TOP = {
     "description": str, "seed": int, "protocol": str, "dataset": dict, "teacher": dict, "teacher_schedule": dict,
     "students": list, "student_schedule": dict, "attack": dict, "search": dict, "resources": dict,
 }
-_SCHEDULE = {
-    "optimizer": str, "lr": float, "weight_decay": float, "momentum": float, "epochs": int,
-    "batch_size": int, "lr_schedule": str, "milestones": list, "gamma": float,
-}
 _DATASET = {"name": str, "num_samples": int, "val_fraction": float, "seed": int}
 # and a table per defense. extend_ranges: the default sampler may search past a range's end when
 # the front reaches it; full_suite: every attack on every candidate, none skipped once beaten;
@@ -136,26 +132,9 @@ def _model(where: str, table: object, num_classes: int, input_shape: tuple[int, 
 
 
 def _schedule(where: str, table: dict) -> dict:
-    from trainables.loop import LR_SCHEDULES, OPTIMIZERS
+    from trainables.loop import check_schedule_table
 
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
-    _check_keys(where, table, _SCHEDULE, ("optimizer", "lr", "epochs", "batch_size"))
-    if table["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"{where}.optimizer: {table['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
-    if table.get("lr_schedule", "onecycle") not in LR_SCHEDULES:
-        raise ConfigError(
-            f"{where}.lr_schedule: {table['lr_schedule']!r} is not one of {', '.join(LR_SCHEDULES)}"
-        )
-    _positive(f"{where}.lr", table["lr"])
-    _positive(f"{where}.weight_decay", table.get("weight_decay", 0.0), allow_zero=True)
-    for key in ("epochs", "batch_size"):
-        if table[key] < 1:
-            raise ConfigError(f"{where}.{key} must be ≥ 1, got {table[key]!r}")
-    milestones = table.get("milestones", [])
-    if not all(_is(m, int) and 0 < m < table["epochs"] for m in milestones):
-        raise ConfigError(f"{where}.milestones must be epochs between 1 and epochs−1, got {milestones!r}")
-    return dict(table)
+    return check_schedule_table(where, table)
 
 
 def parse_preset(name: str, doc: dict) -> Preset:

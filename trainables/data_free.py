@@ -1,40 +1,77 @@
-"""Data-free distillation in the style of DAFL (Chen et al., ICCV 2019).
+"""Data-free distillation as DAFL publishes it (Chen et al., "Data-Free Learning of Student
+Networks", ICCV 2019; code: huawei-noah/Efficient-Computing, Data-Efficient-Model-Compression/
+DAFL/DAFL-train.py).
 
-The attacker has no data, only the (defended) teacher. A generator learns to produce inputs that
-the teacher, as the attacker sees it, classifies confidently (one-hot loss), that excite its
-penultimate layer (activation loss), and that spread evenly over the classes (information-entropy
-loss). The student is then distilled on the generator's samples only.
+The attacker has no data, only the (defended) teacher. Every iteration a generator draws a fresh
+batch from noise; the teacher, as the attacker sees it, scores it, and one summed loss trains
+both networks at once:
 
-The two steps run one after the other: the generator trains against the frozen teacher, then
-draws a fixed synthetic training set, on which the usual training loop distils the student (so
-checkpoints, divergence and best-epoch selection work as in every phase). The student's best
-epoch is chosen on the real validation split: that favours the attacker, so the clone measured is
-if anything stronger than a data-free attacker's.
+    generator:  oh · CE(z_t, argmax z_t)               one-hot: inputs it classifies confidently
+              + ie · Σ_c p̄_c log10 p̄_c                 information entropy (log10, as the code):
+                                                         every class generated alike
+              + a · (−mean |f_t|)                      activation: inputs that excite the
+                                                         penultimate features f_t
+    student:    T² · KL(softmax(z_t/T) ‖ softmax(z_s/T)) on the same batch, detached (T = 1 there)
+
+Because the student's term sees the batch and the teacher's logits detached, the generator's
+trajectory does not depend on the student. An epoch is `iterations` such steps (120 in the
+code); the student's optimizer and lr schedule are its phase's schedule, stepped per epoch.
+
+Departures, each deliberate: the student's best epoch is chosen on the real validation split (the
+code picks it on the test set; `protocol = "paper"` does the same); the mean prediction is clamped
+at 1e-12 before the log, so that a class a stingy teacher masks in the whole batch counts 0·log 0 = 0
+(the code would give NaN; the values agree wherever every class has some mass). For 1-D signals
+(MNIST-1D) the generator is the code's with 1-D convolutions.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DeviceData
-from .loop import batched_logits
+from undistill.errors import ConfigError
+
+from .loop import fast_math, to_device_layout
+from .losses import kd_loss
+
+# the generator's BatchNorm after each convolution: `nn.BatchNorm2d(128, 0.8)` in the code, whose
+# second argument is eps (a heavy smoothing of the batch statistics that its results rely on)
+GENERATOR_BN_EPS = 0.8
 
 
 @dataclass(frozen=True)
 class DataFreeSpec:
-    latent_dim: int = 64
-    generator_steps: int = 400  # Adam steps of the generator against the teacher
-    batch_size: int = 256
-    lr: float = 1e-3
-    activation_weight: float = 0.1  # DAFL's α
-    entropy_weight: float = 5.0  # DAFL's β
-    samples: int = 0  # synthetic training set; 0: as many as the real training split
+    """The generator's side of DAFL; the defaults are the code's own (its MNIST run)."""
+
+    latent_dim: int = 100
+    # channels of the generator's first convolution (its second has half): the code's 128; a
+    # narrower one costs width² less, what a 40-sample signal may not need
+    generator_width: int = 128
+    generator_lr: float = 0.2  # Adam, torch's default betas
+    one_hot_weight: float = 1.0  # --oh
+    entropy_weight: float = 5.0  # --ie
+    activation_weight: float = 0.1  # --a
+    iterations: int = 120  # generator-and-student steps per epoch
+    kd_temperature: float = 1.0  # the student's distillation temperature (the code: 1)
+
+
+@dataclass(frozen=True)
+class GeneratorLosses:
+    """DAFL's three generator terms, unweighted, and their weighted sum."""
+
+    one_hot: torch.Tensor
+    entropy: torch.Tensor
+    activation: torch.Tensor
+    total: torch.Tensor
+
+    def items(self) -> dict[str, float]:
+        return {name: getattr(self, name).item() for name in ("one_hot", "entropy", "activation", "total")}
 
 
 def one_hot_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -48,63 +85,80 @@ def activation_loss(features: torch.Tensor) -> torch.Tensor:
 
 
 def information_entropy_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Minus the entropy of the batch's mean class distribution: every class generated alike.
-    A class a stingy teacher masks in the whole batch has mean 0: the clamp keeps 0·log 0 = 0
-    and its gradient finite."""
+    """Σ_c p̄_c log10 p̄_c over the batch's mean class distribution p̄ (minus its entropy, in
+    decimal digits as in the code): minimised when every class is generated alike."""
     mean = F.softmax(logits.float(), dim=1).mean(0)
-    return (mean * mean.clamp_min(1e-12).log()).sum()
+    return (mean * torch.log10(mean.clamp_min(1e-12))).sum()
 
 
-def generator_loss(logits: torch.Tensor, features: torch.Tensor, spec: DataFreeSpec) -> torch.Tensor:
-    return (one_hot_loss(logits) + spec.activation_weight * activation_loss(features)
-            + spec.entropy_weight * information_entropy_loss(logits))
+def generator_losses(logits: torch.Tensor, features: torch.Tensor, spec: DataFreeSpec) -> GeneratorLosses:
+    one_hot, entropy, activation = one_hot_loss(logits), information_entropy_loss(logits), activation_loss(features)
+    total = (spec.one_hot_weight * one_hot + spec.entropy_weight * entropy
+             + spec.activation_weight * activation)
+    return GeneratorLosses(one_hot, entropy, activation, total)
 
 
 class _Generator1d(nn.Module):
-    """z -> (C, L) signal, standardised per channel like the real data."""
+    """The code's generator with 1-D convolutions: z -> 128 channels at a quarter length, two
+    nearest-neighbour upsamplings each followed by conv, BN(eps 0.8), LeakyReLU, then a conv to
+    the signal's channels, tanh, and a BatchNorm without affine parameters."""
 
-    def __init__(self, latent_dim: int, shape: tuple[int, int]):
+    def __init__(self, latent_dim: int, shape: tuple[int, int], width: int = 128):
         super().__init__()
         channels, length = shape
-        self.shape = shape
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.2),
-            nn.Linear(128, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2),
-            nn.Linear(256, channels * length),
-        )
-        self.out = nn.BatchNorm1d(channels, affine=False)
+        self.init, self.width = length // 4, width
+        self.l1 = nn.Linear(latent_dim, width * self.init)
+        self.conv_blocks0 = nn.BatchNorm1d(width)
+        self.conv_blocks1 = nn.Sequential(
+            nn.Conv1d(width, width, 3, padding=1), nn.BatchNorm1d(width, GENERATOR_BN_EPS), nn.LeakyReLU(0.2))
+        self.conv_blocks2 = nn.Sequential(
+            nn.Conv1d(width, width // 2, 3, padding=1), nn.BatchNorm1d(width // 2, GENERATOR_BN_EPS),
+            nn.LeakyReLU(0.2),
+            nn.Conv1d(width // 2, channels, 3, padding=1), nn.Tanh(), nn.BatchNorm1d(channels, affine=False))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.out(self.net(z).view(-1, *self.shape))
+        x = self.conv_blocks0(self.l1(z).view(len(z), self.width, self.init))
+        x = self.conv_blocks1(F.interpolate(x, scale_factor=2))
+        return self.conv_blocks2(F.interpolate(x, scale_factor=2))
 
 
 class _Generator2d(nn.Module):
-    """DAFL's CIFAR generator: z -> 128 maps at a quarter size, two upsampling conv blocks,
-    tanh, then a normalisation without affine parameters."""
+    """DAFL's generator, layer for layer (and with the code's attribute names, so its state dict
+    loads): z -> 128 maps at a quarter size, BN, two upsample-conv-BN(eps 0.8)-LeakyReLU blocks,
+    a conv to the image's channels, tanh, and a BatchNorm without affine parameters."""
 
-    def __init__(self, latent_dim: int, shape: tuple[int, int, int]):
+    def __init__(self, latent_dim: int, shape: tuple[int, int, int], width: int = 128):
         super().__init__()
-        channels, height, width = shape
-        self.init = (height // 4, width // 4)
-        self.fc = nn.Linear(latent_dim, 128 * self.init[0] * self.init[1])
-        self.net = nn.Sequential(
-            nn.BatchNorm2d(128), nn.Upsample(scale_factor=2),
-            nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(128, 64, 3, padding=1), nn.BatchNorm2d(64), nn.LeakyReLU(0.2),
-            nn.Conv2d(64, channels, 3, padding=1), nn.Tanh(), nn.BatchNorm2d(channels, affine=False),
-        )
+        channels, height, side = shape
+        self.init, self.width = (height // 4, side // 4), width
+        self.l1 = nn.Sequential(nn.Linear(latent_dim, width * self.init[0] * self.init[1]))
+        self.conv_blocks0 = nn.Sequential(nn.BatchNorm2d(width))
+        self.conv_blocks1 = nn.Sequential(
+            nn.Conv2d(width, width, 3, stride=1, padding=1), nn.BatchNorm2d(width, GENERATOR_BN_EPS),
+            nn.LeakyReLU(0.2))
+        self.conv_blocks2 = nn.Sequential(
+            nn.Conv2d(width, width // 2, 3, stride=1, padding=1), nn.BatchNorm2d(width // 2, GENERATOR_BN_EPS),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width // 2, channels, 3, stride=1, padding=1), nn.Tanh(),
+            nn.BatchNorm2d(channels, affine=False))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(-1, 128, *self.init))
+        x = self.conv_blocks0(self.l1(z).view(len(z), self.width, *self.init))
+        x = self.conv_blocks1(F.interpolate(x, scale_factor=2))
+        return self.conv_blocks2(F.interpolate(x, scale_factor=2))
 
 
-def make_generator(latent_dim: int, input_shape: tuple[int, ...]) -> nn.Module:
+def make_generator(latent_dim: int, input_shape: tuple[int, ...], width: int = 128) -> nn.Module:
+    """DAFL's generator for inputs of `input_shape` ((C, L) signals or (C, H, W) images, whose
+    length, height and width must be multiples of 4: it upsamples twice by 2), `width` channels
+    wide (the code's 128)."""
+    if len(input_shape) not in (2, 3):
+        raise ConfigError(f"DAFL has no generator for inputs of shape {input_shape}")
+    if any(size % 4 for size in input_shape[1:]):
+        raise ConfigError(f"DAFL's generator makes inputs whose sides are multiples of 4, not {input_shape}")
     if len(input_shape) == 2:
-        return _Generator1d(latent_dim, input_shape)
-    if len(input_shape) == 3:
-        return _Generator2d(latent_dim, input_shape)
-    raise ValueError(f"no generator for inputs of shape {input_shape}")
+        return _Generator1d(latent_dim, input_shape, width)
+    return _Generator2d(latent_dim, input_shape, width)
 
 
 @contextmanager
@@ -120,61 +174,79 @@ def penultimate(model: nn.Module):
         handle.remove()
 
 
-def train_generator(teacher: nn.Module, transform, input_shape: tuple[int, ...], spec: DataFreeSpec,
-                    count: int, seed: int, device: torch.device) -> tuple[torch.Tensor, list[float]]:
-    """Train a generator against the frozen teacher (seen through `transform`) for
-    `spec.generator_steps` steps; returns `count` of the samples it produced along the way, and
-    its loss at each step.
+class DataFreeSteps:
+    """DAFL's epochs (`loop.Steps`): `spec.iterations` joint steps of a generator and the student,
+    the generator against the frozen `teacher` seen through `transform`, on batches of
+    `batch_size` fresh samples. The generator, its optimizer and its noise are part of the
+    student's checkpoint, so a resumed phase goes on where it stopped."""
 
-    In DAFL the student learns from every step's batch as the generator moves: a generator at its
-    end point alone draws one prototype per class, which teaches a student little (measured on
-    MNIST-1D: 10–20 % clones). So the synthetic set is drawn evenly from the whole trajectory.
-    """
-    torch.manual_seed(seed)
-    generator = make_generator(spec.latent_dim, input_shape).to(device)
-    opt = torch.optim.Adam(generator.parameters(), lr=spec.lr, betas=(0.5, 0.999))
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    # samples kept per step; copies, so a step's whole batch is not held through its slice
-    keep = min(spec.batch_size, math.ceil(count / max(1, spec.generator_steps)))
-    losses, kept = [], []
-    generator.train()
-    with penultimate(teacher) as seen:
-        for _ in range(spec.generator_steps):
-            z = torch.randn(spec.batch_size, spec.latent_dim, generator=gen).to(device)
-            x = generator(z)
-            logits = transform(teacher(x))
-            loss = generator_loss(logits, seen["features"], spec)
+    def __init__(self, teacher: nn.Module, transform: Callable[[torch.Tensor], torch.Tensor],
+                 input_shape: tuple[int, ...], spec: DataFreeSpec, batch_size: int, seed: int,
+                 device: torch.device):
+        if batch_size < 2:  # the generator's BatchNorm needs two samples
+            raise ConfigError(f"DAFL needs batches of at least 2 samples, not {batch_size}")
+        self.teacher, self.transform, self.spec, self.batch_size = teacher, transform, spec, batch_size
+        self.steps_per_epoch = spec.iterations
+        with torch.random.fork_rng(devices=[]):  # the generator's initial weights: its own seed
+            torch.manual_seed(seed)
+            self.generator = make_generator(spec.latent_dim, input_shape, spec.generator_width).to(device)
+        if device.type == "cuda":
+            self.generator.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=spec.generator_lr)
+        self.noise = torch.Generator(device=device).manual_seed(seed)
+        self.first: dict[str, float] | None = None  # the first step's losses
+        self.last: tuple[GeneratorLosses, torch.Tensor, torch.Tensor] | None = None  # and the latest's
+
+    def step_losses(self, model: nn.Module) -> tuple[GeneratorLosses, torch.Tensor, torch.Tensor]:
+        """One fresh batch: the generator's losses, the student's distillation loss on it, and
+        the teacher's (seen) logits."""
+        z = torch.randn(self.batch_size, self.spec.latent_dim, generator=self.noise, device=self.noise.device)
+        with fast_math(z.device), penultimate(self.teacher) as seen:
+            images = to_device_layout(self.generator(z))
+            logits = self.transform(self.teacher(images).float())
+            generator = generator_losses(logits, seen["features"], self.spec)
+            student = model(images.detach())
+        # the code's kdloss: KL(softmax(z_t) ‖ softmax(z_s)) summed over classes, averaged over
+        # the batch; kd_loss at α = 1 is that at T = 1 (its label term has weight 0)
+        kd = kd_loss(student, logits.detach(), logits.argmax(1), alpha=1.0, temperature=self.spec.kd_temperature)
+        return generator, kd, logits
+
+    def epoch(self, model, opt, after_step, gen):
+        non_finite = torch.zeros((), dtype=torch.bool, device=self.noise.device)
+        for _ in range(self.steps_per_epoch):
+            generator, kd, logits = self.step_losses(model)
+            loss = generator.total + kd  # as the code: one backward, each optimizer its own part
+            non_finite |= ~torch.isfinite(loss)
+            self.optimizer.zero_grad(set_to_none=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            self.optimizer.step()
             opt.step()
-            losses.append(loss.item())
-            kept.append(x[:keep].detach().clone())
-    samples = torch.cat(kept)[:count] if kept else torch.empty(0, *input_shape, device=device)
-    if len(samples) < count:  # fewer steps × batch than samples wanted: the end point draws the rest
-        generator.eval()
-        with torch.no_grad():
-            extra = [generator(torch.randn(min(spec.batch_size, count - n), spec.latent_dim,
-                                           generator=gen).to(device))
-                     for n in range(len(samples), count, spec.batch_size)]
-        samples = torch.cat([samples, *extra])
-    return samples.float(), losses
+            after_step()
+            if self.first is None:
+                self.first = {**generator.items(), "kd": kd.item()}
+            detached = GeneratorLosses(*(getattr(generator, f).detach() for f in GeneratorLosses.__dataclass_fields__))
+            self.last = (detached, kd.detach(), logits.detach())
+        return non_finite
 
+    def facts(self) -> dict:
+        """For the phase's result: the generator's losses at the first and the latest step, and
+        how many classes the teacher saw in the latest batch."""
+        if self.last is None:
+            return {}
+        generator, kd, logits = self.last
+        classes = int(torch.bincount(logits.argmax(1), minlength=logits.shape[1]).gt(0).sum())
+        first = self.first or {}
+        return {"generator": {"loss_first": first.get("total", math.nan), "loss_last": generator.total.item(),
+                              "last": {**generator.items(), "kd": kd.item()}, "synthetic_classes": classes}}
 
-def data_free_split(data: DeviceData, teacher: nn.Module, transform, spec: DataFreeSpec, seed: int
-                    ) -> tuple[DeviceData, torch.Tensor, dict]:
-    """The attacker's data: synthetic training inputs (labelled by the teacher's argmax, which a
-    distillation with α = 1 never reads) and the real validation and test splits, every split
-    already in model-input form; the teacher's logits on the synthetic inputs, as the attacker
-    sees them (what the student is distilled on); and the generator's first and last losses."""
-    device = data.train_x.device
-    count = spec.samples or len(data.train_y)
-    train_x, losses = train_generator(teacher, transform, data.input_shape, spec, count, seed, device)
-    seen = transform(batched_logits(teacher, train_x, lambda x: x))
-    train_y = seen.argmax(1)
-    split = replace(data, train_x=train_x, train_y=train_y, val_x=data.prepare(data.val_x),
-                    test_x=data.prepare(data.test_x), augment=None, prepare=lambda x: x)
-    tail = max(1, len(losses) // 10)
-    stats = {"generator_loss_first": losses[0] if losses else math.nan,
-             "generator_loss_last": sum(losses[-tail:]) / tail if losses else math.nan,
-             "synthetic_classes": int(torch.bincount(train_y, minlength=data.num_classes).gt(0).sum())}
-    return split, seen, stats
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "noise": self.noise.get_state(), "first": self.first}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.generator.load_state_dict(state["generator"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.noise.set_state(state["noise"])
+            self.first = state["first"]

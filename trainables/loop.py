@@ -13,11 +13,13 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from undistill.errors import ConfigError
+from undistill.tables import check_keys, check_positive, is_a
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DeviceData
@@ -47,6 +49,112 @@ class Schedule:
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_table(cls, table: dict) -> Schedule:
+        return cls(**{**table, "milestones": tuple(table.get("milestones", ()))})
+
+
+# a schedule's keys in a preset, with their TOML types
+SCHEDULE_KEYS = {
+    "optimizer": str, "lr": float, "weight_decay": float, "momentum": float, "epochs": int,
+    "batch_size": int, "lr_schedule": str, "milestones": list, "gamma": float,
+}
+
+
+def check_schedule_table(where: str, table: object) -> dict:
+    """A schedule as a preset writes it (`[teacher_schedule]`, a student's, DAFL's), checked:
+    one ConfigError line naming the key otherwise."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    check_keys(where, table, SCHEDULE_KEYS, ("optimizer", "lr", "epochs", "batch_size"))
+    if table["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"{where}.optimizer: {table['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
+    if table.get("lr_schedule", "onecycle") not in LR_SCHEDULES:
+        raise ConfigError(
+            f"{where}.lr_schedule: {table['lr_schedule']!r} is not one of {', '.join(LR_SCHEDULES)}"
+        )
+    check_positive(f"{where}.lr", table["lr"])
+    check_positive(f"{where}.weight_decay", table.get("weight_decay", 0.0), allow_zero=True)
+    for key in ("epochs", "batch_size"):
+        if table[key] < 1:
+            raise ConfigError(f"{where}.{key} must be ≥ 1, got {table[key]!r}")
+    milestones = table.get("milestones", [])
+    if not all(is_a(m, int) and 0 < m < table["epochs"] for m in milestones):
+        raise ConfigError(f"{where}.milestones must be epochs between 1 and epochs−1, got {milestones!r}")
+    return dict(table)
+
+
+def scale_schedule_table(table: dict, factor: float) -> None:
+    """A schedule table's epochs and lr milestones times `factor`, in place (`--epochs-scale`)."""
+    epochs = max(1, round(table["epochs"] * factor))
+    # coinciding milestones are kept: MultiStepLR applies each, so no decay step is lost
+    milestones = sorted(round(m * factor) for m in table.get("milestones", []))
+    table["epochs"] = epochs
+    table["milestones"] = [m for m in milestones if 0 < m < epochs]
+
+
+class Steps(Protocol):
+    """What one epoch of a phase steps through, when it is not its training split (a data-free
+    attack's generator, which learns alongside the student). It owns whatever else trains, and
+    saves it with the student's checkpoint."""
+
+    steps_per_epoch: int
+
+    def epoch(self, model: nn.Module, opt: torch.optim.Optimizer, after_step: Callable[[], None],
+              gen: torch.Generator) -> torch.Tensor:
+        """One epoch of steps of `model` by `opt`, each followed by `after_step()`; returns a
+        device flag: did any step see a non-finite loss."""
+        ...
+
+    def facts(self) -> dict:
+        """What the phase's result should say of these steps once trained (merged into it)."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class _SplitSteps:
+    """The usual epoch: the training split in a shuffled order, batch by batch, through `loss_fn`."""
+
+    data: DeviceData
+    loss_fn: LossFn
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train_y) / self.batch_size)
+
+    def epoch(self, model, opt, after_step, gen):
+        data, n = self.data, len(self.data.train_y)
+        # Non-finite losses are collected on the device and checked once per epoch, so a GPU
+        # is not forced to synchronise after every step.
+        non_finite = torch.zeros((), dtype=torch.bool, device=data.train_x.device)
+        perm = torch.randperm(n, generator=gen).to(data.train_x.device)
+        for i in range(0, n, self.batch_size):
+            idx = perm[i : i + self.batch_size]
+            x, y = data.train_x[idx], data.train_y[idx]
+            x = data.augment(x, gen) if data.augment is not None else data.prepare(x)
+            with fast_math(x.device):
+                loss = self.loss_fn(model, to_device_layout(x), y, idx)
+            non_finite |= ~torch.isfinite(loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            after_step()
+        return non_finite
+
+    def facts(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 @dataclass
@@ -137,6 +245,10 @@ def lr_scheduler_for(opt, s: Schedule, steps_per_epoch: int):
     raise ConfigError(f"unknown lr_schedule {s.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
 
 
+def _nothing() -> None:
+    pass
+
+
 def _cpu_copy(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
@@ -151,20 +263,21 @@ def train(
     checkpoint_tag: str = "",
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     on_checkpoint: Callable[[Path], None] | None = None,
+    steps: Steps | None = None,
 ) -> TrainResult:
     """Train `model` in place; on return it holds the best-val weights (unless it diverged).
 
-    `checkpoint_tag` identifies the run (the phase's config key): a checkpoint with another tag
-    is from a different run and is ignored rather than resumed. `on_checkpoint(path)` runs after
-    each save, e.g. to copy the checkpoint to shared storage.
+    Each epoch steps through the training split with `loss_fn`, or through `steps` when given
+    (then `loss_fn` is unused). `checkpoint_tag` identifies the run (the phase's config key): a
+    checkpoint with another tag is from a different run and is ignored rather than resumed.
+    `on_checkpoint(path)` runs after each save, e.g. to copy the checkpoint to shared storage.
     """
     started = time.perf_counter()
-    device = data.train_x.device
-    n = len(data.train_y)
-    steps_per_epoch = math.ceil(n / schedule.batch_size)
+    steps = steps if steps is not None else _SplitSteps(data, loss_fn, schedule.batch_size)
     gen = torch.Generator().manual_seed(seed)
     opt = optimizer_for(model.parameters(), schedule)
-    sched, per_step = lr_scheduler_for(opt, schedule, steps_per_epoch)
+    sched, per_step = lr_scheduler_for(opt, schedule, steps.steps_per_epoch)
+    device = data.val_x.device
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     start_epoch, best_val, best_epoch, best_state = 0, -1.0, -1, None
@@ -179,6 +292,7 @@ def train(
             if sched is not None:
                 sched.load_state_dict(saved["scheduler"])
             gen.set_state(saved["generator"])
+            steps.load_state_dict(saved.get("steps", {}))
             start_epoch, best_val, best_epoch = saved["epoch"], saved["best_val"], saved["best_epoch"]
             best_state = saved["best_state"]
 
@@ -193,6 +307,7 @@ def train(
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else {},
                 "generator": gen.get_state(),
+                "steps": steps.state_dict(),
                 "best_val": best_val,
                 "best_epoch": best_epoch,
                 "best_state": best_state,
@@ -206,22 +321,7 @@ def train(
     last_save = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
         model.train()
-        # Non-finite losses are collected on the device and checked once per epoch, so a GPU
-        # is not forced to synchronise after every step.
-        non_finite = torch.zeros((), dtype=torch.bool, device=device)
-        perm = torch.randperm(n, generator=gen).to(device)
-        for i in range(0, n, schedule.batch_size):
-            idx = perm[i : i + schedule.batch_size]
-            x, y = data.train_x[idx], data.train_y[idx]
-            x = data.augment(x, gen) if data.augment is not None else data.prepare(x)
-            with fast_math(device):
-                loss = loss_fn(model, to_device_layout(x), y, idx)
-            non_finite |= ~torch.isfinite(loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if per_step:
-                sched.step()
+        non_finite = steps.epoch(model, opt, sched.step if per_step else _nothing, gen)
         if sched is not None and not per_step:
             sched.step()
         if non_finite.item():

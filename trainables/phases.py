@@ -207,6 +207,7 @@ def run_phase(
             raise ConfigError(f"phase {cfg.phase!r} needs the teacher's weights")
         frozen = _load_frozen(cfg.teacher_model, teacher_weights, data.num_classes, data.input_shape, device)
     extra: dict[str, Any] = {}
+    steps = None  # the training split's batches, unless an attack brings its own
     if cfg.phase in ("teacher", "scratch"):
         smoothing = cfg.label_smoothing
 
@@ -224,13 +225,16 @@ def run_phase(
 
     else:  # attack
         view, extra["teacher_acc_seen"] = _attacker_view(cfg, frozen, data)
-        data, loss_fn, facts = cfg.attack.prepare(view, data, cfg.seed)
-        extra.update(facts)
+        prepared = cfg.attack.prepare(view, data, cfg.seed)
+        data, loss_fn, steps = prepared.data, prepared.loss_fn, prepared.steps
+        extra.update(prepared.facts)
 
     # loop
     result = train(model, data, loss_fn, cfg.schedule, cfg.seed, checkpoint=checkpoint,
                    checkpoint_tag=cfg.key(), checkpoint_every_s=checkpoint_every_s,
-                   on_checkpoint=on_checkpoint)
+                   on_checkpoint=on_checkpoint, steps=steps)
+    if steps is not None:
+        extra.update(steps.facts())
 
     # result
     if result.status == "ok" and cfg.phase in ("teacher", "defense"):
@@ -345,12 +349,12 @@ def run_attack_batch(
     view, seen = _attacker_view(first, frozen, data)
     loss_fns, facts = [], []
     for cfg in cfgs:
-        prepared, loss_fn, extra = cfg.attack.prepare(view, data, cfg.seed)
-        if prepared is not data:
+        prepared = cfg.attack.prepare(view, data, cfg.seed)
+        if prepared.data is not data or prepared.loss_fn is None or prepared.steps is not None:
             raise ConfigError(f"attack {cfg.attack.label!r} says it trains on the real split but "
-                              "brought its own; set its trains_on_real_data = False")
-        loss_fns.append(loss_fn)
-        facts.append(extra)
+                              "brought its own data or steps; set its trains_on_real_data = False")
+        loss_fns.append(prepared.loss_fn)
+        facts.append(prepared.facts)
 
     # loop (an architecture vmap cannot run raises NotStackable here, before any training)
     check_stackable(model, to_device_layout(data.prepare(data.train_x[:2])))

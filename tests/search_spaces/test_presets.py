@@ -55,8 +55,14 @@ BAD = {
     "negative temperature": (lambda d: d["attack"].update(kd_temperatures=[-1.0]), "kd_temperatures must be > 0"),
     "smoothing of one": (lambda d: d["attack"].update(label_smoothing=1.0), "label_smoothing"),
     "unknown data-free key": (lambda d: d["attack"]["data_free"].update(generator_step=3),
-                              "did you mean 'generator_steps'"),
-    "no generator steps": (lambda d: d["attack"]["data_free"].update(generator_steps=0), "generator_steps must be ≥ 1"),
+                              "did you mean 'generator_lr'"),
+    "no data-free iterations": (lambda d: d["attack"]["data_free"].update(iterations=0), "iterations must be ≥ 1"),
+    "data-free batch of one": (lambda d: d["attack"]["data_free"].update(
+        student_schedule={"optimizer": "adam", "lr": 0.01, "epochs": 2, "batch_size": 1}),
+        "student_schedule.batch_size must be ≥ 2"),
+    "data-free schedule unknown key": (lambda d: d["attack"]["data_free"].update(
+        student_schedule={"optimizer": "adam", "lr": 0.01, "epochs": 2, "batch_size": 8, "epoch": 3}),
+        "attack.data_free.student_schedule: unknown key 'epoch'"),
     "negative data seed": (lambda d: d["dataset"].update(seed=-1), "dataset.seed"),
     "empty validation split": (lambda d: d["dataset"].update(num_samples=100, val_fraction=0.01),
                                "val_fraction"),
@@ -170,20 +176,35 @@ def test_the_cifar_presets_carry_the_papers_settings(name):
 
 def test_the_plain_cnn_trains_on_the_reference_codes_own_schedule():
     """Issue 16: the reference trains its plain CNN with Adam 1e-3, constant, 100 epochs; every
-    phase of that student (alone, smoothed, attacked) gets it, the other students the shared one."""
+    phase of that student (alone, smoothed, attacked with data) gets it, the other students the
+    shared one; a DAFL student trains by DAFL's own schedule, whichever its architecture."""
     from orchestrator.plan import make_plan
 
     plan = make_plan(load_preset("cifar10-resnet18"))
-    by_student = {}
+    by_student, data_free = {}, set()
     for node in (*plan.scratch, *plan.smoothed, *plan.normal_attacks):
-        by_student.setdefault(node.config.model.arch, set()).add(node.config.schedule)
+        is_dafl = node.config.attack is not None and node.config.attack.name == "dafl"
+        (data_free if is_dafl else by_student.setdefault(node.config.model.arch, set())).add(node.config.schedule)
     (cnn,) = by_student.pop("cnn")
     assert (cnn.optimizer, cnn.lr, cnn.weight_decay, cnn.epochs, cnn.batch_size, cnn.lr_schedule) == (
         "adam", 0.001, 0.0, 100, 128, "constant")
     for arch, schedules in by_student.items():
         (shared,) = schedules
         assert (shared.optimizer, shared.epochs, shared.milestones) == ("sgd", 160, (80, 120)), arch
-    assert all(t.schedule == cnn for t in plan.attack_templates if t.model.arch == "cnn")
+    assert all(t.schedule == cnn for t in plan.attack_templates if t.model.arch == "cnn" and t.attack.name != "dafl")
+    (dafl,) = data_free  # the DAFL code's CIFAR student: SGD 0.1, x0.1 at 800 and 1600 of 2000 epochs
+    assert (dafl.optimizer, dafl.lr, dafl.epochs, dafl.batch_size, dafl.milestones) == ("sgd", 0.1, 2000, 1024,
+                                                                                          (800, 1600))
+
+
+def test_the_table_6_presets_distil_a_resnet18_data_free_from_a_resnet34_with_the_dafl_codes_settings():
+    for name, weights in (("cifar10-resnet34-dafl", (0.05, 5.0, 0.01)), ("cifar100-resnet34-dafl", (0.5, 20.0, 0.1))):
+        preset = load_preset(name)
+        assert preset.teacher.arch == "resnet34" and [s.arch for s in preset.students] == ["resnet18"]
+        data_free = preset.attack["data_free"]
+        assert (data_free["one_hot_weight"], data_free["entropy_weight"], data_free["activation_weight"]) == weights
+        assert (data_free["latent_dim"], data_free["generator_lr"], data_free["generator_width"],
+                data_free["iterations"], data_free["kd_temperature"]) == (1000, 0.02, 128, 120, 1.0)
 
 
 def test_a_students_own_schedule_is_part_of_what_a_sweep_computes(tmp_path):
@@ -204,7 +225,8 @@ def test_epochs_scale_shrinks_every_schedule_and_keeps_every_decay_step():
     assert quick.trials == 3 and quick.teacher_schedule["epochs"] == 2
     assert quick.teacher_schedule["milestones"] == [1, 1]  # both ×0.1 steps survive
     assert quick.students[0].schedule["epochs"] == 1  # a student's own schedule too (100 epochs)
-    assert quick.attack["data_free"]["generator_steps"] == 20  # the data-free attack's 2000 steps too
+    assert quick.attack["data_free"]["student_schedule"]["epochs"] == 20  # DAFL's 2000 epochs too
+    assert quick.attack["data_free"]["student_schedule"]["milestones"] == [8, 16]
     assert adjust(load_preset("smoke")) is not None
     with pytest.raises(Exception, match="epochs-scale"):
         adjust(load_preset("smoke"), epochs_scale=0)

@@ -120,7 +120,7 @@ def test_the_cifar10_preset_scaled_down_runs_end_to_end(tmp_path):
 
 def test_a_dafl_phase_distils_an_image_student_from_generated_images_only(tmp_path):
     """The data-free attack on CIFAR-shaped data: the image generator, the teacher's features,
-    the student trained on synthetic images and scored on the real test split."""
+    the student trained on generated images (three joint steps) and scored on the real test split."""
     from trainables.attacks import create_attack
     from trainables.data import DatasetSpec
     from trainables.data_free import DataFreeSpec
@@ -130,9 +130,10 @@ def test_a_dafl_phase_distils_an_image_student_from_generated_images_only(tmp_pa
     root = write_cifar10(tmp_path / "data", train=120, test=50)
     spec, cnn, schedule = DatasetSpec(name="cifar10"), ModelSpec.of("cnn"), Schedule(epochs=1, batch_size=32)
     teacher = run_phase(PhaseConfig("teacher", spec, cnn, schedule, 0), tmp_path / "t", data_root=root)
-    generator = DataFreeSpec(generator_steps=3, batch_size=8, latent_dim=16)
-    dafl = PhaseConfig("attack", spec, ModelSpec.of("resnetc20"), schedule, 0, teacher_model=cnn,
-                       attack=create_attack("dafl", spec=generator, temperature=4.0))
+    generator = DataFreeSpec(latent_dim=16, iterations=3)
+    dafl = PhaseConfig("attack", spec, ModelSpec.of("resnetc20"), Schedule(epochs=1, batch_size=8), 0,
+                       teacher_model=cnn, attack=create_attack("dafl", spec=generator,
+                                                               schedule=Schedule(epochs=1, batch_size=8)))
     result = run_phase(dafl, tmp_path / "s", teacher_weights=tmp_path / "t" / "model.pt", data_root=root)
     assert teacher["status"] == result["status"] == "ok" and 0 <= result["test_acc"] <= 100
     assert result["generator"]["synthetic_classes"] >= 1 and "teacher_acc_seen" in result

@@ -9,14 +9,13 @@ import torch
 from trainables.data import DatasetSpec, load_dataset
 from trainables.data_free import (
     DataFreeSpec,
+    DataFreeSteps,
     activation_loss,
-    data_free_split,
-    generator_loss,
+    generator_losses,
     information_entropy_loss,
     make_generator,
     one_hot_loss,
     penultimate,
-    train_generator,
 )
 from trainables.defenses import create_defense
 from trainables.loop import Schedule, train
@@ -34,24 +33,26 @@ def test_activation_loss_is_minus_the_mean_absolute_feature():
     assert activation_loss(torch.tensor([[1.0, -2.0], [3.0, 0.0]])).item() == pytest.approx(-1.5)
 
 
-def test_information_entropy_loss_is_minus_the_entropy_of_the_mean_prediction():
-    # two samples, each certain of a different class: the mean is uniform, entropy log 2
+def test_information_entropy_loss_is_minus_the_entropy_of_the_mean_prediction_in_decimal_digits():
+    # two samples, each certain of a different class: the mean is uniform, entropy log10 2 (the
+    # code's torch.log10)
     certain = torch.tensor([[30.0, 0.0], [0.0, 30.0]])
-    assert information_entropy_loss(certain).item() == pytest.approx(-math.log(2), abs=1e-6)
+    assert information_entropy_loss(certain).item() == pytest.approx(-math.log10(2), abs=1e-6)
     # both certain of the same class: entropy 0
     assert information_entropy_loss(torch.tensor([[30.0, 0.0], [30.0, 0.0]])).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_the_generator_loss_through_a_stingy_teacher_is_finite_and_has_finite_gradients():
+def test_the_generator_losses_through_a_stingy_teacher_are_finite_and_have_finite_gradients():
     logits = torch.tensor([[3.0, 1.0, 0.5, -1.0], [0.2, 2.0, 0.1, 0.0]], requires_grad=True)
     features = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
     seen = create_defense("stingy").transform(logits, {"k": 2})  # class 3 is masked in both rows: mean 0
-    spec = DataFreeSpec(activation_weight=0.1, entropy_weight=5.0)
-    loss = generator_loss(seen, features, spec)
+    spec = DataFreeSpec(one_hot_weight=0.5, activation_weight=0.1, entropy_weight=20.0)
+    losses = generator_losses(seen, features, spec)
     mean = torch.softmax(seen, 1).mean(0)
-    want = (one_hot_loss(seen) + 0.1 * -1.125 + 5 * sum(p * math.log(p) for p in mean.tolist() if p > 0))
-    assert loss.item() == pytest.approx(want.item())
-    loss.backward()
+    entropy = sum(p * math.log10(p) for p in mean.tolist() if p > 0)  # 0·log 0 counts 0
+    assert losses.entropy.item() == pytest.approx(entropy)
+    assert losses.total.item() == pytest.approx(0.5 * one_hot_loss(seen).item() + 0.1 * -1.125 + 20 * entropy)
+    losses.total.backward()
     assert torch.isfinite(logits.grad).all()
 
 
@@ -86,6 +87,128 @@ def test_generators_draw_inputs_of_the_datasets_shape(shape):
     assert make_generator(16, shape)(torch.randn(4, 16)).shape == (4, *shape)
 
 
+def test_the_image_generator_is_the_codes_with_its_parameter_count():
+    # DAFL's CIFAR generator at --latent_dim 1000 --channels 3: 1000·8192 + 8192 (l1), 256 (BN),
+    # 147,584 + 256 (conv, BN), 73,792 + 128 (conv, BN), 1,731 (conv); the last BN has no
+    # parameters. Counted from the code's Generator class.
+    generator = make_generator(1000, (3, 32, 32))
+    assert sum(p.numel() for p in generator.parameters()) == 8_423_939
+    eps = [m.eps for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert eps == [1e-5, 0.8, 0.8, 1e-5]  # nn.BatchNorm2d(128, 0.8): eps, the code's second argument
+
+
+class _TinyNet(torch.nn.Module):
+    """A small CIFAR-shaped network with the code's `forward(x, out_feature=True)` interface,
+    which its ResNets use to hand the generator their penultimate features."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.hidden = torch.nn.Linear(4 * 8 * 8, 16)
+        self.linear = torch.nn.Linear(16, classes)
+
+    def forward(self, x, out_feature=False):
+        feature = torch.relu(self.hidden(torch.relu(self.bn(self.conv(x))).flatten(1)))
+        out = self.linear(feature)
+        return (out, feature) if out_feature else out
+
+
+def _reference_steps(generator, teacher, net, z_batches, oh, ie, a, lr_g, lr_s):
+    """DAFL-train.py's loop body, transcribed (CIFAR: Adam for the generator, SGD for the
+    student), over batches of noise `z_batches`."""
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=lr_g)
+    optimizer_s = torch.optim.SGD(net.parameters(), lr=lr_s, momentum=0.9, weight_decay=5e-4)
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def kdloss(y, teacher_scores):
+        p = torch.nn.functional.log_softmax(y, dim=1)
+        q = torch.nn.functional.softmax(teacher_scores, dim=1)
+        return torch.nn.functional.kl_div(p, q, reduction="sum") / y.shape[0]  # size_average=False
+
+    for z in z_batches:
+        net.train()
+        optimizer_g.zero_grad()
+        optimizer_s.zero_grad()
+        gen_imgs = generator(z)
+        outputs_t, features_t = teacher(gen_imgs, out_feature=True)
+        pred = outputs_t.data.max(1)[1]
+        loss_activation = -features_t.abs().mean()
+        loss_one_hot = criterion(outputs_t, pred)
+        softmax_o_t = torch.nn.functional.softmax(outputs_t, dim=1).mean(dim=0)
+        loss_information_entropy = (softmax_o_t * torch.log10(softmax_o_t)).sum()
+        loss = loss_one_hot * oh + loss_information_entropy * ie + loss_activation * a
+        loss_kd = kdloss(net(gen_imgs.detach()), outputs_t.detach())
+        loss += loss_kd
+        loss.backward()
+        optimizer_g.step()
+        optimizer_s.step()
+
+
+def _hand_terms(logits: torch.Tensor, features: torch.Tensor, student: torch.Tensor) -> dict[str, float]:
+    """The three generator terms and the student's KD term at T = 1, in plain Python floats."""
+    rows, students = logits.tolist(), student.tolist()
+    one_hot = kd = 0.0
+    mean = [0.0] * len(rows[0])
+    for row, srow in zip(rows, students, strict=True):
+        top = max(row)
+        norm = sum(math.exp(v - top) for v in row)
+        probs = [math.exp(v - top) / norm for v in row]
+        one_hot -= math.log(max(probs))  # CE against its own argmax
+        stop = max(srow)
+        snorm = sum(math.exp(v - stop) for v in srow)
+        kd += sum(p * (math.log(p) - math.log(math.exp(v - stop) / snorm)) for p, v in zip(probs, srow, strict=True))
+        mean = [m + p / len(rows) for m, p in zip(mean, probs, strict=True)]
+    flat = [abs(v) for row in features.tolist() for v in row]
+    return {"one_hot": one_hot / len(rows), "entropy": sum(p * math.log10(p) for p in mean),
+            "activation": -sum(flat) / len(flat), "kd": kd / len(rows)}
+
+
+def test_dafl_steps_on_cifar_shaped_data_are_the_codes_term_by_term():
+    """Three joint steps with the code's CIFAR-10 weights (one-hot 0.05, entropy 5, activation
+    0.01) and optimizers, on tiny CIFAR-shaped networks: each loss term of the first step equals
+    its hand computation from the teacher's outputs, and after three steps the generator and the
+    student hold the weights the code's loop gives them."""
+    import copy
+
+    from trainables.loop import optimizer_for
+
+    spec = DataFreeSpec(latent_dim=32, generator_lr=0.02, one_hot_weight=0.05, entropy_weight=5.0,
+                        activation_weight=0.01, iterations=3)
+    schedule = Schedule(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=8,
+                        lr_schedule="multistep", milestones=(800, 1600), epochs=2000)
+    torch.manual_seed(0)
+    teacher, student = _TinyNet().eval(), _TinyNet()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    steps = DataFreeSteps(teacher, lambda z: z, (3, 32, 32), spec, schedule.batch_size, seed=5,
+                          device=torch.device("cpu"))
+    generator0, student0 = copy.deepcopy(steps.generator), copy.deepcopy(student)
+    # the first step's batch, scored by hand before anything trains
+    z = torch.randn(8, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        images = copy.deepcopy(generator0).train()(z)
+        logits, features = teacher(images, out_feature=True)
+        hand = _hand_terms(logits, features, copy.deepcopy(student0).train()(images))
+    hand["total"] = 0.05 * hand["one_hot"] + 5 * hand["entropy"] + 0.01 * hand["activation"]
+
+    opt = optimizer_for(student.parameters(), schedule)
+    non_finite = steps.epoch(student, opt, lambda: None, torch.Generator().manual_seed(0))
+    assert not non_finite
+    for term, value in hand.items():
+        assert steps.first[term] == pytest.approx(value, rel=1e-5, abs=1e-6), term
+
+    # the code's loop on the same start and the same noise
+    noise = torch.Generator().manual_seed(5)
+    batches = [torch.randn(8, 32, generator=noise) for _ in range(3)]
+    _reference_steps(generator0, teacher, student0, batches, oh=0.05, ie=5, a=0.01, lr_g=0.02, lr_s=0.1)
+    for ours, theirs in ((steps.generator, generator0), (student, student0)):
+        mine, code = ours.state_dict(), theirs.state_dict()
+        assert mine.keys() == code.keys()  # the generator's names are the code's: its weights load
+        for name in mine:
+            assert torch.allclose(mine[name].float(), code[name].float(), rtol=1e-4, atol=1e-6), name
+
+
 @pytest.fixture(scope="module")
 def teacher_and_data(tmp_path_factory):
     data = load_dataset(DatasetSpec(num_samples=1200), torch.device("cpu"),
@@ -99,37 +222,50 @@ def teacher_and_data(tmp_path_factory):
     return teacher, data
 
 
-def test_the_generators_loss_decreases_on_a_tiny_run(teacher_and_data):
+TINY = DataFreeSpec(generator_width=32, generator_lr=1e-3, iterations=20)
+TINY_SCHEDULE = Schedule(optimizer="adam", lr=5e-3, weight_decay=0.0, epochs=4, batch_size=64, lr_schedule="constant")
+
+
+def _dafl_student(teacher, data, spec=TINY, schedule=TINY_SCHEDULE, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    student = create_model("cnn1d", 10, data.input_shape, width=8)
+    steps = DataFreeSteps(teacher, _identity, data.input_shape, spec, schedule.batch_size, seed, torch.device("cpu"))
+    return student, steps, train(student, data, None, schedule, seed, steps=steps, **kwargs)
+
+
+def test_a_tiny_dafl_run_trains_generator_and_student_together(teacher_and_data):
     teacher, data = teacher_and_data
-    samples, losses = train_generator(teacher, _identity, data.input_shape,
-                                      DataFreeSpec(generator_steps=60, batch_size=64), 500, 0,
-                                      torch.device("cpu"))
-    assert samples.shape == (500, *data.input_shape)
-    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    assert last < first - 0.5, (first, last)  # measured: -9.93 -> -10.65
+    _, steps, result = _dafl_student(teacher, data)
+    assert result.status == "ok" and result.epochs_run == 4
+    facts = steps.facts()["generator"]
+    assert facts["loss_last"] < facts["loss_first"], facts
+    assert facts["synthetic_classes"] >= 5  # the entropy term spreads samples over the classes
+    assert result.test_acc > 20  # ten classes: a clone from generated signals alone beats chance
 
 
-def test_the_data_free_split_keeps_real_evaluation_data_and_only_synthetic_training_data(teacher_and_data):
+def test_a_resumed_dafl_run_goes_on_with_its_generator_where_it_stopped(teacher_and_data, tmp_path):
     teacher, data = teacher_and_data
-    split, seen, stats = data_free_split(data, teacher, _identity,
-                                         DataFreeSpec(generator_steps=30, batch_size=64), 0)
-    assert split.train_x.shape == data.train_x.shape and not torch.equal(split.train_x, data.train_x)
-    assert torch.equal(split.val_x, data.val_x) and torch.equal(split.test_y, data.test_y)
-    assert seen.shape == (len(split.train_y), 10) and torch.equal(seen.argmax(1), split.train_y)
-    assert stats["generator_loss_last"] < stats["generator_loss_first"]
-    assert stats["synthetic_classes"] >= 5  # the entropy term spreads samples over the classes
+    whole, _, done = _dafl_student(teacher, data)
+    checkpoint = tmp_path / "dafl.ckpt"
+    epochs = {"n": 0}
 
+    class StopAfterTwo(DataFreeSteps):
+        def epoch(self, *args):
+            epochs["n"] += 1
+            if epochs["n"] > 2:
+                raise KeyboardInterrupt
+            return super().epoch(*args)
 
-def test_the_synthetic_set_has_every_sample_asked_for_and_holds_only_them(teacher_and_data):
-    teacher, data = teacher_and_data
-    # 5 steps of 8 samples cannot give 100: the generator's end point draws the rest
-    samples, _ = train_generator(teacher, _identity, data.input_shape,
-                                 DataFreeSpec(generator_steps=5, batch_size=8), 100, 0, torch.device("cpu"))
-    assert samples.shape == (100, *data.input_shape) and torch.isfinite(samples).all()
-    # each step keeps a copy of its slice, not a view that holds the whole batch
-    many, _ = train_generator(teacher, _identity, data.input_shape,
-                              DataFreeSpec(generator_steps=20, batch_size=64), 40, 0, torch.device("cpu"))
-    assert many.untyped_storage().nbytes() == many.numel() * 4
+    torch.manual_seed(0)
+    stopped = StopAfterTwo(teacher, _identity, data.input_shape, TINY, 64, 0, torch.device("cpu"))
+    with pytest.raises(KeyboardInterrupt):
+        train(create_model("cnn1d", 10, data.input_shape, width=8), data, None, TINY_SCHEDULE, 0,
+              steps=stopped, checkpoint=checkpoint, checkpoint_tag="t", checkpoint_every_s=-1.0)
+    # a fresh process: other initial weights for both networks, all replaced by the checkpoint's
+    _, steps, resumed = _dafl_student(teacher, data, seed=99, checkpoint=checkpoint, checkpoint_tag="t")
+    assert resumed.resumed_from_epoch == 2 and resumed.test_acc == done.test_acc
+    for name, value in done.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[name]), name
 
 
 def test_the_plan_runs_every_attack_on_every_student_and_the_baselines_upstream():

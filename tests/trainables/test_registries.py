@@ -10,7 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.attacks import Attack, attack_suite, create_attack, get_attack, list_attacks, register_attack
+from trainables.attacks import (
+    Attack,
+    Prepared,
+    attack_suite,
+    create_attack,
+    get_attack,
+    list_attacks,
+    register_attack,
+    resolve_attacks,
+)
 from trainables.attacks._base import TeacherView, unregister_attack
 from trainables.data import DatasetSpec, load_dataset
 from trainables.defenses import Defense, create_defense, get_defense, list_defenses, register_defense
@@ -55,9 +64,10 @@ def test_every_defense_declares_its_knobs_and_makes_its_teacher(name):
         assert seen.shape == z.shape and torch.equal(seen.argmax(1), z.argmax(1))
 
 
-SUITE = {"kd_temperatures": [1.0, 4.0], "kd_alpha": 0.9,
-         "data_free": {"latent_dim": 8, "generator_steps": 3, "batch_size": 8, "lr": 1e-3,
-                       "activation_weight": 0.1, "entropy_weight": 5.0, "samples": 32, "kd_temperature": 4.0}}
+SUITE = resolve_attacks({"kd_temperatures": [1.0, 4.0], "kd_alpha": 0.9,
+                         "data_free": {"latent_dim": 8, "generator_width": 8, "iterations": 2,
+                                       "student_schedule": {"optimizer": "adam", "lr": 1e-3, "epochs": 1,
+                                                            "batch_size": 8}}})
 
 
 @pytest.mark.parametrize("attack", attack_suite(SUITE), ids=lambda a: a.label)
@@ -68,10 +78,17 @@ def test_every_attack_gives_a_student_its_data_and_a_finite_loss(attack):
     torch.manual_seed(0)
     teacher, student = create_model("cnn1d", 10, data.input_shape, width=8), create_model("mlp", 10, data.input_shape)
     teacher.eval()
-    train, loss_fn, _ = attack.prepare(TeacherView(teacher, lambda z: z), data, seed=0)
-    idx = torch.arange(16)
-    loss = loss_fn(student, train.train_x[idx], train.train_y[idx], idx)
-    assert torch.isfinite(loss) and loss.requires_grad
+    prepared = attack.prepare(TeacherView(teacher, lambda z: z), data, seed=0)
+    assert prepared.data is data  # every attack is scored on the real splits
+    if prepared.steps is None:  # it trains on the real split, through its loss
+        idx = torch.arange(16)
+        loss = prepared.loss_fn(student, data.train_x[idx], data.train_y[idx], idx)
+        assert torch.isfinite(loss) and loss.requires_grad
+    else:  # it brings its own steps (DAFL: a generator and the student, together)
+        before = [p.detach().clone() for p in student.parameters()]
+        opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+        assert not prepared.steps.epoch(student, opt, lambda: None, torch.Generator().manual_seed(0))
+        assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
     assert attack.to_dict()["name"] == attack.name and attack.label.split("-")[0] == attack.name
 
 
@@ -113,7 +130,7 @@ class HardLabels(Attack):
 
     def prepare(self, teacher, data, seed):
         answers = teacher.on(data.train_x, data.prepare).argmax(1)
-        return data, lambda m, x, y, idx: F.cross_entropy(m(x), answers[idx]), {}
+        return Prepared(data, lambda m, x, y, idx: F.cross_entropy(m(x), answers[idx]))
 
 
 @pytest.fixture

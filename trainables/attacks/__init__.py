@@ -3,11 +3,12 @@
 
 An attack declares its own keys in that table (and reads them: defaults, checks), the
 instances it makes of them (KD makes one per temperature), and how a student is made from a
-teacher as the attacker sees it: the student's training data and its loss. Adding an attack is
+teacher as the attacker sees it (`Prepared`: the student's data and its loss, or its own
+training steps). Adding an attack is
 one module that subclasses `Attack` and registers it.
 
-The built-ins: `kd` (Hinton KD at the attacker's temperatures) and `dafl` (data-free KD in the
-style of DAFL, Chen et al., ICCV 2019).
+The built-ins: `kd` (Hinton KD at the attacker's temperatures) and `dafl` (data-free KD as DAFL,
+Chen et al., ICCV 2019, publishes it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from . import dafl  # noqa: E402,F401
 # isort: on
 from ._base import (
                     Attack,
+                    Prepared,
                     TeacherView,
                     attack_keys,
                     attack_suite,
@@ -29,5 +31,5 @@ from ._base import (
                     scale_attack_epochs,
 )
 
-__all__ = ["Attack", "TeacherView", "attack_keys", "attack_suite", "create_attack", "get_attack",
+__all__ = ["Attack", "Prepared", "TeacherView", "attack_keys", "attack_suite", "create_attack", "get_attack",
            "list_attacks", "register_attack", "resolve_attacks", "scale_attack_epochs"]

@@ -10,7 +10,7 @@ from torch import nn
 from undistill.errors import ConfigError
 
 from ..data import DeviceData
-from ..loop import LossFn, batched_logits
+from ..loop import LossFn, Schedule, Steps, batched_logits
 from ..registry import Registry
 
 _ATTACKS: Registry[type[Attack]] = Registry("attack")
@@ -41,6 +41,17 @@ class TeacherView:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """What an attack gives its student's phase: the data the student is scored on and, unless
+    the attack brings its own `steps`, trains on with `loss_fn`; and facts for the result."""
+
+    data: DeviceData
+    loss_fn: LossFn | None = None  # loss_fn(model, x, y, idx) on batches of data's training split
+    steps: Steps | None = None  # or: its own epochs (DAFL's generator and student together)
+    facts: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Attack:
     """A way to clone a teacher. Subclasses are frozen dataclasses of their own parameters;
     they set `name` and `preset_keys`, and implement `from_table` and `prepare`."""
@@ -49,10 +60,10 @@ class Attack:
     # Its keys in a preset's [attack] table, with their TOML types; `required` must all be given.
     preset_keys: ClassVar[dict[str, type]] = {}
     required_keys: ClassVar[tuple[str, ...]] = ()
-    # Its `prepare` returns the real training split it was given (it only changes the loss):
-    # then all its temperatures, and the other such attacks on one student architecture, can
-    # train as one vectorised model (`phases.run_attack_batch`). False: it brings its own
-    # inputs (DAFL's generator samples) and trains one by one.
+    # Its `prepare` returns the real training split it was given and a loss (it only changes
+    # the loss): then all its temperatures, and the other such attacks on one student
+    # architecture, can train as one vectorised model (`phases.run_attack_batch`). False: it
+    # brings its own steps (DAFL's generator) and trains one by one.
     trains_on_real_data: ClassVar[bool] = True
 
     @classmethod
@@ -86,10 +97,13 @@ class Attack:
         """The weight of those targets against the labels (1: no labels; a results column)."""
         return None
 
-    def prepare(self, teacher: TeacherView, data: DeviceData, seed: int
-                ) -> tuple[DeviceData, LossFn, dict]:
-        """The student's training data (the real split, or what stands in for it), its loss
-        `loss_fn(model, x, y, idx)`, and facts for the phase's result."""
+    def student_schedule(self, schedule: Schedule) -> Schedule:
+        """The schedule its student trains by, given the student's own: that one, unless the
+        attack brings its own (DAFL's, whose epochs are its generator's)."""
+        return schedule
+
+    def prepare(self, teacher: TeacherView, data: DeviceData, seed: int) -> Prepared:
+        """What the student trains on (see `Prepared`), from the teacher as the attacker sees it."""
         raise NotImplementedError
 
     def to_dict(self) -> dict:

@@ -15,7 +15,7 @@ from undistill.errors import ConfigError
 from undistill.tables import check_positive, is_a
 
 from ..losses import kd_loss
-from ._base import Attack, register_attack
+from ._base import Attack, Prepared, register_attack
 
 
 @register_attack
@@ -67,4 +67,4 @@ class KD(Attack):
             t = seen[idx] if seen is not None else teacher(x)
             return kd_loss(m(x), t, y, alpha=alpha, temperature=temperature)
 
-        return data, loss_fn, {}
+        return Prepared(data, loss_fn)
