@@ -28,8 +28,8 @@ from ._base import Attack, Prepared, register_attack
 # no lr steps (those are CIFAR's), --n_epochs 200, --batch_size 512.
 REFERENCE_STUDENT_SCHEDULE = Schedule(optimizer="adam", lr=2e-3, weight_decay=0.0, epochs=200,
                                       batch_size=512, lr_schedule="constant")
-_SPEC_KEYS = {"latent_dim": int, "generator_width": int, "generator_lr": float, "one_hot_weight": float, "entropy_weight": float,
-              "activation_weight": float, "iterations": int, "kd_temperature": float}
+_SPEC_KEYS = {"latent_dim": int, "generator_width": int, "generator_lr": float, "one_hot_weight": float,
+              "entropy_weight": float, "activation_weight": float, "iterations": int, "kd_temperature": float}
 _KEYS = {**_SPEC_KEYS, "student_schedule": dict}
 
 
