@@ -14,13 +14,21 @@ both networks at once:
     student:    T² · KL(softmax(z_t/T) ‖ softmax(z_s/T)) on the same batch, detached (T = 1 there)
 
 Because the student's term sees the batch and the teacher's logits detached, the generator's
-trajectory does not depend on the student. An epoch is `iterations` such steps (120 in the
-code); the student's optimizer and lr schedule are its phase's schedule, stepped per epoch.
+trajectory does not depend on the student: one generator can feed several students at once
+(`DataFreeSteps` takes a group's stacked logits as readily as one student's). An epoch is
+`iterations` such steps (120 in the code); the student's optimizer and lr schedule are its
+phase's schedule (the code's steps per epoch, as MultiStepLR does; one-cycle per step).
+
+DAFL is a white-box attack, as published: the generator learns through the teacher's gradients
+and its penultimate features. A defense that only transforms the logits (stingy) is applied to
+the logits the attacker's losses read; its features stay the teacher's own.
 
 Departures, each deliberate: the student's best epoch is chosen on the real validation split (the
 code picks it on the test set; `protocol = "paper"` does the same); the mean prediction is clamped
 at 1e-12 before the log, so that a class a stingy teacher masks in the whole batch counts 0·log 0 = 0
-(the code would give NaN; the values agree wherever every class has some mass). For 1-D signals
+(the code would give NaN; the values agree wherever every class has some mass); on a CUDA GPU
+the networks run under bf16 autocast like every phase here (the code: float32). A checkpoint
+holds the generator and its Adam state too (about 100 MB at latent 1,000). For 1-D signals
 (MNIST-1D) the generator is the code's with 1-D convolutions; `generator_width` may narrow it
 (the code's is 128 channels wide; the mnist1d preset's 32, as good there at a third of the cost).
 """
@@ -196,6 +204,7 @@ class DataFreeSteps:
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=spec.generator_lr)
         self.noise = torch.Generator(device=device).manual_seed(seed)
         self.first: dict[str, float] | None = None  # the first step's losses
+        self._saved_facts: dict = {}  # what a checkpoint said, until a step says more
         self.last: tuple[GeneratorLosses, torch.Tensor, torch.Tensor] | None = None  # and the latest's
 
     def step_losses(self, model: nn.Module) -> tuple[GeneratorLosses, torch.Tensor, torch.Tensor]:
@@ -234,7 +243,7 @@ class DataFreeSteps:
         """For the phase's result: the generator's losses at the first and the latest step, and
         how many classes the teacher saw in the latest batch."""
         if self.last is None:
-            return {}
+            return self._saved_facts
         generator, kd, logits = self.last
         classes = int(torch.bincount(logits.argmax(1), minlength=logits.shape[1]).gt(0).sum())
         first = self.first or {}
@@ -242,12 +251,13 @@ class DataFreeSteps:
                               "last": {**generator.items(), "kd": kd.item()}, "synthetic_classes": classes}}
 
     def state_dict(self) -> dict:
+        # its facts too: a phase resumed after its last epoch runs no step that could give them
         return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "noise": self.noise.get_state(), "first": self.first}
+                "noise": self.noise.get_state(), "first": self.first, "facts": self.facts()}
 
     def load_state_dict(self, state: dict) -> None:
         if state:
             self.generator.load_state_dict(state["generator"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.noise.set_state(state["noise"])
-            self.first = state["first"]
+            self.first, self._saved_facts = state["first"], state.get("facts", {})

@@ -10,7 +10,7 @@ from undistill.outcomes import Candidate
 CONTEXT = context(versions={"torch": "x"}, students=[
     student("mlp", "kd-T4", 4.0, 0.9, status="error", scratch_acc=72.0, smoothed_acc=72.2, normal_kd_acc=72.5)])
 STUDENTS_OK = [student("mlp", "kd-T4", 4.0, 0.9, "ok", 70.0, 72.0, 72.2, 72.5, best_epoch=3, wall_s=2.0),
-               student("cnn1d", "dafl", 4.0, 1.0, "ok", 80.0, 93.0, 93.1, 94.0, best_epoch=9, wall_s=5.0)]
+               student("cnn1d", "dafl", 1.0, 1.0, "ok", 80.0, 93.0, 93.1, 94.0, best_epoch=9, wall_s=5.0)]
 
 
 def RESULT(defense, **knobs):
@@ -30,7 +30,7 @@ def test_rows_round_trip_through_parquet_with_the_schema(tmp_path):
     assert got["status"] == "ok" and got["teacher_drop"] == 0.5
     # the best clone's attack, and that attack's parameters
     assert (got["best_student"], got["best_attack"], got["kd_temperature"], got["kd_alpha"]) == (
-        "cnn1d", "dafl", 4.0, 1.0)
+        "cnn1d", "dafl", 1.0, 1.0)
     stud = store.students()
     assert stud.schema.equals(STUDENTS) and stud.num_rows == 2
     rows = sorted(stud.to_pylist(), key=lambda r: r["student_arch"])

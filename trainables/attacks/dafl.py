@@ -61,7 +61,8 @@ class DAFL(Attack):
         schedule = REFERENCE_STUDENT_SCHEDULE.to_dict()
         if "student_schedule" in data_free:  # a whole schedule, as [student_schedule] is
             where = "attack.data_free.student_schedule"
-            schedule = {**Schedule().to_dict(), **check_schedule_table(where, data_free["student_schedule"])}
+            # the keys it leaves out are the code's (constant lr, no weight decay), not [student_schedule]'s
+            schedule = {**schedule, **check_schedule_table(where, data_free["student_schedule"])}
             if schedule["batch_size"] < 2:  # the generator's BatchNorm needs 2
                 raise ConfigError(f"{where}.batch_size must be ≥ 2 (the generator's BatchNorm), "
                                   f"got {schedule['batch_size']!r}")
