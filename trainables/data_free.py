@@ -207,9 +207,11 @@ class DataFreeSteps:
         self._saved_facts: dict = {}  # what a checkpoint said, until a step says more
         self.last: tuple[GeneratorLosses, torch.Tensor, torch.Tensor] | None = None  # and the latest's
 
-    def step_losses(self, model: nn.Module) -> tuple[GeneratorLosses, torch.Tensor, torch.Tensor]:
+    def step_losses(self, model: Callable[[torch.Tensor], torch.Tensor]
+                    ) -> tuple[GeneratorLosses, torch.Tensor, torch.Tensor]:
         """One fresh batch: the generator's losses, the student's distillation loss on it, and
-        the teacher's (seen) logits."""
+        the teacher's (seen) logits. `model` gives one student's logits (N, classes), or a
+        group's (K, N, classes): then the distillation losses are K, one per student."""
         z = torch.randn(self.batch_size, self.spec.latent_dim, generator=self.noise, device=self.noise.device)
         with fast_math(z.device), penultimate(self.teacher) as seen:
             images = to_device_layout(self.generator(z))
@@ -218,15 +220,24 @@ class DataFreeSteps:
             student = model(images.detach())
         # the code's kdloss: KL(softmax(z_t) ‖ softmax(z_s)) summed over classes, averaged over
         # the batch; kd_loss at α = 1 is that at T = 1 (its label term has weight 0)
-        kd = kd_loss(student, logits.detach(), logits.argmax(1), alpha=1.0, temperature=self.spec.kd_temperature)
+        target, labels, temperature = logits.detach(), logits.argmax(1), self.spec.kd_temperature
+        if student.dim() == 3:
+            kd = torch.stack([kd_loss(one, target, labels, alpha=1.0, temperature=temperature) for one in student])
+        else:
+            kd = kd_loss(student, target, labels, alpha=1.0, temperature=temperature)
         return generator, kd, logits
 
     def epoch(self, model, opt, after_step, gen):
-        non_finite = torch.zeros((), dtype=torch.bool, device=self.noise.device)
+        """See `loop.Steps`; for a group (`model` gives (K, N, classes)) the flag is one per
+        student, and a student whose loss went non-finite stops adding to the others' step."""
+        non_finite = None
         for _ in range(self.steps_per_epoch):
             generator, kd, logits = self.step_losses(model)
-            loss = generator.total + kd  # as the code: one backward, each optimizer its own part
-            non_finite |= ~torch.isfinite(loss)
+            bad = ~torch.isfinite(kd) | ~torch.isfinite(generator.total)
+            non_finite = bad if non_finite is None else non_finite | bad
+            # as the code: one backward, each optimizer its own part (the images reach the
+            # students detached); a group's diverged student adds 0, not NaN
+            loss = generator.total + (torch.where(torch.isfinite(kd), kd, 0.0).sum() if kd.dim() else kd)
             self.optimizer.zero_grad(set_to_none=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -234,26 +245,36 @@ class DataFreeSteps:
             opt.step()
             after_step()
             if self.first is None:
-                self.first = {**generator.items(), "kd": kd.item()}
+                self.first = {**generator.items(), "kd": kd.tolist()}  # a float, or one per student
             detached = GeneratorLosses(*(getattr(generator, f).detach() for f in GeneratorLosses.__dataclass_fields__))
             self.last = (detached, kd.detach(), logits.detach())
+        if non_finite is None:
+            return torch.zeros((), dtype=torch.bool, device=self.noise.device)
         return non_finite
 
-    def facts(self) -> dict:
-        """For the phase's result: the generator's losses at the first and the latest step, and
-        how many classes the teacher saw in the latest batch."""
+    def facts(self, student: int = 0) -> dict:
+        """For the phase's result: the generator's losses at the first and the latest step (and
+        the distillation loss of `student`, its place in a group), and how many classes the
+        teacher saw in the latest batch."""
         if self.last is None:
-            return self._saved_facts
+            saved = self._saved_facts.get("generator")
+            return {"generator": {**saved, "last": {**saved["last"], "kd": _pick(saved["last"]["kd"], student)}}
+                    } if saved else {}
         generator, kd, logits = self.last
         classes = int(torch.bincount(logits.argmax(1), minlength=logits.shape[1]).gt(0).sum())
         first = self.first or {}
         return {"generator": {"loss_first": first.get("total", math.nan), "loss_last": generator.total.item(),
-                              "last": {**generator.items(), "kd": kd.item()}, "synthetic_classes": classes}}
+                              "last": {**generator.items(), "kd": _pick(kd.tolist(), student)},
+                              "synthetic_classes": classes}}
 
     def state_dict(self) -> dict:
         # its facts too: a phase resumed after its last epoch runs no step that could give them
+        facts = {}
+        if self.last is not None:
+            facts = self.facts()
+            facts["generator"]["last"]["kd"] = self.last[1].tolist()  # every student's
         return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "noise": self.noise.get_state(), "first": self.first, "facts": self.facts()}
+                "noise": self.noise.get_state(), "first": self.first, "facts": facts or self._saved_facts}
 
     def load_state_dict(self, state: dict) -> None:
         if state:
@@ -261,3 +282,8 @@ class DataFreeSteps:
             self.optimizer.load_state_dict(state["optimizer"])
             self.noise.set_state(state["noise"])
             self.first, self._saved_facts = state["first"], state.get("facts", {})
+
+
+def _pick(value, student: int):
+    """One student's share of a value that is a float, or a list of one per student of a group."""
+    return value[student] if isinstance(value, list) else value

@@ -107,8 +107,9 @@ class Steps(Protocol):
         device flag: did any step see a non-finite loss."""
         ...
 
-    def facts(self) -> dict:
-        """What the phase's result should say of these steps once trained (merged into it)."""
+    def facts(self, student: int = 0) -> dict:
+        """What the phase's result should say of these steps once trained (merged into it);
+        `student`: which of a group's students the result is for."""
         ...
 
     def state_dict(self) -> dict: ...
@@ -147,7 +148,7 @@ class _SplitSteps:
             after_step()
         return non_finite
 
-    def facts(self) -> dict:
+    def facts(self, student: int = 0) -> dict:
         return {}
 
     def state_dict(self) -> dict:
@@ -245,7 +246,7 @@ def lr_scheduler_for(opt, s: Schedule, steps_per_epoch: int):
     raise ConfigError(f"unknown lr_schedule {s.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
 
 
-def _nothing() -> None:
+def no_lr_step() -> None:  # an lr schedule stepped per epoch, not per step
     pass
 
 
@@ -321,7 +322,7 @@ def train(
     last_save = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
         model.train()
-        non_finite = steps.epoch(model, opt, sched.step if per_step else _nothing, gen)
+        non_finite = steps.epoch(model, opt, sched.step if per_step else no_lr_step, gen)
         if sched is not None and not per_step:
             sched.step()
         if non_finite.item():

@@ -15,7 +15,6 @@ runs it, so an entry registered in one process (a test's, a user's) runs in ever
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -287,29 +286,41 @@ def stacking_pays(cfg: PhaseConfig, on_gpu: bool) -> bool:
 
 
 def batch_groups(jobs: list[PhaseJob], on_gpu: bool = False) -> list[list[PhaseJob]]:
-    """`jobs` in groups that can each train as one stack (see `batchable`), in order of first
-    appearance; a phase that cannot, or for which it does not pay (`stacking_pays`), is a group
-    of its own."""
+    """`jobs` in groups that can each train together (see `batchable`), in order of first
+    appearance; a phase that cannot, or for which a stack does not pay (`stacking_pays`), is a
+    group of its own. A group that shares its attack's steps (DAFL's generator) always pays."""
     groups: dict[tuple, list[PhaseJob]] = {}
     for job in jobs:
         stack = _stack_key(job.config)
-        key = ("stack", stack, job.teacher_key) if stack and stacking_pays(job.config, on_gpu) else ("alone", job.key)
+        pays = stack is not None and (_shares_steps(job.config) or stacking_pays(job.config, on_gpu))
+        key = ("stack", stack, job.teacher_key) if pays else ("alone", job.key)
         groups.setdefault(key, []).append(job)
     return list(groups.values())
 
 
 def batchable(cfgs: list[PhaseConfig]) -> bool:
-    """Attack phases that can train as one stack (`stacked`): one student architecture, seed
-    and schedule, one teacher seen through one defense, attacks that train on the real split."""
+    """Attack phases that can train together: as one stack (`stacked`), one student
+    architecture, seed and schedule, one teacher seen through one defense, attacks that train
+    on the real split; or as one group, one attack whose steps the students share (DAFL), on
+    several student architectures, and the rest as for a stack."""
     keys = {_stack_key(c) for c in cfgs}
     return None not in keys and len(keys) == 1
 
 
+def _shares_steps(cfg: PhaseConfig) -> bool:
+    return cfg.phase == "attack" and cfg.attack.students_share_steps
+
+
 def _stack_key(cfg: PhaseConfig) -> str | None:
-    """What phases of one stack share: everything but the attack (None: it cannot stack)."""
-    if cfg.phase != "attack" or not cfg.attack.trains_on_real_data:
+    """What phases of one stack share: everything but the attack; of one group, everything but
+    the student's architecture (None: it trains alone)."""
+    if cfg.phase != "attack":
         return None
-    return json.dumps({k: v for k, v in cfg.to_dict().items() if k != "attack"}, sort_keys=True)
+    if cfg.attack.trains_on_real_data:
+        return json.dumps({k: v for k, v in cfg.to_dict().items() if k != "attack"}, sort_keys=True)
+    if cfg.attack.students_share_steps:
+        return "group " + json.dumps({k: v for k, v in cfg.to_dict().items() if k != "model"}, sort_keys=True)
+    return None
 
 
 def run_attack_batch(
@@ -324,47 +335,56 @@ def run_attack_batch(
     gpu_fraction: float | None = None,
     data_root: Path | None = None,
 ) -> list[dict]:
-    """Run `batchable` attack phases as one vectorised model (`stacked.train_stacked`); each
-    result as `run_phase` gives it for that phase alone, with `batched` true. `checkpoint_tag`
-    names the batch (its phases' keys): a checkpoint of another batch is not resumed."""
+    """Run `batchable` attack phases together: a stack as one vectorised model, a group on one
+    stream of its attack's steps (`stacked.train_stacked`); each result as `run_phase` gives it
+    for that phase alone, with `batched` true. `checkpoint_tag` names the batch (its phases'
+    keys): a checkpoint of another batch is not resumed."""
     from .stacked import check_stackable, train_stacked
 
     if not batchable(cfgs):
-        raise ConfigError("run_attack_batch: these phases cannot train as one stack; run them one by one")
+        raise ConfigError("run_attack_batch: these phases cannot train together; run them one by one")
     started = time.perf_counter()
     configure_threads()
     device = pick_device(gpu_fraction)
     first = cfgs[0]
+    group = _shares_steps(first)
 
     # data
     data = load_dataset(first.dataset, device, cache_dir=data_cache, data_root=data_root)
 
-    # models: the same seed gives every student the same initial weights, as one by one
-    torch.manual_seed(first.seed)
-    model = first.model.build(data.num_classes, data.input_shape).to(device)
-    models = [model] + [copy.deepcopy(model) for _ in cfgs[1:]]
+    # models: each seeded as it is alone, so every student starts from the weights it has there
+    models = []
+    for cfg in cfgs:
+        torch.manual_seed(cfg.seed)
+        models.append(cfg.model.build(data.num_classes, data.input_shape).to(device))
 
     # losses: the teacher, seen through the defense, asked once for all of them
     frozen = _load_frozen(first.teacher_model, teacher_weights, data.num_classes, data.input_shape, device)
     view, seen = _attacker_view(first, frozen, data)
-    loss_fns, facts = [], []
-    for cfg in cfgs:
-        prepared = cfg.attack.prepare(view, data, cfg.seed)
-        if prepared.data is not data or prepared.loss_fn is None or prepared.steps is not None:
-            raise ConfigError(f"attack {cfg.attack.label!r} says it trains on the real split but "
-                              "brought its own data or steps; set its trains_on_real_data = False")
-        loss_fns.append(prepared.loss_fn)
-        facts.append(prepared.facts)
+    steps = None
+    if group:  # one attack: its steps (a generator) serve every student
+        prepared = first.attack.prepare(view, data, first.seed)
+        steps, loss_fns, facts = prepared.steps, [None] * len(cfgs), [prepared.facts] * len(cfgs)
+    else:
+        loss_fns, facts = [], []
+        for cfg in cfgs:
+            prepared = cfg.attack.prepare(view, data, cfg.seed)
+            if prepared.data is not data or prepared.loss_fn is None or prepared.steps is not None:
+                raise ConfigError(f"attack {cfg.attack.label!r} says it trains on the real split but "
+                                  "brought its own data or steps; set its trains_on_real_data = False")
+            loss_fns.append(prepared.loss_fn)
+            facts.append(prepared.facts)
+        # an architecture vmap cannot run raises NotStackable here, before any training
+        check_stackable(models[0], to_device_layout(data.prepare(data.train_x[:2])))
 
-    # loop (an architecture vmap cannot run raises NotStackable here, before any training)
-    check_stackable(model, to_device_layout(data.prepare(data.train_x[:2])))
+    # loop
     results = train_stacked(models, data, loss_fns, first.schedule, first.seed, checkpoint=checkpoint,
                             checkpoint_tag=checkpoint_tag, checkpoint_every_s=checkpoint_every_s,
-                            on_checkpoint=on_checkpoint)
+                            on_checkpoint=on_checkpoint, steps=steps)
 
     # results
     wall = time.perf_counter() - started
     # wall_s: its share of the batch, so that compute adds up as one by one
     return [_phase_result(cfg, result, wall / len(cfgs), batch_wall_s=wall, batched=True, batch_size=len(cfgs),
-                          teacher_acc_seen=seen, **extra)
-            for cfg, result, extra in zip(cfgs, results, facts, strict=True)]
+                          teacher_acc_seen=seen, **extra, **(steps.facts(i) if steps is not None else {}))
+            for i, (cfg, result, extra) in enumerate(zip(cfgs, results, facts, strict=True))]

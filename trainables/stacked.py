@@ -41,10 +41,12 @@ from .loop import (
     CHECKPOINT_EVERY_S,
     LossFn,
     Schedule,
+    Steps,
     TrainResult,
     fast_math,
     is_new_best,
     lr_scheduler_for,
+    no_lr_step,
     optimizer_for,
     to_device_layout,
 )
@@ -109,6 +111,42 @@ class StackedModel:
                 t.copy_(state[n].to(t.device))
 
 
+class ModelGroup:
+    """K students of any architectures, with `StackedModel`'s interface: `logits(x)` is (K, N,
+    classes), each from its own forward. Students that learn from one shared stream of inputs
+    (DAFL's generator, `loop.Steps`) train as a group: the stream is made once, not K times."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        self.models = list(models)
+        self.k = len(self.models)
+        self.params = {f"{i}.{n}": p for i, m in enumerate(self.models) for n, p in m.named_parameters()}
+        self.forward_name = "group"
+        for m in self.models:
+            if next(m.parameters()).device.type == "cuda":
+                m.to(memory_format=torch.channels_last)
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.models:
+            m.train(mode)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models])
+
+    def state_dict(self, i: int) -> dict:
+        return {n: t.detach().to("cpu", copy=True) for n, t in self.models[i].state_dict().items()}
+
+    def load_state_dict(self, i: int, state: dict) -> None:
+        self.models[i].load_state_dict(state)
+
+    def stacked_state(self) -> dict:
+        return {f"{i}.{n}": t.detach().clone() for i, m in enumerate(self.models) for n, t in m.state_dict().items()}
+
+    def load_stacked_state(self, state: dict) -> None:
+        for i, m in enumerate(self.models):
+            prefix = f"{i}."
+            m.load_state_dict({n[len(prefix):]: t for n, t in state.items() if n.startswith(prefix)})
+
+
 class _Student:
     """Student i of a stack, as its loss function calls it: `m(x)` -> its logits."""
 
@@ -136,6 +174,49 @@ class _SharedForward:
         self._x = self._out = None
 
 
+class _StackSteps:
+    """A stack's epoch on the training split (`loop.Steps`): shuffled batches, student i's loss
+    by `loss_fns[i]` from one forward of the whole stack; a flag per student."""
+
+    def __init__(self, data: DeviceData, loss_fns: Sequence[LossFn], batch_size: int, stack: StackedModel):
+        self.data, self.loss_fns, self.batch_size = data, list(loss_fns), batch_size
+        self.shared = _SharedForward(stack)
+        self.students = [_Student(self.shared, i) for i in range(len(self.loss_fns))]
+        self.steps_per_epoch = math.ceil(len(data.train_y) / batch_size)
+
+    def epoch(self, logits, opt, after_step, gen):
+        data, n = self.data, len(self.data.train_y)
+        device = data.train_x.device
+        non_finite = torch.zeros(len(self.students), dtype=torch.bool, device=device)
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, self.batch_size):
+            idx = perm[i:i + self.batch_size]
+            x, y = data.train_x[idx], data.train_y[idx]
+            x = data.augment(x, gen) if data.augment is not None else data.prepare(x)
+            x = to_device_layout(x)
+            with fast_math(device):
+                losses = torch.stack([fn(m, x, y, idx).float()
+                                      for fn, m in zip(self.loss_fns, self.students, strict=True)])
+            self.shared.clear()
+            non_finite |= ~torch.isfinite(losses)
+            opt.zero_grad(set_to_none=True)
+            # a diverged student's slice is zeroed out of the sum: NaN must not reach the others
+            # through shared reductions (there are none, but a zero costs nothing)
+            torch.where(non_finite, torch.zeros_like(losses), losses).sum().backward()
+            opt.step()
+            after_step()
+        return non_finite
+
+    def facts(self, student: int = 0) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 @torch.no_grad()
 def stacked_accuracy(model: StackedModel, x: torch.Tensor, y: torch.Tensor,
                      prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 2048) -> list[float]:
@@ -159,21 +240,22 @@ def train_stacked(
     checkpoint_tag: str = "",
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     on_checkpoint: Callable[[Path], None] | None = None,
+    steps: Steps | None = None,
 ) -> list[TrainResult]:
     """Train `models` (one architecture, the same data) together, student i on `loss_fns[i]`;
     each result as `loop.train` gives it for that student alone. A student whose loss goes
-    non-finite stops being selected from that epoch on (`diverged`); the others go on."""
+    non-finite stops being selected from that epoch on (`diverged`); the others go on.
+
+    With `steps` (which bring their own inputs and losses, and take a group's stacked logits),
+    `models` may be of any architectures: they train as a `ModelGroup` on those steps, and
+    `loss_fns` is unused."""
     started = time.perf_counter()
-    device = data.train_x.device
-    n = len(data.train_y)
     k = len(models)
-    steps_per_epoch = math.ceil(n / schedule.batch_size)
     gen = torch.Generator().manual_seed(seed)
-    stack = StackedModel(models)
+    stack = StackedModel(models) if steps is None else ModelGroup(models)
+    epoch_steps = steps if steps is not None else _StackSteps(data, loss_fns, schedule.batch_size, stack)
     opt = optimizer_for(list(stack.params.values()), schedule)
-    sched, per_step = lr_scheduler_for(opt, schedule, steps_per_epoch)
-    shared = _SharedForward(stack)
-    students = [_Student(shared, i) for i in range(k)]
+    sched, per_step = lr_scheduler_for(opt, schedule, epoch_steps.steps_per_epoch)
     start_epoch = 0
     best_val, best_epoch = [-1.0] * k, [-1] * k
     best_state: list[dict | None] = [None] * k
@@ -189,6 +271,7 @@ def train_stacked(
             if sched is not None:
                 sched.load_state_dict(saved["scheduler"])
             gen.set_state(saved["generator"])
+            epoch_steps.load_state_dict(saved.get("steps", {}))
             start_epoch = saved["epoch"]
             best_val, best_epoch = saved["best_val"], saved["best_epoch"]
             best_state, diverged_at = saved["best_state"], saved["diverged_at"]
@@ -199,7 +282,8 @@ def train_stacked(
         save_checkpoint({"tag": checkpoint_tag, "epoch": epoch, "model": stack.stacked_state(),
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else {},
                          "generator": gen.get_state(), "best_val": best_val, "best_epoch": best_epoch,
-                         "best_state": best_state, "diverged_at": diverged_at}, checkpoint)
+                         "best_state": best_state, "diverged_at": diverged_at,
+                         "steps": epoch_steps.state_dict()}, checkpoint)
         if on_checkpoint is not None:
             on_checkpoint(checkpoint)
 
@@ -207,24 +291,7 @@ def train_stacked(
     last_save = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
         stack.train(True)
-        non_finite = torch.zeros(k, dtype=torch.bool, device=device)
-        perm = torch.randperm(n, generator=gen).to(device)
-        for i in range(0, n, schedule.batch_size):
-            idx = perm[i:i + schedule.batch_size]
-            x, y = data.train_x[idx], data.train_y[idx]
-            x = data.augment(x, gen) if data.augment is not None else data.prepare(x)
-            x = to_device_layout(x)
-            with fast_math(device):
-                losses = torch.stack([fn(m, x, y, idx).float() for fn, m in zip(loss_fns, students, strict=True)])
-            shared.clear()
-            non_finite |= ~torch.isfinite(losses)
-            opt.zero_grad(set_to_none=True)
-            # a diverged student's slice is zeroed out of the sum: NaN must not reach the others
-            # through shared reductions (there are none, but a zero costs nothing)
-            torch.where(non_finite, torch.zeros_like(losses), losses).sum().backward()
-            opt.step()
-            if per_step:
-                sched.step()
+        non_finite = epoch_steps.epoch(stack.logits, opt, sched.step if per_step else no_lr_step, gen).expand(k)
         if sched is not None and not per_step:
             sched.step()
         for s in torch.nonzero(non_finite).flatten().tolist():

@@ -285,3 +285,29 @@ def test_the_plan_runs_every_attack_on_every_student_and_the_baselines_upstream(
 
 def _identity(z):
     return z
+
+
+def test_dafl_on_several_students_trains_them_as_one_group_each_as_it_would_alone(tmp_path):
+    """The generator never sees the students, so one generator serves them all: the DAFL phases
+    of one teacher on different student architectures are one group (on the CPU too), and each
+    student's result is the one it gets alone."""
+    from trainables.attacks import create_attack
+    from trainables.phases import ModelSpec, PhaseConfig, PhaseJob, batch_groups, run_attack_batch, run_phase
+
+    spec, teacher_model = DatasetSpec(num_samples=600), ModelSpec.of("cnn1d", width=8)
+    cache, weights = tmp_path / "data", tmp_path / "teacher" / "model.pt"
+    run_phase(PhaseConfig("teacher", spec, teacher_model, Schedule(epochs=2, batch_size=64), 0), tmp_path / "teacher",
+              data_cache=cache)
+    schedule = Schedule(optimizer="adam", lr=5e-3, weight_decay=0.0, epochs=3, batch_size=32)
+    dafl = create_attack("dafl", spec=DataFreeSpec(generator_width=16, generator_lr=1e-3, iterations=5),
+                         schedule=schedule)
+    cfgs = [PhaseConfig("attack", spec, ModelSpec.of(arch, **options), schedule, 0, teacher_model=teacher_model,
+                        attack=dafl) for arch, options in (("mlp", {"hidden": 16}), ("cnn1d", {"width": 8}))]
+    jobs = [PhaseJob(c.model.label, c, c.key("t"), "t") for c in cfgs]
+    assert [len(group) for group in batch_groups(jobs)] == [2]
+    together = run_attack_batch(cfgs, teacher_weights=weights, data_cache=cache)
+    for cfg, grouped in zip(cfgs, together, strict=True):
+        alone = run_phase(cfg, tmp_path / cfg.model.arch, teacher_weights=weights, data_cache=cache)
+        assert grouped["batched"] and not alone["batched"] and grouped["batch_size"] == 2
+        assert (grouped["test_acc"], grouped["best_epoch"]) == (alone["test_acc"], alone["best_epoch"])
+        assert grouped["generator"] == alone["generator"]  # the same generator, and its KD loss

@@ -65,6 +65,10 @@ class Attack:
     # architecture, can train as one vectorised model (`phases.run_attack_batch`). False: it
     # brings its own steps (DAFL's generator) and trains one by one.
     trains_on_real_data: ClassVar[bool] = True
+    # Its own steps do not depend on the student (DAFL's generator learns from the teacher
+    # alone): its phases on several student architectures can train as one group on one
+    # stream of them (`phases.run_attack_batch`), the stream made once instead of per student.
+    students_share_steps: ClassVar[bool] = False
 
     @classmethod
     def resolve(cls, table: dict) -> dict:

@@ -42,6 +42,7 @@ class DAFL(Attack):
     name = "dafl"
     preset_keys = {"data_free": dict}
     trains_on_real_data = False  # a generator's samples, drawn afresh every step
+    students_share_steps = True  # the generator never sees the students: one serves them all
 
     @classmethod
     def resolve(cls, table):
