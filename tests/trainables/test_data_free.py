@@ -311,3 +311,39 @@ def test_dafl_on_several_students_trains_them_as_one_group_each_as_it_would_alon
         assert grouped["batched"] and not alone["batched"] and grouped["batch_size"] == 2
         assert (grouped["test_acc"], grouped["best_epoch"]) == (alone["test_acc"], alone["best_epoch"])
         assert grouped["generator"] == alone["generator"]  # the same generator, and its KD loss
+
+
+def test_a_resumed_dafl_group_goes_on_with_its_generator_where_it_stopped(teacher_and_data, tmp_path):
+    from trainables.stacked import train_stacked
+
+    teacher, data = teacher_and_data
+
+    def group(seed):
+        torch.manual_seed(seed)
+        models = [create_model("mlp", 10, data.input_shape, hidden=16),
+                  create_model("cnn1d", 10, data.input_shape, width=8)]
+        return models, DataFreeSteps(teacher, _identity, data.input_shape, TINY, 64, 0, torch.device("cpu"))
+
+    models, steps = group(0)
+    whole = train_stacked(models, data, [None, None], TINY_SCHEDULE, 0, steps=steps)
+    checkpoint, epochs = tmp_path / "group.ckpt", {"n": 0}
+
+    class StopAfterTwo(DataFreeSteps):
+        def epoch(self, *args):
+            epochs["n"] += 1
+            if epochs["n"] > 2:
+                raise KeyboardInterrupt
+            return super().epoch(*args)
+
+    models, _ = group(0)
+    stopped = StopAfterTwo(teacher, _identity, data.input_shape, TINY, 64, 0, torch.device("cpu"))
+    with pytest.raises(KeyboardInterrupt):
+        train_stacked(models, data, [None, None], TINY_SCHEDULE, 0, steps=stopped, checkpoint=checkpoint,
+                      checkpoint_tag="g", checkpoint_every_s=-1.0)
+    models, steps = group(99)  # other initial weights: all replaced by the checkpoint's
+    resumed = train_stacked(models, data, [None, None], TINY_SCHEDULE, 0, steps=steps, checkpoint=checkpoint,
+                            checkpoint_tag="g")
+    for done, again in zip(whole, resumed, strict=True):
+        assert again.resumed_from_epoch == 2 and again.test_acc == done.test_acc
+        for name, value in done.state_dict.items():
+            assert torch.equal(value, again.state_dict[name]), name
