@@ -113,16 +113,18 @@ def test_the_objective_is_the_best_clone_over_every_student_and_attack(context, 
 
 def test_the_attacks_on_one_student_train_as_one_batch_each_stored_under_its_own_key(context, storage, tmp_path):
     """`run_batch`: the KD attacks on one student, as one stack; each result published under
-    its phase's key (a retry finds it), the same clones as one by one, and DAFL (its own
-    inputs) apart."""
+    its phase's key (a retry finds it), the same clones as one by one; DAFL (its own inputs) in
+    a group of its own, every student on one generator."""
     from orchestrator._worker import run_batch
     from trainables.phases import batch_groups
 
     _, students = candidate_jobs(Candidate.of("stingy", k=3), context)
     groups = batch_groups(students)
-    kd = [g for g in groups if len(g) > 1]
+    kd = [g for g in groups if len(g) > 1 and g[0].config.attack.trains_on_real_data]
     assert kd and all(j.config.attack.trains_on_real_data for g in kd for j in g)
-    assert all(len(g) == 1 for g in groups if not g[0].config.attack.trains_on_real_data)  # dafl alone
+    (dafl,) = [g for g in groups if not g[0].config.attack.trains_on_real_data]
+    assert [j.config.attack.name for j in dafl] == ["dafl", "dafl"]  # both students, one group
+    assert len({j.config.model for j in dafl}) == 2
     runtime = _in_process(storage)
     together = run_batch(kd[0], runtime)
     assert all(r["batched"] and not r["cached"] and r["batch_size"] == len(kd[0]) for r in together)
