@@ -143,12 +143,16 @@ def check_options(opts: SweepOptions) -> Storage:
 
 
 def _check_current(stored: SweepRecord, name: str) -> None:
-    """A sweep stored before the attack suite (one KD attack), or before pluggable defenses
-    (record format 1), cannot go on with this code: its phases and Tune state belong to the older
-    version."""
+    """A sweep stored before the attack suite (one KD attack), before pluggable defenses (record
+    format 1), before DAFL as published (a generator run of `generator_steps`), or by other phase
+    code cannot go on with this code: its phases and Tune state belong to the older version."""
     if "kd_temperatures" not in stored.preset.get("attack", {}):
         raise ConfigError(f"sweep {name!r} was made by an older undistill (one KD attack, before the "
                           "attack suite): `pareto` and `status` still read its results; to go on, "
+                          "run it again under another --name")
+    if "generator_steps" in stored.preset.get("attack", {}).get("data_free", {}):
+        raise ConfigError(f"sweep {name!r} was made by an older undistill (DAFL before it was made as "
+                          "published): `pareto`, `status` and `report` still read its results; to go on, "
                           "run it again under another --name")
     if stored.format < RECORD_FORMAT:
         raise ConfigError(f"sweep {name!r} was made by an older undistill (before pluggable defenses): "

@@ -116,6 +116,8 @@ BAD_INPUT = [
     # started before the phases changed (networks, fused optimizers): its rows would mix two codes
     (["resume", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4"),
     (["sweep", "--preset", "smoke", "--name", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4"),
+    # started before DAFL was made as published: its preset's [attack.data_free] means another attack
+    (["resume", "olddafl"], 2, "sweep 'olddafl' was made by an older undistill (DAFL before it was made as published)"),
 ]
 
 
@@ -140,6 +142,14 @@ def started_sweep(tmp_path_factory):
             fingerprint=opts.fingerprint(), trials=4, run=RunOptions(1.0, 0.0, 2), created_at="then",
             space=opts.preset.space, phase_code=code).to_json())
         (root / name / "tune").mkdir()
+    # and sweep 'olddafl', started before DAFL was made as published (a generator run of some steps)
+    before = opts.identity()["preset"]
+    before = {**before, "attack": {**before["attack"], "data_free": {"generator_steps": 60, "batch_size": 256}}}
+    write_json(storage, "olddafl", "sweep.json", SweepRecord(
+        name="olddafl", preset_name="smoke", preset=before, max_teacher_drop=None,
+        fingerprint=opts.fingerprint(), trials=4, run=RunOptions(1.0, 0.0, 2), created_at="then",
+        space=opts.preset.space, phase_code=PHASE_CODE_VERSION).to_json())
+    (root / "olddafl" / "tune").mkdir()
     # and sweep 'old', started by an undistill from before the attack suite (one KD temperature)
     write_json(storage, "old", "sweep.json", {
         "name": "old", "preset_name": "smoke", "fingerprint": "0" * 16, "trials": 4,
