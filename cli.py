@@ -375,6 +375,36 @@ def download(dataset, root):
 
 
 @main.command()
+@_storage_option
+@click.option("--format", "fmt", type=click.Choice((*FORMATS, "markdown")), default="table", show_default=True,
+              help="Output format (JSON, CSV and markdown go to stdout).")
+def leaderboard(storage, fmt):
+    """Every sweep in STORAGE at once: per dataset and defense family, the defense that puts
+    clones furthest below its sweep's normal-teacher KD within 0.5, 1 and 2 points of teacher
+    cost (from the Parquet files alone: no Ray, no torch)."""
+    from orchestrator.layout import list_sweeps
+    from results import BUDGETS, ResultStore
+    from results import leaderboard as standings
+    from results.leaderboard import COLUMNS
+    from results.report import render
+
+    where = _open_storage(storage)
+    sweeps = {}
+    for name in _run(list_sweeps, where):
+        store = ResultStore(where, name)
+        sweeps[name] = (_run(store.trial_rows), _run(store.student_rows))
+    board = standings(sweeps)
+    if not board:
+        raise BadInput(f"no sweep in {storage} has a finished trial yet; sweep first (python cli.py sweep "
+                       f"--storage {storage})")
+    click.echo(render([s.to_dict() for s in board], fmt, columns=COLUMNS))
+    if fmt == "table":
+        click.echo(f"\n{len(sweeps)} {'sweep' if len(sweeps) == 1 else 'sweeps'} · the best defense per family "
+                   f"within {', '.join(f'{b:g}' for b in BUDGETS)} points of teacher cost, by points below "
+                   "its sweep's best clone of the normal teacher", err=True)
+
+
+@main.command()
 @_format_option
 def presets(fmt):
     """List the built-in presets."""

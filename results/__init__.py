@@ -7,6 +7,7 @@ defense or attack by name: what a sweep's defenses and knobs are comes from its 
 
 from undistill.storage import Storage
 
+from .leaderboard import BUDGETS, Standing, leaderboard
 from .pareto import (
     attack_names,
     by_attack,
@@ -24,7 +25,8 @@ from .schema import STATUSES, STUDENTS, TRIALS
 from .store import ResultStore
 
 __all__ = [
-    "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "Storage", "attack_names", "by_attack", "dominates",
+    "BUDGETS", "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "Standing", "Storage", "attack_names", "by_attack",
+    "dominates", "leaderboard",
     "front_columns", "front_hypervolume", "front_indices", "hypervolume", "is_attack", "lacking_attack", "pareto_front",
     "range_edges", "reference_point", "render", "trial_rows", "with_knob_columns",
 ]

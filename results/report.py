@@ -56,8 +56,9 @@ def _clean(value):
 
 def render(rows: list[dict], fmt: str, columns: tuple[str, ...] | None = None,
            space: SearchSpace | None = None) -> str:
-    """Rows as `table`, `json` (an array of objects) or `csv`. With the sweep's `space`, the
-    rows are trial rows: their knobs become columns (and `columns` defaults to a front's)."""
+    """Rows as `table`, `json` (an array of objects), `csv` or `markdown` (a GitHub table). With
+    the sweep's `space`, the rows are trial rows: their knobs become columns (and `columns`
+    defaults to a front's)."""
     knobs: tuple[str, ...] = ()
     if space is not None:
         rows, knobs = with_knob_columns(rows, space), space.knob_names()
@@ -72,6 +73,10 @@ def render(rows: list[dict], fmt: str, columns: tuple[str, ...] | None = None,
         writer.writeheader()
         writer.writerows(picked)
         return out.getvalue().rstrip("\n")
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        lines += ["| " + " | ".join(_fmt(c, r[c], knobs) for c in columns) + " |" for r in picked]
+        return "\n".join(lines)
     return _table(picked, columns, knobs)
 
 

@@ -116,6 +116,7 @@ BAD_INPUT = [
     # started before the phases changed (networks, fused optimizers): its rows would mix two codes
     (["resume", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4"),
     (["sweep", "--preset", "smoke", "--name", "oldcode"], 2, "sweep 'oldcode' was made by phase code 4"),
+    (["leaderboard", "--storage", "{EMPTY}"], 2, "has a finished trial yet; sweep first"),
     # started before DAFL was made as published: its preset's [attack.data_free] means another attack
     (["resume", "olddafl"], 2, "sweep 'olddafl' was made by an older undistill (DAFL before it was made as published)"),
 ]
@@ -186,7 +187,7 @@ def _bad_args(args, tmp_path, storage):
             path = tmp_path / f"{a[6:-1]}.toml"
             path.write_text(SMOKE.replace(old, new, 1))
             a = str(path)
-        out.append(a.replace("{FREE_PORT}", f"127.0.0.1:{free_port()}"))
+        out.append(a.replace("{FREE_PORT}", f"127.0.0.1:{free_port()}").replace("{EMPTY}", str(tmp_path)))
     return out if "--storage" in out else [*out, "--storage", str(storage)]
 
 
