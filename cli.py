@@ -118,10 +118,13 @@ def main():
 @click.option("--full-suite", is_flag=True, default=None,
               help="Run every attack on every candidate; by default a candidate's remaining attacks "
                    "are skipped once its clones show it is beaten by the front.")
+@click.option("--confirm-seeds", type=int,
+              help="Once the sweep is done, re-run its front under this many further seeds, as "
+                   "`confirm NAME --seeds N` does, and print the front on the means.")
 @_format_option
 def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurrency,
           gpus_per_trial, cpus_per_trial, study_storage, shared_storage, data_root, epochs_scale,
-          trials, sampler, protocol, full_suite, fmt):
+          trials, sampler, protocol, full_suite, confirm_seeds, fmt):
     """Run a sweep (or finish an interrupted one) and print its Pareto front."""
     from orchestrator import SweepOptions
     from search_spaces import adjust, load_preset
@@ -129,6 +132,10 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
     chosen = _run(load_preset, None if config_file else preset, config_file)
     if trials is not None and trials < 1:
         raise BadInput(f"--trials {trials} must be ≥ 1")
+    if confirm_seeds is not None:
+        from orchestrator.confirm import check_seeds
+
+        _run(check_seeds, confirm_seeds)
     preset_sampler = chosen.sampler
     preset_full = chosen.full_suite
     preset_protocol = chosen.protocol
@@ -144,7 +151,13 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
     opts = SweepOptions(chosen, name or default_name, storage, address, max_teacher_drop, concurrency,
                         cpus_per_trial, gpus_per_trial, study_storage, shared_storage,
                         _absolute(data_root))
-    _finish(_run_sweep(opts), opts, storage, fmt)
+    outcome = _run_sweep(opts)
+    if confirm_seeds is None:
+        _finish(outcome, opts, storage, fmt)
+    else:
+        if fmt == "table":
+            _finish(outcome, opts, storage, fmt)
+        _confirmed(_run_quiet(_confirm_run, opts, confirm_seeds, None), opts, storage, fmt)
 
 
 @main.command()
@@ -169,13 +182,71 @@ def resume(name, storage, address, study_storage, shared_storage, data_root, fmt
 def _run_sweep(opts) -> dict:
     """Run it with everything printed meanwhile on stderr (Ray's own warnings included), so that
     stdout carries only the front: `--format json` output stays parseable."""
+    from orchestrator import run_sweep
+
+    return _run_quiet(run_sweep, opts)
+
+
+def _run_quiet(fn, *args):
     import contextlib
     import sys
 
-    from orchestrator import run_sweep
-
     with contextlib.redirect_stdout(sys.stderr):
-        return _run(run_sweep, opts)
+        return _run(fn, *args)
+
+
+def _confirm_run(opts, seeds: int, max_teacher_drop: float | None):
+    from orchestrator.confirm import run_confirm
+
+    return run_confirm(opts, seeds, max_teacher_drop)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--seeds", type=int, required=True,
+              help="How many seeds to add to the sweep's own (seed + 1, seed + 2, ...): each front "
+                   "candidate is run again under each, from that seed's own normal teacher and students.")
+@_storage_option
+@click.option("--address", help="Join the Ray cluster at ADDRESS instead of starting a local one.")
+@click.option("--max-teacher-drop", type=float,
+              help="Only the front's candidates whose teacher lost at most this many points.")
+@click.option("--shared-storage", is_flag=True, default=None,
+              help="The --storage folder is mounted at the same path on every node (NFS).")
+@_data_root_option
+@_format_option
+def confirm(name, seeds, storage, address, max_teacher_drop, shared_storage, data_root, fmt):
+    """Re-run the front of sweep NAME under further seeds and print the front on the means, each
+    number as mean ± sd [95 % interval]. Resumable and idempotent: a replicate already written is
+    never run again."""
+    from orchestrator import options_from_stored
+    from orchestrator.confirm import check_seeds
+
+    _run(check_seeds, seeds)
+    opts = _run(options_from_stored, storage, name, address, shared_storage=shared_storage,
+                data_root=_absolute(data_root))
+    _confirmed(_run_quiet(_confirm_run, opts, seeds, max_teacher_drop), opts, storage, fmt)
+
+
+def _confirmed(result, opts, storage: str, fmt: str) -> None:
+    """`result`: an `orchestrator.confirm.ConfirmResult`."""
+    from results.report import render_replicated
+
+    space = opts.preset.space
+    if fmt != "table":
+        click.echo(render_replicated(result.front, fmt, space))
+        return
+    seeds = max((len(c.seeds) for c in result.candidates), default=1)
+    click.echo(f"\nFront of {opts.name!r} on the means of up to {seeds} seeds: {len(result.front)} of "
+               f"{len(result.candidates)} replicated candidates (mean ± sd [95 % interval])")
+    click.echo(render_replicated(result.front, "table", space))
+    click.echo(f"\n{result.trained} replicates run now, {result.held} already there; results: "
+               f"{result.results}", err=True)
+    click.echo(PUSHES_BELOW_SAYS, err=True)
+
+
+PUSHES_BELOW_SAYS = ("below_normal_kd: points the best clone lies below the best clone of the normal teacher, "
+                     "seed by seed; pushes_below names the baselines (normal_kd, alone, smoothed) whose "
+                     "interval lies wholly above zero")
 
 
 def _finish(outcome, opts, storage: str, fmt: str) -> None:

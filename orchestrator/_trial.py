@@ -20,7 +20,7 @@ from ray import tune
 from trainables.candidate import TrialContext, attack_name, run_candidate
 from trainables.phases import PhaseJob, batch_groups, stacking_pays
 from trainables.pruning import Pruning, attack_order
-from undistill.outcomes import Candidate, Placement
+from undistill.outcomes import Candidate, CandidateOutcome, Placement
 
 from ._worker import PhaseRuntime, placement, remote_batch, remote_phase, run_job
 
@@ -33,6 +33,18 @@ def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime, board
                batch: bool = True) -> None:
     """`board`: the sweep's name when its trials prune their attacks (see `_board`), else None;
     `batch`: the attacks on one student architecture train as one stack (`run_batch`)."""
+    outcome = evaluate(Candidate.from_params(config), context, runtime, board, batch)
+    # Tune's metrics are floats (a missing one is NaN there); the outcome itself travels whole,
+    # pickled by Ray, to the driver's callback.
+    tune.report({"teacher_acc": _metric(outcome.teacher_acc), "student_acc": _metric(outcome.student_acc),
+                 "teacher_drop": _metric(outcome.teacher_drop), "status": outcome.status,
+                 OUTCOME: outcome, "final": True})
+
+
+def evaluate(candidate: Candidate, context: TrialContext, runtime: PhaseRuntime, board: str | None = None,
+             batch: bool = True) -> CandidateOutcome:
+    """The candidate, run from the process that holds bundle 0 of its placement group (a Tune
+    trial's, or a `confirm` replicate's): its teacher here, its students as child tasks."""
     import ray
 
     res = runtime.resources
@@ -56,15 +68,10 @@ def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime, board
     # the second wave takes all the rest only where they train in stacks
     stacks = batch and any(stacking_pays(t, res.gpus > 0) for t in context.attack_templates)
     pruning = _pruning(context, board, res.students, stacks) if board else None
-    outcome = run_candidate(Candidate.from_params(config), context, run_here, run_side_by_side, pruning)
+    outcome = run_candidate(candidate, context, run_here, run_side_by_side, pruning)
     ran = Placement.from_result({**placement(), "cpus": res.cpus, "gpus": res.gpus,
                                  "started_at": started, "finished_at": time.time()})
-    outcome = replace(outcome, ran=ran)
-    # Tune's metrics are floats (a missing one is NaN there); the outcome itself travels whole,
-    # pickled by Ray, to the driver's callback.
-    tune.report({"teacher_acc": _metric(outcome.teacher_acc), "student_acc": _metric(outcome.student_acc),
-                 "teacher_drop": _metric(outcome.teacher_drop), "status": outcome.status,
-                 OUTCOME: outcome, "final": True})
+    return replace(outcome, ran=ran)
 
 
 def _pruning(context: TrialContext, sweep: str, students: int, batch: bool) -> Pruning | None:

@@ -105,3 +105,27 @@ def _numeric(text: str) -> bool:
         return True
     except ValueError:
         return text == "–"
+
+
+def replicated_columns(space: SearchSpace, fmt: str) -> tuple[str, ...]:
+    """A replicated front's columns: in a table each estimate is one `mean ± sd [low, high]`
+    cell; JSON and CSV give every number its own column."""
+    if fmt in ("table", "markdown"):
+        return ("trial_id", "defense", *space.knob_names(), "seeds", "teacher_acc", "student_acc",
+                "below_normal_kd", "pushes_below")
+    estimates = ("teacher_acc", "student_acc", "teacher_drop", "below_normal_kd", "below_alone", "below_smoothed")
+    return ("trial_id", "defense", *space.knob_names(), "seeds", "seed_list",
+            *(f"{e}{part}" for e in estimates for part in ("", "_sd", "_low", "_high")),
+            "pushes_below", "best_attacks")
+
+
+def render_replicated(candidates, fmt: str, space: SearchSpace) -> str:
+    """`candidates` (`replicates.Replicated`) as `render` gives a front: a table shows each
+    estimate as mean ± sd [95 % interval]."""
+    rows = with_knob_columns([c.to_row() for c in candidates], space)
+    if fmt in ("table", "markdown"):
+        for row, c in zip(rows, candidates, strict=True):
+            row.update(teacher_acc=c.teacher_acc.text(), student_acc=c.student_acc.text(),
+                       below_normal_kd=c.below["normal_kd"].text() if "normal_kd" in c.below else None,
+                       pushes_below=row["pushes_below"] or "–")
+    return render(rows, fmt, columns=replicated_columns(space, fmt), space=space)

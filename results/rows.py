@@ -10,15 +10,18 @@ from undistill.outcomes import Candidate, CandidateOutcome, Placement, StudentOu
 
 def trial_rows(*, sweep: str, trial_id: str, candidate: Candidate | None,
                outcome: CandidateOutcome | None, context: SweepColumns,
-               error: str | None = None) -> tuple[dict, list[dict]]:
+               error: str | None = None, replicate_of: str | None = None) -> tuple[dict, list[dict]]:
     """The trial row and its student × attack rows, as `schema.TRIALS` and `schema.STUDENTS`.
 
+    `replicate_of`: the trial id of the candidate this trial re-runs under `context.seed`
+    (`confirm`); None for a trial of the search.
     `outcome` is None when the trial failed (`error` says why): its row has no numbers, and its
     student rows are the sweep's baselines with status `error`. `candidate` is None only when
     the trial failed before one was drawn."""
     candidate = outcome.candidate if outcome is not None else candidate
     knobs = {"defense": candidate.defense if candidate else None,
-             "knobs": {k: float(v) for k, v in candidate.knobs} if candidate else None}
+             "knobs": {k: float(v) for k, v in candidate.knobs} if candidate else None,
+             "seed": context.seed, "replicate_of": replicate_of}
     status = outcome.status if outcome is not None and error is None else "error"
     if outcome is not None and outcome.students:
         students = outcome.students
@@ -32,7 +35,6 @@ def trial_rows(*, sweep: str, trial_id: str, candidate: Candidate | None,
         **knobs,
         "dataset": context.dataset,
         "teacher_arch": context.teacher_arch,
-        "seed": context.seed,
         "protocol": context.protocol,
         "status": status,
         "teacher_acc": number(outcome.teacher_acc) if outcome else None,

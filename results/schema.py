@@ -31,6 +31,9 @@ TRIALS = pa.schema([
     ("dataset", pa.string()),
     ("teacher_arch", pa.string()),
     ("seed", pa.int64()),
+    # null: a trial of the sweep's search; else the trial id of the front candidate this row
+    # re-runs under another `seed` (`confirm`), from its own normal teacher and students up
+    ("replicate_of", pa.string()),
     # validation (best epoch on a held-out split) | paper (whole training set, best epoch on the
     # test set, as the reference code); null: a sweep older than the choice, i.e. validation
     ("protocol", pa.string()),
@@ -63,6 +66,8 @@ STUDENTS = pa.schema([
     ("trial_id", pa.string()),
     ("defense", pa.string()),
     ("knobs", KNOBS),
+    ("seed", pa.int64()),  # as the trial's (null in files older than replicates)
+    ("replicate_of", pa.string()),  # as the trial's
     ("student_arch", pa.string()),
     ("protocol", pa.string()),  # as the trial's
     ("attack", pa.string()),  # a registered attack's label: kd-T<temperature>, dafl, ...

@@ -1,6 +1,10 @@
 """The Parquet store of a sweep: `<sweep>/results/{trials,students}/<trial_id>.parquet` on its
 storage (a local folder or a bucket, see `storage`).
 
+A `confirm` replicate (a front candidate re-run under another seed, see `schema`) is a trial
+like any other in these folders, told apart by its `replicate_of` column: `trial_rows` and
+`student_rows` give the sweep's own trials, `replicate_rows` the replicates.
+
 Each trial is written once, atomically (see `Storage.write_with`), students first, so a reader
 that sees a trial row also sees its student rows, and no reader ever sees half a file. Writing
 a trial again replaces its files: a trial is never counted twice.
@@ -46,8 +50,21 @@ class ResultStore:
         return self._read_all(STUDENTS_DIR, schema.STUDENTS)
 
     def trial_rows(self) -> list[dict]:
-        """Trial rows as dicts in finishing order: NaN for a missing accuracy (so rows sort and
-        compare), `knobs` and `versions` as dicts."""
+        """The search's trial rows (no replicates) as dicts in finishing order: NaN for a missing
+        accuracy (so rows sort and compare), `knobs` and `versions` as dicts."""
+        return [r for r in self._trial_rows() if r["replicate_of"] is None]
+
+    def student_rows(self) -> list[dict]:
+        """The search's student × attack rows (no replicates) as dicts, `knobs` as a dict, nulls
+        as None."""
+        return [r for r in self._student_rows() if r["replicate_of"] is None]
+
+    def replicate_rows(self) -> tuple[list[dict], list[dict]]:
+        """The replicates' trial rows (as `trial_rows` gives them) and student rows."""
+        return ([r for r in self._trial_rows() if r["replicate_of"] is not None],
+                [r for r in self._student_rows() if r["replicate_of"] is not None])
+
+    def _trial_rows(self) -> list[dict]:
         rows = [_maps_as_dicts(r) for r in self.trials().to_pylist()]
         for row in rows:
             for key in ("teacher_acc", "student_acc", "teacher_drop"):
@@ -55,8 +72,7 @@ class ResultStore:
                     row[key] = math.nan
         return sorted(rows, key=lambda r: (r["finished_at"] is None, r["finished_at"], r["trial_id"]))
 
-    def student_rows(self) -> list[dict]:
-        """Student × attack rows as dicts, `knobs` as a dict, nulls as None."""
+    def _student_rows(self) -> list[dict]:
         return [_maps_as_dicts(r) for r in self.students().to_pylist()]
 
     def _write(self, table: pa.Table, kind: str, name: str) -> None:

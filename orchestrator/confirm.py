@@ -1,0 +1,209 @@
+"""`confirm`: the front's candidates measured again under further seeds, so that every number on
+the front comes with how sure it is (`results.replicates`).
+
+A replicate of a candidate under seed s shares nothing with its trial but the knobs: seed s has
+its own normal teacher, students alone (plain and label-smoothed) and attacks on the normal
+teacher, and the candidate's defended teacher and attacks are trained from those. The data is
+the dataset's (the same samples and validation split under every seed). Every phase goes
+through the artifact store by key, so a seed's upstream phases serve every candidate, a phase
+finished before a crash is not trained again, and a replicate whose row is written is never run
+again: `confirm` run twice does nothing the second time, and after a kill it goes on.
+
+Each replicate runs like a trial: a placement group of `1 + students` bundles (the sweep's),
+the defended teacher in bundle 0, the attacks side by side as child tasks, at most the sweep's
+concurrency at once; every attack runs (a replicate is never pruned) and no teacher gate
+applies (the teacher's accuracy is what is measured).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+
+from results import ResultStore, pareto_front, trial_rows
+from results.replicates import Replicated, mean_front, replicated
+from undistill.errors import ConfigError
+from undistill.outcomes import Candidate, SweepColumns
+from undistill.record import versions
+
+from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
+from ._worker import PhaseRuntime
+from .layout import read_sweep
+from .plan import Plan, make_plan
+from .sweep import SweepError, SweepOptions, _log, _resolve_run, check_options
+
+MAX_SEEDS = 50  # a t interval past this many seeds narrows by less than a percent
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """The replicated candidates (over every seed they have), the front on their means, how many
+    replicates ran now and how many were already there."""
+
+    candidates: list[Replicated]
+    front: list[Replicated]
+    trained: int
+    held: int
+    results: str
+
+
+def replicate_id(trial_id: str, seed: int) -> str:
+    """The trial id (and file name) of `trial_id`'s replicate under `seed`."""
+    return f"{trial_id}-seed{seed}"
+
+
+def further_seeds(seed: int, count: int) -> list[int]:
+    """The `count` seeds after the sweep's own: its replicates' seeds, the same on every rerun."""
+    return [seed + i for i in range(1, count + 1)]
+
+
+def check_seeds(seeds: int) -> None:
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {seeds} must be within 1 to {MAX_SEEDS}: the number of seeds "
+                          "to add to the sweep's own")
+
+
+def run_confirm(opts: SweepOptions, seeds: int, max_teacher_drop: float | None = None) -> ConfirmResult:
+    """Run every missing replicate of the front's candidates (the front of the sweep's own trials,
+    their teachers within `max_teacher_drop` points if given) under `seeds` further seeds."""
+    check_seeds(seeds)
+    if max_teacher_drop is not None and not max_teacher_drop >= 0:
+        raise ConfigError(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
+    storage = check_options(opts)
+    store = ResultStore(storage, opts.name)
+    front = pareto_front(store.trial_rows(), max_teacher_drop)
+    if not front:
+        raise ConfigError(f"sweep {opts.name!r} has no finished trial on its front yet"
+                          f"{' within --max-teacher-drop' if max_teacher_drop is not None else ''}; "
+                          f"sweep first (python cli.py resume {opts.name})")
+    done, _ = store.replicate_rows()
+    held = {r["trial_id"] for r in done if r["status"] != "error"}  # an error is tried again
+    wanted = [(t, s) for s in further_seeds(opts.preset.seed, seeds) for t in front]
+    todo = [(t, s) for t, s in wanted if replicate_id(t["trial_id"], s) not in held]
+    _log(f"confirm {opts.name!r}: {len(front)} front candidates × {seeds} further "
+         f"seed{'s' if seeds > 1 else ''}: {len(wanted) - len(todo)} replicates done, {len(todo)} to run")
+    if todo:
+        _run(opts, storage, todo)
+    trials, students = store.trial_rows(), store.student_rows()
+    copies, copy_students = store.replicate_rows()
+    ids = {t["trial_id"] for t in front}
+    candidates = [c for c in replicated(trials, students, copies, copy_students) if c.trial_id in ids]
+    return ConfirmResult(candidates, mean_front(candidates), len(todo), len(wanted) - len(todo), store.location)
+
+
+def _run(opts: SweepOptions, storage, todo: list[tuple[dict, int]]) -> None:
+    from . import _cluster
+
+    record = read_sweep(storage, opts.name)
+    started_ray = _cluster.connect(opts.address, num_cpus=opts.resources().local_cpus())
+    try:
+        nodes = _cluster.alive_nodes()
+        resources, concurrency = _resolve_run(opts, record.run, nodes)
+        _cluster.check_storage_shared(nodes, storage, opts.shared_storage)
+        runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval())
+        batch = opts.preset.resources.get("batch_attacks", True)
+        plans = {s: make_plan(replace(opts.preset, seed=s)) for s in sorted({s for _, s in todo})}
+        upstream = _run_upstream(plans, runtime, batch)
+        _run_replicates(opts, record, plans, upstream, runtime, concurrency, batch, todo)
+    finally:
+        if started_ray:
+            _cluster.shutdown()
+
+
+def _run_upstream(plans: dict[int, Plan], runtime: PhaseRuntime, batch: bool) -> dict[str, dict]:
+    """Every seed's upstream phases as one DAG: seeds run side by side."""
+    from . import dag
+
+    t0 = time.perf_counter()
+    nodes = tuple(replace(node, name=f"seed {seed}: {node.name}") for seed, plan in plans.items()
+                  for node in plan.upstream)
+    _log(f"upstream of {len(plans)} seed{'s' if len(plans) > 1 else ''}: {len(nodes)} phases")
+
+    def done(node, result):
+        acc = result.get("test_acc")
+        how = "cached" if result.get("cached") else f"{result['wall_s']:.0f}s"
+        _log(f"  {node.name:<36} {f'{acc:.2f}%' if acc is not None else result['status']:>8}  ({how})")
+
+    try:
+        results = dag.run_upstream(nodes, runtime, done, batch=batch)
+    except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
+        raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
+    for seed, plan in plans.items():
+        if results[plan.teacher.key]["status"] != "ok":
+            raise SweepError(f"the normal teacher of seed {seed} diverged; lower teacher_schedule.lr "
+                             "in the preset")
+    _log(f"upstream done in {time.perf_counter() - t0:.0f}s")
+    return results
+
+
+def _run_replicates(opts: SweepOptions, record, plans: dict[int, Plan], upstream: dict[str, dict],
+                    runtime: PhaseRuntime, concurrency: int, batch: bool, todo: list[tuple[dict, int]]) -> None:
+    """Each replicate as a task in its own placement group, `concurrency` at once; its rows are
+    written as it finishes."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from ._driver import trial_context
+    from ._trial import evaluate
+
+    res = runtime.resources
+    task = ray.remote(max_retries=2)(evaluate)  # a lost worker: its phases resume by key
+    contexts = {s: trial_context(plan, upstream) for s, plan in plans.items()}  # no teacher gate
+    store = ResultStore(runtime.storage, opts.name)
+    t0, total, finished = time.time(), len(todo), 0
+    queue, pending = list(todo), {}
+    while queue or pending:
+        while queue and len(pending) < concurrency:
+            trial, seed = queue.pop(0)
+            group = placement_group([res.bundle() for _ in range(res.bundles)], strategy="PACK")
+            where = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0,
+                                                     placement_group_capture_child_tasks=True)
+            ref = task.options(num_cpus=res.cpus, num_gpus=res.gpus, scheduling_strategy=where,
+                               name=f"replicate {replicate_id(trial['trial_id'], seed)}").remote(
+                _candidate(trial, record.space), contexts[seed], runtime, None, batch)
+            pending[ref] = (trial, seed, group)
+        (ready,), _ = ray.wait(list(pending), num_returns=1)
+        trial, seed, group = pending.pop(ready)
+        try:
+            outcome, error = ray.get(ready), None
+        except Exception as exc:  # noqa: BLE001 (recorded as the replicate's error; a rerun tries again)
+            outcome, error = None, (str(exc).strip().splitlines() or ["the replicate failed"])[-1][:500]
+        remove_placement_group(group)
+        row, students = _rows(opts, plans[seed], contexts[seed], trial, seed, outcome, error)
+        kill_point(BEFORE_TRIAL_WRITE)
+        store.write_trial(row, students)
+        finished += 1
+        elapsed = time.time() - t0
+        eta = elapsed / finished * (total - finished)
+        knobs = record.space.describe(row["defense"], row["knobs"] or {})
+        clone = row["student_acc"]
+        print(f"[{finished:>3}/{total}] seed {seed} {row['defense']:<6} {knobs:<24} teacher "
+              f"{_pct(row['teacher_acc'])} · clone {_pct(clone)}  {row['status']:<8} "
+              f"{elapsed:.0f}s elapsed · ETA {eta:.0f}s", file=sys.stderr, flush=True)
+
+
+def _candidate(trial: dict, space) -> Candidate:
+    """The trial's candidate, its knobs of their own types again (Parquet holds them as floats)."""
+    defense = space.get(trial["defense"])
+    return Candidate.of(trial["defense"], **{k: defense.knob(k).cast(v) if defense and defense.knob(k) else v
+                                             for k, v in (trial["knobs"] or {}).items()})
+
+
+def _rows(opts: SweepOptions, plan: Plan, context, trial: dict, seed: int, outcome, error):
+    from trainables.candidate import attack_name, student_outcome
+
+    columns = SweepColumns(
+        dataset=opts.preset.dataset["name"], teacher_arch=plan.teacher.config.model.label, seed=seed,
+        preset=opts.preset.name, config_fingerprint=opts.fingerprint(), versions=versions(),
+        normal_teacher_acc=context.normal_teacher_acc, protocol=opts.preset.protocol,
+        students=tuple(student_outcome(t, context.baselines[attack_name(t)], None, status="error")
+                       for t in context.attack_templates))
+    return trial_rows(sweep=opts.name, trial_id=replicate_id(trial["trial_id"], seed),
+                      candidate=Candidate(trial["defense"], tuple(sorted((trial["knobs"] or {}).items()))),
+                      outcome=outcome, context=columns, error=error, replicate_of=trial["trial_id"])
+
+
+def _pct(x) -> str:
+    return "  –  " if x is None or x != x else f"{x:5.2f}"
