@@ -135,7 +135,7 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
     if confirm_seeds is not None:
         from orchestrator.confirm import check_seeds
 
-        _run(check_seeds, confirm_seeds)
+        _run(check_seeds, confirm_seeds, "--confirm-seeds")
     preset_sampler = chosen.sampler
     preset_full = chosen.full_suite
     preset_protocol = chosen.protocol
@@ -278,9 +278,12 @@ def _finish(outcome, opts, storage: str, fmt: str) -> None:
 @click.option("--defense", help="Only this defense family (one the sweep searched: nasty, stingy, ...).")
 @click.option("--attack", help="Judge defenses by this attack alone (kd-T4, dafl, or the family kd); "
                                "default: the best clone over every attack.")
+@click.option("--single-seed", is_flag=True,
+              help="The front of the sweep's own seed, even where `confirm` has replicated it.")
 @_format_option
-def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
-    """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch)."""
+def pareto(name, storage, max_teacher_drop, defense, attack, single_seed, fmt):
+    """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch). Once
+    `confirm` has replicated it, the front on the means over seeds, with intervals."""
     from orchestrator.layout import read_sweep
     from results import (
         ResultStore,
@@ -308,6 +311,12 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
         known = attack_names(students)
         if attack not in known:
             raise BadInput(f"--attack {attack!r}: sweep {name!r} ran {', '.join(known) or 'no attack yet'}")
+    copies, copy_students = _run(store.replicate_rows)
+    if copies and not single_seed:
+        _replicated_front(name, stored, trials, students, copies, copy_students, attack, defense,
+                          max_teacher_drop, fmt)
+        return
+    if attack is not None:
         lacking = lacking_attack(trials, students, attack)
         trials = by_attack(trials, students, attack)
         students = [s for s in students if is_attack(s["attack"], attack)]
@@ -342,6 +351,37 @@ def pareto(name, storage, max_teacher_drop, defense, attack, fmt):
                    "every candidate by every attack", err=True)
 
 
+def _replicated_front(name, stored, trials, students, copies, copy_students, attack, defense,
+                      max_teacher_drop, fmt) -> None:
+    from results import pareto_front
+    from results.replicates import mean_front, replicated
+    from results.report import render_replicated
+
+    candidates = replicated(trials, students, copies, copy_students, attack)
+    if defense is not None:
+        candidates = [c for c in candidates if c.defense == defense]
+    front = mean_front(candidates, max_teacher_drop)
+    click.echo(render_replicated(front, fmt, stored.space))
+    if fmt != "table":
+        return
+    seeds = sorted({s for c in candidates for s in c.seeds})
+    click.echo(f"\n{len(front)} of {len(candidates)} replicated candidates on the front of the means over seeds "
+               f"{', '.join(map(str, seeds))}{f' (judged by {attack} alone)' if attack else ''}; "
+               "each number: mean ± sd [95 % interval]", err=True)
+    click.echo(PUSHES_BELOW_SAYS, err=True)
+    ids = {c.trial_id for c in candidates}
+    from results import by_attack
+
+    judged = by_attack(trials, students, attack) if attack is not None else trials
+    single = [t for t in pareto_front(judged, max_teacher_drop) if defense is None or t["defense"] == defense]
+    missing = [t for t in single if t["trial_id"] not in ids]
+    if missing:
+        one = len(missing) == 1
+        click.echo(f"{len(missing)} {'defense' if one else 'defenses'} of the single-seed front "
+                   f"{'has' if one else 'have'} no replicates yet: `confirm {name} --seeds N` runs "
+                   f"{'it' if one else 'them'}; `--single-seed` shows that front", err=True)
+
+
 @main.command()
 @click.argument("name")
 @_storage_option
@@ -360,13 +400,15 @@ def report(name, storage, out_dir):
     if not trials:
         raise BadInput(f"sweep {name!r} has no finished trial yet; run `status {name}` to see it")
     folder = Path(out_dir or Path("reports") / name)
-    for file, data in build_report(name, stored, trials, students, store.location).items():
+    replicates = _run(store.replicate_rows)
+    for file, data in build_report(name, stored, trials, students, store.location, replicates).items():
         try:
             atomic_write(folder / file, lambda f, data=data: f.write(data))
         except OSError as exc:
             raise BadInput(f"--out {folder}: cannot write there ({exc.strerror or exc}); "
                            "give a folder you can write to") from None
-    click.echo(f"report of {name!r}: {folder / 'report.md'} (with front.png, hypervolume.png, front.json)")
+    more = ", front_replicated.json" if replicates[0] else ""
+    click.echo(f"report of {name!r}: {folder / 'report.md'} (with front.png, hypervolume.png, front.json{more})")
 
 
 def _open_storage(location: str):
@@ -394,7 +436,8 @@ def status(name, storage, fmt):
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     upstream = _run(read_json, where, name, "upstream.json", {"phases": []})["phases"]
     runs = _run(read_json, where, name, "cluster.json", {"runs": []})["runs"]
-    nodes, active_s = node_usage(rows, _run(store.student_rows), upstream, runs)
+    students = _run(store.student_rows)
+    nodes, active_s = node_usage(rows, students, upstream, runs)
     info = {
         "sweep": name,
         "preset": stored.preset_name,
@@ -402,6 +445,8 @@ def status(name, storage, fmt):
         "trials_total": stored.trials,
         **counts,
         "front_size": len(pareto_front(rows)),
+        # `confirm`: the front's candidates re-run under further seeds
+        **_replicate_status(rows, students, *_run(store.replicate_rows)),
         # which attack made each finished trial's best clone, most often first
         "best_attacks": ", ".join(f"{a} ×{n}" for a, n in Counter(
             r["best_attack"] for r in rows if r["status"] == "ok" and r["best_attack"]).most_common()),
@@ -412,7 +457,7 @@ def status(name, storage, fmt):
     }
     if fmt == "table":
         for key, value in info.items():
-            click.echo(f"{key:<14} {value}")
+            click.echo(f"{key:<17} {value}")
         if nodes:
             click.echo("\nwhere it ran (utilisation: share of each node's cores, or GPUs, kept busy "
                        "while the sweep was active)")
@@ -423,6 +468,21 @@ def status(name, storage, fmt):
         click.echo(render([info], fmt, columns=tuple(info)))
     else:
         click.echo(json.dumps({**info, "nodes": nodes}, indent=1))
+
+
+def _replicate_status(trials, students, copies, copy_students) -> dict:
+    """`status`'s replicate lines: every seed measured, the replicates by status, and the front
+    on the means (its size, and how many of its defenses push clones below normal KD for sure)."""
+    from results.replicates import mean_front, replicated
+
+    front = mean_front(replicated(trials, students, copies, copy_students))
+    return {
+        "seeds": " ".join(str(s) for s in sorted({r["seed"] for r in (*trials, *copies) if r["seed"] is not None})),
+        "replicates": len(copies),
+        "replicates_ok": sum(r["status"] == "ok" for r in copies),
+        "replicated_front": len(front),
+        "below_normal_kd": sum("normal_kd" in c.pushes_below for c in front),
+    }
 
 
 @main.group()
@@ -456,23 +516,27 @@ def leaderboard(storage, fmt):
     from orchestrator.layout import list_sweeps
     from results import BUDGETS, ResultStore
     from results import leaderboard as standings
-    from results.leaderboard import COLUMNS
+    from results.leaderboard import COLUMNS, TABLE_COLUMNS, SweepRows
     from results.report import render
 
     where = _open_storage(storage)
     sweeps = {}
     for name in _run(list_sweeps, where):
         store = ResultStore(where, name)
-        sweeps[name] = (_run(store.trial_rows), _run(store.student_rows))
+        sweeps[name] = SweepRows(_run(store.trial_rows), _run(store.student_rows), *_run(store.replicate_rows))
     board = standings(sweeps)
     if not board:
         raise BadInput(f"no sweep in {storage} has a finished trial yet; sweep first (python cli.py sweep "
                        f"--storage {storage})")
-    click.echo(render([s.to_dict() for s in board], fmt, columns=COLUMNS))
+    if fmt in ("table", "markdown"):
+        click.echo(render([s.cells() for s in board], fmt, columns=TABLE_COLUMNS))
+    else:
+        click.echo(render([s.to_dict() for s in board], fmt, columns=COLUMNS))
     if fmt == "table":
         click.echo(f"\n{len(sweeps)} {'sweep' if len(sweeps) == 1 else 'sweeps'} · the best defense per family "
                    f"within {', '.join(f'{b:g}' for b in BUDGETS)} points of teacher cost, by points below "
-                   "its sweep's best clone of the normal teacher", err=True)
+                   "its sweep's best clone of the normal teacher; a replicated sweep (`confirm`) by its "
+                   "means over seeds, with 95 % intervals", err=True)
 
 
 @main.command()

@@ -58,9 +58,9 @@ def further_seeds(seed: int, count: int) -> list[int]:
     return [seed + i for i in range(1, count + 1)]
 
 
-def check_seeds(seeds: int) -> None:
+def check_seeds(seeds: int, flag: str = "--seeds") -> None:
     if not 1 <= seeds <= MAX_SEEDS:
-        raise ConfigError(f"--seeds {seeds} must be within 1 to {MAX_SEEDS}: the number of seeds "
+        raise ConfigError(f"{flag} {seeds} must be within 1 to {MAX_SEEDS}: the number of seeds "
                           "to add to the sweep's own")
 
 
@@ -149,7 +149,9 @@ def _run_replicates(opts: SweepOptions, record, plans: dict[int, Plan], upstream
     from ._trial import evaluate
 
     res = runtime.resources
-    task = ray.remote(max_retries=2)(evaluate)  # a lost worker: its phases resume by key
+    # a lost worker is retried: its phases resume by key; on a GPU a fresh process each time
+    # (CUDA binds to the GPU it first sees, see `_worker.remote_phase`)
+    task = ray.remote(max_retries=2, max_calls=1 if res.gpus else 0)(evaluate)
     contexts = {s: trial_context(plan, upstream) for s, plan in plans.items()}  # no teacher gate
     store = ResultStore(runtime.storage, opts.name)
     t0, total, finished = time.time(), len(todo), 0

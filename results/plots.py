@@ -27,10 +27,12 @@ def _pyplot():
 
 def front_figure(trials: list[dict], front: list[dict], *, normal: tuple[float, float],
                  baselines: dict[str, float], paper_point: dict | None = None,
-                 colours: dict[str, str] | None = None, title: str = ""):
+                 colours: dict[str, str] | None = None, replicated=(), title: str = ""):
     """`normal`: (normal teacher accuracy, its best clone); `baselines`: label -> clone accuracy
     drawn as horizontal lines (the students alone); `paper_point`: the trial row of the preset's
-    paper-like start point, if it ran; `colours`: defense -> its colour (the sweep's space)."""
+    paper-like start point, if it ran; `colours`: defense -> its colour (the sweep's space);
+    `replicated`: the front on the means over seeds (`replicates.Replicated`), drawn at its means
+    with its 95 % intervals as error bars on both axes."""
     colours = colours or {}
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
@@ -43,6 +45,16 @@ def front_figure(trials: list[dict], front: list[dict], *, normal: tuple[float, 
     ordered = sorted(front, key=lambda t: t["teacher_acc"])
     ax.plot([t["teacher_acc"] for t in ordered], [t["student_acc"] for t in ordered], "-o", color="black",
             markerfacecolor="none", markersize=10, linewidth=1, label=f"front ({len(front)})", gid="front")
+    if replicated:
+        def bars(estimates):
+            return [[e.mean - e.low if e.low is not None else 0.0 for e in estimates],
+                    [e.high - e.mean if e.high is not None else 0.0 for e in estimates]]
+
+        teachers, clones = [c.teacher_acc for c in replicated], [c.student_acc for c in replicated]
+        seeds = max(len(c.seeds) for c in replicated)
+        ax.errorbar([e.mean for e in teachers], [e.mean for e in clones], xerr=bars(teachers), yerr=bars(clones),
+                    fmt="s", color="tab:purple", markersize=5, capsize=3, linewidth=1, zorder=4,
+                    label=f"front on the means of {seeds} seeds, 95 % intervals", gid="replicated")
     ax.scatter([normal[0]], [normal[1]], marker="*", s=220, color="gold", edgecolor="black", zorder=5,
                label="normal teacher", gid="normal")
     if paper_point is not None:

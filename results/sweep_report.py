@@ -2,7 +2,9 @@
 
     front.png        teacher accuracy against best clone accuracy (see `plots.front_figure`)
     hypervolume.png  the front's hypervolume after each trial
-    front.json       the front, exactly as `pareto NAME --format json` prints it
+    front.json       the front, exactly as `pareto NAME --single-seed --format json` prints it
+    front_replicated.json   once `confirm` has run: the front on the means over seeds, exactly as
+                     `pareto NAME --format json` prints it (with each number's sd and interval)
     report.md        the front as a table, per-student × attack numbers of the front, the
                      sweep's settings, and where its results live
 """
@@ -16,14 +18,17 @@ from undistill.record import SweepRecord
 
 from .pareto import _finite, pareto_front, range_edges
 from .plots import front_figure, hypervolume_curve, hypervolume_figure, png
-from .report import _fmt, front_columns, reference_point, render, with_knob_columns
+from .replicates import BASELINE_WORDS, Replicated, mean_front, replicated
+from .report import _fmt, front_columns, reference_point, render, render_replicated, with_knob_columns
 
 
 def build_report(name: str, stored: SweepRecord, trials: list[dict], students: list[dict],
-                 results_uri: str) -> dict[str, bytes]:
+                 results_uri: str, replicates: tuple[list[dict], list[dict]] = ((), ())) -> dict[str, bytes]:
     """The report's files by name. `stored`: the sweep's record; `trials` in finishing
-    order (as `ResultStore.trial_rows` gives them)."""
+    order (as `ResultStore.trial_rows` gives them); `replicates`: the trial and student rows
+    `confirm` added (`ResultStore.replicate_rows`)."""
     front = pareto_front(trials)
+    means = mean_front(replicated(trials, students, *replicates)) if replicates[0] else []
     reference = reference_point(students)
     normal_acc = trials[0]["normal_teacher_acc"] if trials else math.nan
     baselines = {
@@ -35,13 +40,16 @@ def build_report(name: str, stored: SweepRecord, trials: list[dict], students: l
     files = {
         "front.png": png(front_figure(trials, front, normal=(normal_acc, reference[1]), baselines=baselines,
                                       paper_point=paper, colours={d.defense: d.colour for d in stored.space},
+                                      replicated=means,
                                       title=f"{name}: {len(front)} of {len(trials)} trials on the front")),
         "hypervolume.png": png(hypervolume_figure(curve, reference)),
         "front.json": render(front, "json", space=stored.space).encode(),
     }
+    if means:
+        files["front_replicated.json"] = render_replicated(means, "json", stored.space).encode()
     hv = curve[-1] if curve else 0.0
     files["report.md"] = _markdown(name, stored, trials, students, front, reference, hv, baselines,
-                                   results_uri).encode()
+                                   results_uri, means).encode()
     return files
 
 
@@ -69,7 +77,7 @@ _PROTOCOL_SAYS = {
 
 
 def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv, baselines,
-              results_uri) -> str:
+              results_uri, means: list[Replicated]) -> str:
     preset, space = stored.preset, stored.space
     attack = preset.get("attack", {})
     knobs = space.knob_names()
@@ -92,6 +100,7 @@ def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv,
         "",
         *([f"**{edges}**", ""]
           if (edges := range_edges(front, stored.searched_space, stored.focus_teacher_drop)) else []),
+        *_replicated_section(name, means, space),
         "## Each front defense, student by attack",
         "",
     ]
@@ -123,6 +132,28 @@ def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv,
         "",
     ]
     return "\n".join(lines)
+
+
+def _replicated_section(name: str, means: list[Replicated], space) -> list[str]:
+    """The front on the means over seeds, once `confirm` has run; the plot's error bars."""
+    if not means:
+        return []
+    seeds = sorted({s for c in means for s in c.seeds})
+    sure = {b: sum(b in c.pushes_below for c in means) for b in BASELINE_WORDS}
+    return [
+        f"## The front on the means of seeds {', '.join(map(str, seeds))}",
+        "",
+        f"`confirm` re-ran the front's candidates under further seeds, each from that seed's own normal "
+        f"teacher and students. Each number is mean ± sd [95 % interval of the mean, Student's t]; the "
+        f"plot's error bars are those intervals. `below_normal_kd` is how many points the best clone lies "
+        f"below the best clone of the normal teacher, seed by seed; `pushes_below` names the baselines "
+        f"whose paired interval lies wholly above zero. Of these {len(means)} defenses, "
+        + ", ".join(f"{n} push clones below {BASELINE_WORDS[b]}" for b, n in sure.items())
+        + f" for sure (`python cli.py pareto {name}` prints this table).",
+        "",
+        render_replicated(means, "markdown", space),
+        "",
+    ]
 
 
 def _markdown_table(rows: list[dict], columns, knobs: tuple[str, ...] = ()) -> str:

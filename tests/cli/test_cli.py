@@ -119,6 +119,13 @@ BAD_INPUT = [
     (["leaderboard", "--storage", "{EMPTY}"], 2, "has a finished trial yet; sweep first"),
     # started before DAFL was made as published: its preset's [attack.data_free] means another attack
     (["resume", "olddafl"], 2, "sweep 'olddafl' was made by an older undistill (DAFL before it was made as published)"),
+    (["confirm", "smoke", "--seeds", "0"], 2, "--seeds 0 must be within 1 to 50: the number of seeds to add"),
+    (["sweep", "--preset", "smoke", "--confirm-seeds", "51"], 2, "--confirm-seeds 51 must be within 1 to 50"),
+    (["confirm", "ghost", "--seeds", "2"], 2, "no sweep named 'ghost'"),
+    (["confirm", "oldcode", "--seeds", "2"], 2, "sweep 'oldcode' was made by phase code 4"),
+    (["confirm", "smoke", "--seeds", "2", "--max-teacher-drop", "-1"], 2, "--max-teacher-drop -1.0 must be ≥ 0"),
+    (["confirm", "smoke", "--seeds", "2", "--max-teacher-drop", "0.5"], 2,
+     "sweep 'smoke' has no finished trial on its front yet within --max-teacher-drop; sweep first"),
 ]
 
 
