@@ -125,3 +125,53 @@ def test_the_report_says_which_protocol_picked_the_epochs(sweep, tmp_path):
     run = CliRunner().invoke(cli.main, ["report", "known", "--storage", str(sweep), "--out", str(out)])
     assert run.exit_code == 0, run.output
     assert "Protocol: **validation**" in (out / "report.md").read_text()  # a record without one: the default
+
+
+def test_a_replicated_front_is_in_the_report_with_its_intervals_drawn(sweep, tmp_path):
+    """Seeds 1 and 2 of the front's three defenses: `report` adds the front on the means (the
+    table `pareto` prints, as markdown, and as JSON) and draws it with 95 % intervals."""
+    from _outcomes import context, outcome, student
+
+    store = ResultStore(Storage(sweep), "known")
+    front = pareto_front(store.trial_rows())
+    for seed, shift in ((1, 0.5), (2, -1.0)):
+        for t in front:
+            clone = t["student_acc"] + shift
+            result = outcome(t["defense"], t["knobs"], teacher_acc=t["teacher_acc"] - shift, student_acc=clone,
+                             normal_teacher_acc=97.0, best_student="cnn", best_attack="kd-T4",
+                             students=[student("cnn", "kd-T4", 4.0, 0.9, "ok", clone, 93.0, 93.5, 96.0)],
+                             finished_at=3000.0 + seed)
+            store.write_trial(*trial_rows(sweep="known", trial_id=f"{t['trial_id']}-seed{seed}", candidate=None,
+                                          outcome=result, context=context(seed=seed, normal_teacher_acc=97.0),
+                                          replicate_of=t["trial_id"]))
+    out = tmp_path / "report"
+    run = CliRunner().invoke(cli.main, ["report", "known", "--storage", str(sweep), "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "front_replicated.json" in {p.name for p in out.iterdir()}
+    pareto = CliRunner().invoke(cli.main, ["pareto", "known", "--storage", str(sweep), "--format", "json"])
+    means = json.loads(pareto.output)
+    assert json.loads((out / "front_replicated.json").read_text()) == means
+    # each defense: seeds 0, 1, 2 at clone c, c + 0.5, c − 1: mean c − 1/6, sd √(7/12), by hand
+    by_id = {m["trial_id"]: m for m in means}
+    for t in front:
+        m = by_id[t["trial_id"]]
+        assert m["seeds"] == 3 and m["student_acc"] == pytest.approx(t["student_acc"] - 1 / 6)
+        assert m["student_acc_sd"] == pytest.approx(0.7637626, abs=1e-6)  # sd of (0, 0.5, −1)
+        assert m["below_normal_kd"] == pytest.approx(96.0 - m["student_acc"])
+    md = (out / "report.md").read_text()
+    assert "## The front on the means of seeds 0, 1, 2" in md
+    assert f"{by_id[front[0]['trial_id']]['student_acc']:.2f} ± 0.76 [" in md
+    # the single-seed front and its JSON are unchanged: `pareto --single-seed`
+    single = CliRunner().invoke(cli.main, ["pareto", "known", "--storage", str(sweep), "--format", "json",
+                                           "--single-seed"])
+    assert json.loads((out / "front.json").read_text()) == json.loads(single.output)
+    fig = front_figure(store.trial_rows(), front, normal=(97.0, 96.0), baselines={})
+    assert not fig.axes[0].containers  # no replicates: no error bars
+    from results.replicates import mean_front, replicated
+
+    candidates = mean_front(replicated(store.trial_rows(), store.student_rows(), *store.replicate_rows()))
+    fig = front_figure(store.trial_rows(), front, normal=(97.0, 96.0), baselines={}, replicated=candidates)
+    (bars,) = [c for c in fig.axes[0].containers if c.get_label().startswith("front on the means")]
+    x, y = bars.lines[0].get_xdata(), bars.lines[0].get_ydata()
+    assert sorted(zip(x, y, strict=True)) == pytest.approx(sorted((c.teacher_acc.mean, c.student_acc.mean)
+                                                                  for c in candidates))
