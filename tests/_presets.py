@@ -13,8 +13,9 @@ def one_attack_smoke(folder: Path, name: str = "smoke", *, epochs: int = 8,
     """`folder/<name>.toml`: smoke with KD at T = 4 only (no DAFL), every schedule at `epochs`,
     and optionally a checkpoint interval."""
     text = SMOKE.replace("kd_temperatures = [4.0, 20.0]", "kd_temperatures = [4.0]")
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("unlabelled_temperatures")) + "\n"
     text = text[:text.index("[attack.data_free]")] + text[text.index("[search]"):]
-    assert "data_free" not in text and "20.0]" not in text
+    assert "data_free" not in text and "20.0]" not in text and "unlabelled" not in text
     assert text.count("epochs = 12") == 2
     text = text.replace("epochs = 12", f"epochs = {epochs}")
     if checkpoint_every_s is not None:

@@ -39,6 +39,16 @@ def kd_loss(
     return alpha * T * T * distill + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
 
 
+def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """KD without labels: T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), `kd_loss` at α = 1 to the last
+    bit, with no label term at all (an attacker who only queries the teacher has none)."""
+    T = temperature
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()  # see kd_loss
+    teacher_probs = F.softmax(teacher_logits.detach() / T, dim=1)
+    student_log_probs = F.log_softmax(student_logits / T, dim=1)
+    return T * T * F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
+
+
 def nasty_loss(
     nasty_logits: torch.Tensor,
     adversary_logits: torch.Tensor,

@@ -230,9 +230,10 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     trials = pq.read_table(results / "trials").to_pylist()
     students = pq.read_table(results / "students").to_pylist()
     assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
-    # the attack suite: every student by KD at T = 4 and 20, and by DAFL, on every trial
-    assert len(students) == 4 * 2 * 3
-    assert {s["attack"] for s in students} == {"kd-T4", "kd-T20", "dafl"}
+    # the attack suite: every student by KD at T = 4 and 20, without labels at T = 4, and by DAFL,
+    # on every trial
+    assert len(students) == 4 * 2 * 4
+    assert {s["attack"] for s in students} == {"kd-T4", "kd-T20", "unlabelled-T4", "dafl"}
     assert {t["defense"] for t in trials} == {"nasty", "stingy"}
     paper = [t for t in trials if t["defense"] == "nasty" and dict(t["knobs"])["omega"] == 0.1]
     assert paper and dict(paper[0]["knobs"])["tau_a"] == 4.0  # the preset's start point ran
@@ -246,7 +247,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
             point = (t["teacher_acc"], t["student_acc"])
             assert any(a >= point[0] and b <= point[1] and (a, b) != point for a, b in finished)
         else:
-            assert len(mine) == 2 * 3
+            assert len(mine) == 2 * 4
         best = max(mine, key=lambda s: s["student_acc"])  # the best clone over students × attacks
         assert (t["student_acc"], t["best_student"], t["best_attack"]) == (
             best["student_acc"], best["student_arch"], best["attack"])
@@ -256,7 +257,8 @@ def test_smoke_sweep_end_to_end(tmp_storage):
             assert t["teacher_acc"] == t["normal_teacher_acc"]  # top-1 survives top-k
     for s in students:
         assert None not in (s["scratch_acc"], s["smoothed_acc"], s["normal_kd_acc"])
-        assert s["kd_alpha"] == (1.0 if s["attack"] == "dafl" else 0.9)  # DAFL has no labels
+        # neither DAFL nor the unlabelled attacker has labels
+        assert s["kd_alpha"] == (0.9 if s["attack"].startswith("kd-") else 1.0)
 
     # the study saw every trial exactly once, all COMPLETE
     import optuna
@@ -279,7 +281,8 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         family = json.loads(_cli("pareto", "smoke", "--defense", defense, "--format", "json",
                                  storage=tmp_storage).stdout)
         assert family and {f["defense"] for f in family} == {defense}
-    for attack, members in (("dafl", {"dafl"}), ("kd", {"kd-T4", "kd-T20"}), ("kd-T4", {"kd-T4"})):
+    for attack, members in (("dafl", {"dafl"}), ("kd", {"kd-T4", "kd-T20"}), ("kd-T4", {"kd-T4"}),
+                            ("unlabelled", {"unlabelled-T4"})):
         alone = json.loads(_cli("pareto", "smoke", "--attack", attack, "--format", "json",
                                 storage=tmp_storage).stdout)
         assert alone and {f["best_attack"] for f in alone} <= members
@@ -322,7 +325,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert other.returncode == 0, other.stderr[-3000:]
     stored = json.loads((tmp_storage / "smoke-random" / "sweep.json").read_text())
     assert stored["identity"]["preset"]["search"]["sampler"] == "random"
-    assert other.stderr.count("(cached)") == 10  # of 11 upstream phases
+    assert other.stderr.count("(cached)") == 12  # of 13 upstream phases
     (teacher_line,) = [line for line in other.stderr.splitlines() if line.strip().startswith("teacher ")]
     assert "cached" not in teacher_line and weights.read_bytes() != bytes(blob)
     gated_trials = pq.read_table(tmp_storage / "smoke-random" / "results" / "trials").to_pylist()
@@ -334,8 +337,8 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         assert (t["status"] == "infeasible") == over
         trained = [s["status"] for s in gated_students if s["trial_id"] == t["trial_id"]]
         if over:
-            assert trained == ["skipped"] * 6
-        else:  # all six, or the strongest first until a finished trial beat it
+            assert trained == ["skipped"] * 8
+        else:  # all eight, or the strongest first until a finished trial beat it
             assert "ok" in trained and set(trained) <= {"ok", "skipped"}
             assert ("skipped" in trained) == (t["status"] == "dominated")
     gated_front = json.loads(_cli("pareto", "smoke-random", "--format", "json", storage=tmp_storage).stdout)

@@ -97,7 +97,7 @@ def test_the_objective_is_the_best_clone_over_every_student_and_attack(context, 
     # accuracy is the highest over finished ones (the worst case for the defense).
     rng = random.Random(seed)
     names = [attack_name(t) for t in context.attack_templates]
-    assert len(names) == len(set(names)) == 6  # smoke: 2 students × (KD at 2 temperatures + DAFL)
+    assert len(names) == len(set(names)) == 8  # smoke: 2 students × (KD at 2 temperatures, unlabelled, DAFL)
     results = {n: {"status": rng.choice(["ok", "ok", "diverged"]), "test_acc": round(rng.uniform(5, 95), 2),
                    "best_epoch": 1, "wall_s": 1.0} for n in names}
     out = _summary(Candidate.of("stingy", k=2), context, None, results, "ok", 90.0)

@@ -88,7 +88,9 @@ def test_the_cifar10_preset_scaled_down_runs_end_to_end(tmp_path):
     generator = preset[preset.index("[attack.data_free]"):preset.index("[search]")]
     assert suite in preset
     config = tmp_path / "cifar10-resnet18.toml"
-    config.write_text(preset.replace(suite, "kd_temperatures = [4.0]").replace(generator, ""))
+    unlabelled = "unlabelled_temperatures = [1.0, 4.0, 10.0, 20.0]\n"
+    assert unlabelled in preset
+    config.write_text(preset.replace(suite, "kd_temperatures = [4.0]").replace(generator, "").replace(unlabelled, ""))
     run = subprocess.run(
         [sys.executable, str(root / "cli.py"), "sweep", "--config", str(config), "--data-root",
          str(data), "--epochs-scale", "0.00625", "--trials", "2", "--cpus-per-trial", "1",

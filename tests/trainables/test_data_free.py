@@ -275,12 +275,12 @@ def test_the_plan_runs_every_attack_on_every_student_and_the_baselines_upstream(
     preset = load_preset("smoke")
     plan = make_plan(preset)
     attacks = [(c.attack.label, c.model.label, c.attack.kd_alpha) for c in plan.attack_templates]
-    assert attacks == [(a, s, 1.0 if a == "dafl" else 0.9) for s in ("mlp(hidden=32)", "cnn1d(width=8)")
-                       for a in ("kd-T4", "kd-T20", "dafl")]
+    assert attacks == [(a, s, 0.9 if a.startswith("kd-") else 1.0) for s in ("mlp(hidden=32)", "cnn1d(width=8)")
+                       for a in ("kd-T4", "kd-T20", "unlabelled-T4", "dafl")]
     assert [n.config.label_smoothing for n in plan.smoothed] == [0.1, 0.1]
     assert [n.name for n in plan.upstream][:5] == ["teacher", "scratch mlp(hidden=32)", "scratch cnn1d(width=8)",
                                                    "smoothed mlp(hidden=32)", "smoothed cnn1d(width=8)"]
-    assert all(n.teacher_key == plan.teacher.key for n in plan.normal_attacks) and len(plan.normal_attacks) == 6
+    assert all(n.teacher_key == plan.teacher.key for n in plan.normal_attacks) and len(plan.normal_attacks) == 8
 
 
 def _identity(z):

@@ -51,6 +51,23 @@ def test_kd_loss_matches_hand_computation():
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_the_unlabelled_attackers_loss_is_kd_without_the_label_term_by_hand():
+    """T²·KL(p_t ‖ p_s) at T: hand values, and `kd_loss` at α = 1 to the last bit; the
+    attack's loss never reads the labels."""
+    from trainables.attacks import create_attack
+    from trainables.losses import soft_kd_loss
+
+    zs, zt = [[1.0, 0.0, -1.0], [0.2, 0.4, 0.1]], [[3.0, 1.0, 0.0], [-1.0, 2.0, 0.5]]
+    for T in (1.0, 4.0, 20.0):
+        expected = sum(T * T * _kl(_softmax(t, T), _softmax(s, T)) for s, t in zip(zs, zt, strict=True)) / 2
+        got = soft_kd_loss(torch.tensor(zs), torch.tensor(zt), temperature=T)
+        assert got.item() == pytest.approx(expected, rel=1e-4)  # float32 against float64
+        with_labels = kd_loss(torch.tensor(zs), torch.tensor(zt), torch.tensor([0, 2]), alpha=1.0, temperature=T)
+        assert torch.equal(got, with_labels)
+    attack = create_attack("unlabelled", temperature=4.0)
+    assert (attack.label, attack.kd_temperature, attack.kd_alpha) == ("unlabelled-T4", 4.0, 1.0)
+
+
 def test_kd_loss_does_not_backpropagate_into_the_teacher():
     zt = torch.tensor([[3.0, 1.0, 0.0]], requires_grad=True)
     zs = torch.tensor([[1.0, 0.0, -1.0]], requires_grad=True)

@@ -29,7 +29,7 @@ from undistill.space import Knob
 
 
 def test_the_built_ins_are_registered_in_the_order_results_list_them():
-    assert list_defenses()[:2] == ["nasty", "stingy"] and list_attacks()[:2] == ["kd", "dafl"]
+    assert list_defenses()[:2] == ["nasty", "stingy"] and list_attacks()[:3] == ["kd", "unlabelled", "dafl"]
 
 
 def test_a_name_registered_twice_raises_and_an_unknown_one_names_close_matches():

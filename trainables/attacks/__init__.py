@@ -7,14 +7,16 @@ teacher as the attacker sees it (`Prepared`: the student's data and its loss, or
 training steps). Adding an attack is
 one module that subclasses `Attack` and registers it.
 
-The built-ins: `kd` (Hinton KD at the attacker's temperatures) and `dafl` (data-free KD as DAFL,
-Chen et al., ICCV 2019, publishes it).
+The built-ins: `kd` (Hinton KD at the attacker's temperatures), `unlabelled` (the same KD with no
+labels, α = 1: an attacker who only queries the teacher) and `dafl` (data-free KD as DAFL, Chen
+et al., ICCV 2019, publishes it).
 """
 
 from __future__ import annotations
 
 # isort: off
 from . import kd  # noqa: E402,F401  (register the built-ins: KD first, as suites list it)
+from . import unlabelled  # noqa: E402,F401
 from . import dafl  # noqa: E402,F401
 # isort: on
 from ._base import (
