@@ -456,8 +456,9 @@ def status(name, storage, fmt):
         "created_at": stored.created_at,
     }
     if fmt == "table":
+        width = max(len(key) for key in info)
         for key, value in info.items():
-            click.echo(f"{key:<17} {value}")
+            click.echo(f"{key:<{width}} {value}")
         if nodes:
             click.echo("\nwhere it ran (utilisation: share of each node's cores, or GPUs, kept busy "
                        "while the sweep was active)")
@@ -482,6 +483,7 @@ def _replicate_status(trials, students, copies, copy_students) -> dict:
         "replicates_ok": sum(r["status"] == "ok" for r in copies),
         "replicated_front": len(front),
         "below_normal_kd": sum("normal_kd" in c.pushes_below for c in front),
+        "replicates_compute_s": round(sum(r["compute_s"] or 0.0 for r in copies), 1),
     }
 
 

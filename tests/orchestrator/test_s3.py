@@ -110,4 +110,5 @@ def test_a_sweep_on_s3_writes_there_reads_back_and_resumes(s3_env, tmp_path):
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states
 
     code, out, err = _cli("status", "remote", "--storage", uri)
-    assert code == 0 and "trials_done       4" in out and "finished          True" in out
+    lines = [line.split() for line in out.splitlines()]
+    assert code == 0 and ["trials_done", "4"] in lines and ["finished", "True"] in lines
