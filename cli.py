@@ -305,13 +305,13 @@ def pareto(name, storage, max_teacher_drop, defense, attack, single_seed, fmt):
     if defense is not None and defense not in stored.space.names:
         searched = ", ".join(stored.space.names) or "no defense"
         raise BadInput(f"--defense {defense!r}: sweep {name!r} searched {searched}")
-    store = ResultStore(where, name)
-    trials, students = _run(store.trial_rows), _run(store.student_rows)
+    rows = _run(ResultStore(where, name).sweep_rows)
+    trials, students = rows.trials, rows.students
     if attack is not None:
         known = attack_names(students)
         if attack not in known:
             raise BadInput(f"--attack {attack!r}: sweep {name!r} ran {', '.join(known) or 'no attack yet'}")
-    copies, copy_students = _run(store.replicate_rows)
+    copies, copy_students = rows.replicate_trials, rows.replicate_students
     if copies and not single_seed:
         _replicated_front(name, stored, trials, students, copies, copy_students, attack, defense,
                           max_teacher_drop, fmt)
@@ -396,11 +396,12 @@ def report(name, storage, out_dir):
     where = _open_storage(storage)
     stored = _run(read_sweep, where, name)
     store = ResultStore(where, name)
-    trials, students = _run(store.trial_rows), _run(store.student_rows)
+    rows = _run(store.sweep_rows)
+    trials, students = rows.trials, rows.students
     if not trials:
         raise BadInput(f"sweep {name!r} has no finished trial yet; run `status {name}` to see it")
     folder = Path(out_dir or Path("reports") / name)
-    replicates = _run(store.replicate_rows)
+    replicates = (rows.replicate_trials, rows.replicate_students)
     for file, data in build_report(name, stored, trials, students, store.location, replicates).items():
         try:
             atomic_write(folder / file, lambda f, data=data: f.write(data))
@@ -432,12 +433,12 @@ def status(name, storage, fmt):
     where = _open_storage(storage)
     stored = _run(read_sweep, where, name)
     store = ResultStore(where, name)
-    rows = _run(store.trial_rows)
+    every = _run(store.sweep_rows)
+    rows = every.trials
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     upstream = _run(read_json, where, name, "upstream.json", {"phases": []})["phases"]
     runs = _run(read_json, where, name, "cluster.json", {"runs": []})["runs"]
-    students = _run(store.student_rows)
-    nodes, active_s = node_usage(rows, students, upstream, runs)
+    nodes, active_s = node_usage(rows, every.students, upstream, runs)
     info = {
         "sweep": name,
         "preset": stored.preset_name,
@@ -446,7 +447,7 @@ def status(name, storage, fmt):
         **counts,
         "front_size": len(pareto_front(rows)),
         # `confirm`: the front's candidates re-run under further seeds
-        **_replicate_status(rows, students, *_run(store.replicate_rows)),
+        **_replicate_status(every),
         # which attack made each finished trial's best clone, most often first
         "best_attacks": ", ".join(f"{a} ×{n}" for a, n in Counter(
             r["best_attack"] for r in rows if r["status"] == "ok" and r["best_attack"]).most_common()),
@@ -471,12 +472,14 @@ def status(name, storage, fmt):
         click.echo(json.dumps({**info, "nodes": nodes}, indent=1))
 
 
-def _replicate_status(trials, students, copies, copy_students) -> dict:
-    """`status`'s replicate lines: every seed measured, the replicates by status, and the front
-    on the means (its size, and how many of its defenses push clones below normal KD for sure)."""
+def _replicate_status(rows) -> dict:
+    """`status`'s replicate lines, from the sweep's `SweepRows`: every seed measured, the
+    replicates by status, and the front on the means (its size, and how many of its defenses
+    push clones below normal KD for sure)."""
     from results.replicates import mean_front, replicated
 
-    front = mean_front(replicated(trials, students, copies, copy_students))
+    trials, copies = rows.trials, rows.replicate_trials
+    front = mean_front(replicated(rows.trials, rows.students, copies, rows.replicate_students))
     return {
         "seeds": " ".join(str(s) for s in sorted({r["seed"] for r in (*trials, *copies) if r["seed"] is not None})),
         "replicates": len(copies),
@@ -518,14 +521,11 @@ def leaderboard(storage, fmt):
     from orchestrator.layout import list_sweeps
     from results import BUDGETS, ResultStore
     from results import leaderboard as standings
-    from results.leaderboard import COLUMNS, TABLE_COLUMNS, SweepRows
+    from results.leaderboard import COLUMNS, TABLE_COLUMNS
     from results.report import render
 
     where = _open_storage(storage)
-    sweeps = {}
-    for name in _run(list_sweeps, where):
-        store = ResultStore(where, name)
-        sweeps[name] = SweepRows(_run(store.trial_rows), _run(store.student_rows), *_run(store.replicate_rows))
+    sweeps = {name: _run(ResultStore(where, name).sweep_rows) for name in _run(list_sweeps, where)}
     board = standings(sweeps)
     if not board:
         raise BadInput(f"no sweep in {storage} has a finished trial yet; sweep first (python cli.py sweep "

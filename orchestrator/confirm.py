@@ -85,10 +85,10 @@ def run_confirm(opts: SweepOptions, seeds: int, max_teacher_drop: float | None =
          f"seed{'s' if seeds > 1 else ''}: {len(wanted) - len(todo)} replicates done, {len(todo)} to run")
     if todo:
         _run(opts, storage, todo)
-    trials, students = store.trial_rows(), store.student_rows()
-    copies, copy_students = store.replicate_rows()
+    rows = store.sweep_rows()
     ids = {t["trial_id"] for t in front}
-    candidates = [c for c in replicated(trials, students, copies, copy_students) if c.trial_id in ids]
+    candidates = [c for c in replicated(rows.trials, rows.students, rows.replicate_trials, rows.replicate_students)
+                  if c.trial_id in ids]
     return ConfirmResult(candidates, mean_front(candidates), len(todo), len(wanted) - len(todo), store.location)
 
 

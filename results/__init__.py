@@ -22,11 +22,11 @@ from .pareto import (
 from .report import front_columns, front_hypervolume, reference_point, render, with_knob_columns
 from .rows import trial_rows
 from .schema import STATUSES, STUDENTS, TRIALS
-from .store import ResultStore
+from .store import ResultStore, SweepRows
 
 __all__ = [
-    "BUDGETS", "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "Standing", "Storage", "attack_names", "by_attack",
-    "dominates", "leaderboard",
+    "BUDGETS", "STATUSES", "STUDENTS", "TRIALS", "ResultStore", "Standing", "Storage", "SweepRows", "attack_names",
+    "by_attack", "dominates", "leaderboard",
     "front_columns", "front_hypervolume", "front_indices", "hypervolume", "is_attack", "lacking_attack", "pareto_front",
     "range_edges", "reference_point", "render", "trial_rows", "with_knob_columns",
 ]

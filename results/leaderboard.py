@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 from .replicates import Estimate, replicated
 from .report import reference_point
+from .store import SweepRows
 
 BUDGETS = (0.5, 1.0, 2.0)  # points of teacher accuracy a defense may cost
 COLUMNS = ("dataset", "protocol", "defense", "budget", "knobs", "seeds", "teacher_acc", "teacher_drop",
@@ -36,17 +37,6 @@ COLUMNS = ("dataset", "protocol", "defense", "budget", "knobs", "seeds", "teache
 TABLE_COLUMNS = ("dataset", "protocol", "defense", "budget", "knobs", "seeds", "teacher_acc", "teacher_drop",
                  "student_acc", "best_attack", "best_student", "below_normal_kd", "below_smoothed", "sweep",
                  "trial_id")
-
-
-@dataclass(frozen=True)
-class SweepRows:
-    """One sweep's rows as `ResultStore` reads them: its own trials and students, and the
-    replicates `confirm` added (`ResultStore.replicate_rows`)."""
-
-    trials: list[dict]
-    students: list[dict]
-    replicate_trials: list[dict] = ()
-    replicate_students: list[dict] = ()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +25,17 @@ from undistill.storage import Storage
 from . import schema
 
 TRIALS_DIR, STUDENTS_DIR = "trials", "students"
+
+
+@dataclass(frozen=True)
+class SweepRows:
+    """A sweep's rows: its own trials (in finishing order) and students, and the replicates
+    `confirm` added, each as `ResultStore` reads them."""
+
+    trials: list[dict]
+    students: list[dict]
+    replicate_trials: list[dict] = ()
+    replicate_students: list[dict] = ()
 
 
 class DamagedResultsError(UndistillError):
@@ -61,8 +73,16 @@ class ResultStore:
 
     def replicate_rows(self) -> tuple[list[dict], list[dict]]:
         """The replicates' trial rows (as `trial_rows` gives them) and student rows."""
-        return ([r for r in self._trial_rows() if r["replicate_of"] is not None],
-                [r for r in self._student_rows() if r["replicate_of"] is not None])
+        rows = self.sweep_rows()
+        return rows.replicate_trials, rows.replicate_students
+
+    def sweep_rows(self) -> SweepRows:
+        """Every row, the search's and the replicates', each folder read once."""
+        trials, students = self._trial_rows(), self._student_rows()
+        return SweepRows([r for r in trials if r["replicate_of"] is None],
+                         [r for r in students if r["replicate_of"] is None],
+                         [r for r in trials if r["replicate_of"] is not None],
+                         [r for r in students if r["replicate_of"] is not None])
 
     def _trial_rows(self) -> list[dict]:
         rows = [_maps_as_dicts(r) for r in self.trials().to_pylist()]
