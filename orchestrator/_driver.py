@@ -141,6 +141,25 @@ def trial_context(plan: Plan, upstream: dict, max_teacher_drop: float | None = N
     )
 
 
+def sweep_columns(opts, plan: Plan, context: TrialContext) -> SweepColumns:
+    """What every row of the trials of `plan` shares (its seed's: a `confirm` replicate's plan
+    is the preset's under another seed)."""
+    preset = opts.preset
+    return SweepColumns(
+        dataset=preset.dataset["name"],
+        teacher_arch=plan.teacher.config.model.label,
+        seed=plan.teacher.config.seed,
+        preset=preset.name,
+        config_fingerprint=opts.fingerprint(),
+        versions=versions(),
+        normal_teacher_acc=context.normal_teacher_acc,
+        protocol=preset.protocol,
+        # a failed trial's student rows: every student × attack, with its baselines
+        students=tuple(student_outcome(t, context.baselines[attack_name(t)], None, status="error")
+                       for t in context.attack_templates),
+    )
+
+
 def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency: int) -> None:
     """Run the trials of the sweep to its budget, restoring Tune's state when there is one."""
     from ._study import open_study_storage
@@ -164,19 +183,7 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
         return
 
     preset = opts.preset
-    columns = SweepColumns(
-        dataset=preset.dataset["name"],
-        teacher_arch=plan.teacher.config.model.label,
-        seed=preset.seed,
-        preset=preset.name,
-        config_fingerprint=opts.fingerprint(),
-        versions=versions(),
-        normal_teacher_acc=context.normal_teacher_acc,
-        protocol=preset.protocol,
-        # a failed trial's student rows: every student × attack, with its baselines
-        students=tuple(student_outcome(t, context.baselines[attack_name(t)], None, status="error")
-                       for t in context.attack_templates),
-    )
+    columns = sweep_columns(opts, plan, context)
     study_storage = open_study_storage(opts.study_storage, storage, opts.name)
     searcher = DefenseSearch(preset, opts.name, study_storage, opts.max_teacher_drop, context.normal_teacher_acc)
     searcher.fail_orphans()

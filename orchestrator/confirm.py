@@ -25,13 +25,12 @@ from results import ResultStore, pareto_front, trial_rows
 from results.replicates import Replicated, mean_front, replicated
 from undistill.errors import ConfigError
 from undistill.outcomes import Candidate, SweepColumns
-from undistill.record import versions
 
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
 from ._worker import PhaseRuntime
 from .layout import read_sweep
 from .plan import Plan, make_plan
-from .sweep import SweepError, SweepOptions, _log, _resolve_run, check_options
+from .sweep import SweepError, SweepOptions, _log, _resolve_run, check_options, run_upstream_phases
 
 MAX_SEEDS = 50  # a t interval past this many seeds narrows by less than a percent
 
@@ -113,22 +112,11 @@ def _run(opts: SweepOptions, storage, todo: list[tuple[dict, int]]) -> None:
 
 def _run_upstream(plans: dict[int, Plan], runtime: PhaseRuntime, batch: bool) -> dict[str, dict]:
     """Every seed's upstream phases as one DAG: seeds run side by side."""
-    from . import dag
-
     t0 = time.perf_counter()
     nodes = tuple(replace(node, name=f"seed {seed}: {node.name}") for seed, plan in plans.items()
                   for node in plan.upstream)
     _log(f"upstream of {len(plans)} seed{'s' if len(plans) > 1 else ''}: {len(nodes)} phases")
-
-    def done(node, result):
-        acc = result.get("test_acc")
-        how = "cached" if result.get("cached") else f"{result['wall_s']:.0f}s"
-        _log(f"  {node.name:<36} {f'{acc:.2f}%' if acc is not None else result['status']:>8}  ({how})")
-
-    try:
-        results = dag.run_upstream(nodes, runtime, done, batch=batch)
-    except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
-        raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
+    results = run_upstream_phases(nodes, runtime, batch, width=36)
     for seed, plan in plans.items():
         if results[plan.teacher.key]["status"] != "ok":
             raise SweepError(f"the normal teacher of seed {seed} diverged; lower teacher_schedule.lr "
@@ -145,7 +133,7 @@ def _run_replicates(opts: SweepOptions, record, plans: dict[int, Plan], upstream
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from ._driver import trial_context
+    from ._driver import _pct, sweep_columns, trial_context
     from ._trial import evaluate
 
     res = runtime.resources
@@ -153,6 +141,7 @@ def _run_replicates(opts: SweepOptions, record, plans: dict[int, Plan], upstream
     # (CUDA binds to the GPU it first sees, see `_worker.remote_phase`)
     task = ray.remote(max_retries=2, max_calls=1 if res.gpus else 0)(evaluate)
     contexts = {s: trial_context(plan, upstream) for s, plan in plans.items()}  # no teacher gate
+    columns = {s: sweep_columns(opts, plan, contexts[s]) for s, plan in plans.items()}
     store = ResultStore(runtime.storage, opts.name)
     t0, total, finished = time.time(), len(todo), 0
     queue, pending = list(todo), {}
@@ -173,7 +162,7 @@ def _run_replicates(opts: SweepOptions, record, plans: dict[int, Plan], upstream
         except Exception as exc:  # noqa: BLE001 (recorded as the replicate's error; a rerun tries again)
             outcome, error = None, (str(exc).strip().splitlines() or ["the replicate failed"])[-1][:500]
         remove_placement_group(group)
-        row, students = _rows(opts, plans[seed], contexts[seed], trial, seed, outcome, error)
+        row, students = _rows(opts, columns[seed], trial, seed, outcome, error)
         kill_point(BEFORE_TRIAL_WRITE)
         store.write_trial(row, students)
         finished += 1
@@ -193,19 +182,7 @@ def _candidate(trial: dict, space) -> Candidate:
                                              for k, v in (trial["knobs"] or {}).items()})
 
 
-def _rows(opts: SweepOptions, plan: Plan, context, trial: dict, seed: int, outcome, error):
-    from trainables.candidate import attack_name, student_outcome
-
-    columns = SweepColumns(
-        dataset=opts.preset.dataset["name"], teacher_arch=plan.teacher.config.model.label, seed=seed,
-        preset=opts.preset.name, config_fingerprint=opts.fingerprint(), versions=versions(),
-        normal_teacher_acc=context.normal_teacher_acc, protocol=opts.preset.protocol,
-        students=tuple(student_outcome(t, context.baselines[attack_name(t)], None, status="error")
-                       for t in context.attack_templates))
+def _rows(opts: SweepOptions, columns: SweepColumns, trial: dict, seed: int, outcome, error):
     return trial_rows(sweep=opts.name, trial_id=replicate_id(trial["trial_id"], seed),
                       candidate=Candidate(trial["defense"], tuple(sorted((trial["knobs"] or {}).items()))),
                       outcome=outcome, context=columns, error=error, replicate_of=trial["trial_id"])
-
-
-def _pct(x) -> str:
-    return "  –  " if x is None or x != x else f"{x:5.2f}"

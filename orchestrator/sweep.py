@@ -278,12 +278,10 @@ def _record_cluster(storage: Storage, name: str, nodes: list[dict], resources, c
     write_json(storage, name, "cluster.json", {"runs": runs})
 
 
-def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str, batch: bool = True) -> dict[str, dict]:
+def run_upstream_phases(nodes, runtime: PhaseRuntime, batch: bool = True, width: int = 28) -> dict[str, dict]:
+    """The DAG of `nodes` on Ray (`dag.run_upstream`), a line logged as each finishes (its name
+    padded to `width`); a failed phase is one `SweepError` line."""
     from . import dag
-
-    t0 = time.perf_counter()
-    _log(f"upstream: {len(plan.upstream)} phases (normal teacher, students alone, every attack "
-         "on the normal teacher)")
 
     def done(node, result):
         acc = result.get("test_acc")
@@ -291,12 +289,19 @@ def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str, batch: bool = Tr
         how = "cached" if result.get("cached") else f"{result['wall_s']:.0f}s"
         if result.get("batched") and not result.get("cached"):  # its share of a batch's seconds
             how = f"{result['wall_s']:.0f}s of a batch of {result['batch_size']}"
-        _log(f"  {node.name:<28} {acc_s:>8}  ({how})")
+        _log(f"  {node.name:<{width}} {acc_s:>8}  ({how})")
 
     try:
-        results = dag.run_upstream(plan.upstream, runtime, done, batch=batch)
+        return dag.run_upstream(nodes, runtime, done, batch=batch)
     except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
         raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str, batch: bool = True) -> dict[str, dict]:
+    t0 = time.perf_counter()
+    _log(f"upstream: {len(plan.upstream)} phases (normal teacher, students alone, every attack "
+         "on the normal teacher)")
+    results = run_upstream_phases(plan.upstream, runtime, batch)
     teacher = results[plan.teacher.key]
     if teacher["status"] != "ok":
         raise SweepError("the normal teacher diverged; lower teacher_schedule.lr in the preset")
