@@ -30,17 +30,10 @@ class KD(Attack):
 
     @classmethod
     def resolve(cls, table):
-        temperatures = table["kd_temperatures"]
-        if not temperatures or not all(is_a(t, float) for t in temperatures):
-            raise ConfigError(f"attack.kd_temperatures must list temperatures, got {temperatures!r}")
-        for t in temperatures:
-            check_positive("attack.kd_temperatures", t)
-        if len({f"{t:g}" for t in temperatures}) != len(temperatures):  # attacks are named kd-T<t:g>
-            raise ConfigError(f"attack.kd_temperatures lists a temperature twice: {temperatures!r}")
+        temperatures = check_temperatures("kd_temperatures", table["kd_temperatures"])
         if not 0 <= table["kd_alpha"] <= 1:
             raise ConfigError(f"attack.kd_alpha must be within [0, 1], got {table['kd_alpha']!r}")
-        return {"kd_temperatures": sorted(float(t) for t in temperatures),
-                "kd_alpha": float(table["kd_alpha"])}
+        return {"kd_temperatures": temperatures, "kd_alpha": float(table["kd_alpha"])}
 
     @classmethod
     def from_table(cls, resolved):
@@ -59,12 +52,28 @@ class KD(Attack):
         return self.alpha
 
     def prepare(self, teacher, data, seed):
-        # without augmentation every epoch shows the teacher the same inputs: ask it once
-        seen = teacher.on(data.train_x, data.prepare) if data.augment is None else None
-        alpha, temperature = self.alpha, self.temperature
+        targets, alpha, temperature = teacher_targets(teacher, data), self.alpha, self.temperature
 
         def loss_fn(m, x, y, idx):
-            t = seen[idx] if seen is not None else teacher(x)
-            return kd_loss(m(x), t, y, alpha=alpha, temperature=temperature)
+            return kd_loss(m(x), targets(x, idx), y, alpha=alpha, temperature=temperature)
 
         return Prepared(data, loss_fn)
+
+
+def check_temperatures(key: str, temperatures, *, empty: bool = False) -> list[float]:
+    """`attack.<key>`: a list of positive temperatures (empty only where `empty`), none twice
+    (its attacks are named `<name>-T<t:g>`), sorted."""
+    if (not temperatures and not empty) or not all(is_a(t, float) for t in temperatures):
+        raise ConfigError(f"attack.{key} must list temperatures, got {temperatures!r}")
+    for t in temperatures:
+        check_positive(f"attack.{key}", t)
+    if len({f"{t:g}" for t in temperatures}) != len(temperatures):
+        raise ConfigError(f"attack.{key} lists a temperature twice: {temperatures!r}")
+    return sorted(float(t) for t in temperatures)
+
+
+def teacher_targets(teacher, data):
+    """(x, idx) -> the teacher's logits on a batch of the training split: without augmentation
+    every epoch shows it the same inputs, so it is asked once for the whole split."""
+    seen = teacher.on(data.train_x, data.prepare) if data.augment is None else None
+    return lambda x, idx: seen[idx] if seen is not None else teacher(x)

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from undistill.errors import ConfigError
-from undistill.tables import check_positive, is_a
-
 from ..losses import soft_kd_loss
 from ._base import Attack, Prepared, register_attack
+from .kd import check_temperatures, teacher_targets
 
 
 @register_attack
@@ -39,14 +37,8 @@ class UnlabelledKD(Attack):
     def resolve(cls, table):
         if "unlabelled_temperatures" not in table:
             return {}
-        temperatures = table["unlabelled_temperatures"]
-        if not all(is_a(t, float) for t in temperatures):
-            raise ConfigError(f"attack.unlabelled_temperatures must list temperatures, got {temperatures!r}")
-        for t in temperatures:
-            check_positive("attack.unlabelled_temperatures", t)
-        if len({f"{t:g}" for t in temperatures}) != len(temperatures):
-            raise ConfigError(f"attack.unlabelled_temperatures lists a temperature twice: {temperatures!r}")
-        return {"unlabelled_temperatures": sorted(float(t) for t in temperatures)}
+        return {"unlabelled_temperatures": check_temperatures("unlabelled_temperatures",
+                                                              table["unlabelled_temperatures"], empty=True)}
 
     @classmethod
     def from_table(cls, resolved):
@@ -65,12 +57,9 @@ class UnlabelledKD(Attack):
         return 1.0  # the teacher's answers only
 
     def prepare(self, teacher, data, seed):
-        # without augmentation every epoch shows the teacher the same inputs: ask it once
-        seen = teacher.on(data.train_x, data.prepare) if data.augment is None else None
-        temperature = self.temperature
+        targets, temperature = teacher_targets(teacher, data), self.temperature
 
         def loss_fn(m, x, y, idx):  # y is never read: the attacker has no labels
-            t = seen[idx] if seen is not None else teacher(x)
-            return soft_kd_loss(m(x), t, temperature=temperature)
+            return soft_kd_loss(m(x), targets(x, idx), temperature=temperature)
 
         return Prepared(data, loss_fn)
