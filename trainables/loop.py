@@ -117,8 +117,22 @@ class Steps(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class OnTheSplit:
+    """`Steps` whose epoch is the training split itself: nothing else trains, so nothing to
+    report or to save beside the student's own checkpoint."""
+
+    def facts(self, student: int = 0) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 @dataclass
-class _SplitSteps:
+class _SplitSteps(OnTheSplit):
     """The usual epoch: the training split in a shuffled order, batch by batch, through `loss_fn`."""
 
     data: DeviceData
@@ -147,15 +161,6 @@ class _SplitSteps:
             opt.step()
             after_step()
         return non_finite
-
-    def facts(self, student: int = 0) -> dict:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 @dataclass

@@ -40,6 +40,7 @@ from .data import DeviceData
 from .loop import (
     CHECKPOINT_EVERY_S,
     LossFn,
+    OnTheSplit,
     Schedule,
     Steps,
     TrainResult,
@@ -174,7 +175,7 @@ class _SharedForward:
         self._x = self._out = None
 
 
-class _StackSteps:
+class _StackSteps(OnTheSplit):
     """A stack's epoch on the training split (`loop.Steps`): shuffled batches, student i's loss
     by `loss_fns[i]` from one forward of the whole stack; a flag per student."""
 
@@ -206,15 +207,6 @@ class _StackSteps:
             opt.step()
             after_step()
         return non_finite
-
-    def facts(self, student: int = 0) -> dict:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 @torch.no_grad()

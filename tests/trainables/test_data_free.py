@@ -243,21 +243,25 @@ def test_a_tiny_dafl_run_trains_generator_and_student_together(teacher_and_data)
     assert result.test_acc > 20  # ten classes: a clone from generated signals alone beats chance
 
 
+class _StopAfterTwo(DataFreeSteps):
+    """DAFL's steps, interrupted as their third epoch starts (as a kill would)."""
+
+    epochs_run = 0
+
+    def epoch(self, *args):
+        self.epochs_run += 1
+        if self.epochs_run > 2:
+            raise KeyboardInterrupt
+        return super().epoch(*args)
+
+
 def test_a_resumed_dafl_run_goes_on_with_its_generator_where_it_stopped(teacher_and_data, tmp_path):
     teacher, data = teacher_and_data
     whole, _, done = _dafl_student(teacher, data)
     checkpoint = tmp_path / "dafl.ckpt"
-    epochs = {"n": 0}
-
-    class StopAfterTwo(DataFreeSteps):
-        def epoch(self, *args):
-            epochs["n"] += 1
-            if epochs["n"] > 2:
-                raise KeyboardInterrupt
-            return super().epoch(*args)
 
     torch.manual_seed(0)
-    stopped = StopAfterTwo(teacher, _identity, data.input_shape, TINY, 64, 0, torch.device("cpu"))
+    stopped = _StopAfterTwo(teacher, _identity, data.input_shape, TINY, 64, 0, torch.device("cpu"))
     with pytest.raises(KeyboardInterrupt):
         train(create_model("cnn1d", 10, data.input_shape, width=8), data, None, TINY_SCHEDULE, 0,
               steps=stopped, checkpoint=checkpoint, checkpoint_tag="t", checkpoint_every_s=-1.0)
@@ -326,17 +330,10 @@ def test_a_resumed_dafl_group_goes_on_with_its_generator_where_it_stopped(teache
 
     models, steps = group(0)
     whole = train_stacked(models, data, [None, None], TINY_SCHEDULE, 0, steps=steps)
-    checkpoint, epochs = tmp_path / "group.ckpt", {"n": 0}
-
-    class StopAfterTwo(DataFreeSteps):
-        def epoch(self, *args):
-            epochs["n"] += 1
-            if epochs["n"] > 2:
-                raise KeyboardInterrupt
-            return super().epoch(*args)
+    checkpoint = tmp_path / "group.ckpt"
 
     models, _ = group(0)
-    stopped = StopAfterTwo(teacher, _identity, data.input_shape, TINY, 64, 0, torch.device("cpu"))
+    stopped = _StopAfterTwo(teacher, _identity, data.input_shape, TINY, 64, 0, torch.device("cpu"))
     with pytest.raises(KeyboardInterrupt):
         train_stacked(models, data, [None, None], TINY_SCHEDULE, 0, steps=stopped, checkpoint=checkpoint,
                       checkpoint_tag="g", checkpoint_every_s=-1.0)
