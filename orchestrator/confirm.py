@@ -71,13 +71,13 @@ def run_confirm(opts: SweepOptions, seeds: int, max_teacher_drop: float | None =
         raise ConfigError(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
     storage = check_options(opts)
     store = ResultStore(storage, opts.name)
-    front = pareto_front(store.trial_rows(), max_teacher_drop)
+    before = store.sweep_rows()
+    front = pareto_front(before.trials, max_teacher_drop)
     if not front:
         raise ConfigError(f"sweep {opts.name!r} has no finished trial on its front yet"
                           f"{' within --max-teacher-drop' if max_teacher_drop is not None else ''}; "
                           f"sweep first (python cli.py resume {opts.name})")
-    done, _ = store.replicate_rows()
-    held = {r["trial_id"] for r in done if r["status"] != "error"}  # an error is tried again
+    held = {r["trial_id"] for r in before.replicate_trials if r["status"] != "error"}  # an error is tried again
     wanted = [(t, s) for s in further_seeds(opts.preset.seed, seeds) for t in front]
     todo = [(t, s) for t, s in wanted if replicate_id(t["trial_id"], s) not in held]
     _log(f"confirm {opts.name!r}: {len(front)} front candidates × {seeds} further "
