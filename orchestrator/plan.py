@@ -1,7 +1,8 @@
 """From a preset to phase configs, and the DAG of phases that do not depend on searched knobs.
 
 The attacks are the preset's suite (`trainables.attacks.attack_suite`); every student meets
-every attack.
+every attack, but an attack that trains through intermediate exits (the skeptical student) meets
+only the students whose model has them.
 
     teacher ──► attack(student_i, normal)          once per sweep config, cached by content key
     scratch(student_i), smoothed(student_i)         once per sweep config: the no-teacher baselines
@@ -18,8 +19,10 @@ from trainables.attacks import attack_suite
 from trainables.candidate import attack_name
 from trainables.data import DatasetSpec
 from trainables.defenses import Defense, create_defense
+from trainables.exits import has_exits, models_with_exits
 from trainables.loop import Schedule
 from trainables.phases import ModelSpec, PhaseConfig, PhaseJob
+from undistill.errors import ConfigError
 
 Node = PhaseJob  # an upstream node of the DAG is a phase job like any other
 
@@ -72,11 +75,17 @@ def make_plan(preset: Preset) -> Plan:
                               label_smoothing=preset.label_smoothing)
             smoothed.append(Node(f"smoothed {student.label}", cfg, cfg.key()))
         for attack in suite:
+            if attack.needs_exits and not has_exits(student.arch, dict(student.options)):
+                continue  # it faces the students it can be: the others have no exit to teach at
             cfg = PhaseConfig("attack", dataset, student, attack.student_schedule(student_schedule), seed,
                               teacher_model=teacher_model, attack=attack)
             templates.append(cfg)
             normal_attacks.append(Node(attack_name(cfg), cfg, cfg.key(teacher.key), teacher.key))
 
+    for attack in suite:
+        if attack.needs_exits and not any(t.attack == attack for t in templates):
+            raise ConfigError(f"attack {attack.label!r} needs a student with intermediate exits and the preset "
+                              f"has none (models with them: {', '.join(models_with_exits())})")
     defenses = {name: create_defense(name) for name in preset.space.names}
     template = None
     if any(d.trains_teacher for d in defenses.values()):

@@ -132,7 +132,7 @@ class OnTheSplit:
 
 
 @dataclass
-class _SplitSteps(OnTheSplit):
+class SplitSteps(OnTheSplit):
     """The usual epoch: the training split in a shuffled order, batch by batch, through `loss_fn`."""
 
     data: DeviceData
@@ -279,7 +279,7 @@ def train(
     `on_checkpoint(path)` runs after each save, e.g. to copy the checkpoint to shared storage.
     """
     started = time.perf_counter()
-    steps = steps if steps is not None else _SplitSteps(data, loss_fn, schedule.batch_size)
+    steps = steps if steps is not None else SplitSteps(data, loss_fn, schedule.batch_size)
     gen = torch.Generator().manual_seed(seed)
     opt = optimizer_for(model.parameters(), schedule)
     sched, per_step = lr_scheduler_for(opt, schedule, steps.steps_per_epoch)

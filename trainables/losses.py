@@ -49,6 +49,39 @@ def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, 
     return T * T * F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
 
 
+# the code's fixed weights of its self-distillation pair: the deepest auxiliary exit learns from
+# the final one (KL at the attack's temperature) and from the labels
+SELF_DISTIL_WEIGHT, SELF_LABEL_WEIGHT = 0.3, 0.7
+
+
+def skeptical_loss(
+    exits: list[torch.Tensor],
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+    kd_exit: int,
+) -> torch.Tensor:
+    """The skeptical student's loss past its warm-up (ksouvik52/Skeptical2021, `loss_fn_kd` of
+    train_kd_to_SD.py), on `exits` = [final, deepest auxiliary, ..., shallowest] logits:
+
+        kd_loss(exits[kd_exit], teacher)                      the teacher taught at a shallow exit
+      + 0.3 · KL(softmax(z_0/T) ‖ softmax(z_1/T))          the final exit teaches exit 1
+      + 0.7 · CE(z_1, y) + CE(z_0, y)
+
+    The self-distillation KL has no T² and its target, the final exit, is not detached: as in
+    the code, its gradient reaches both exits.
+    """
+    T = temperature
+    exits = [z.float() for z in exits]  # see kd_loss
+    final, deepest = exits[0], exits[1]
+    self_distil = F.kl_div(F.log_softmax(deepest / T, dim=1), F.softmax(final / T, dim=1), reduction="batchmean")
+    return (kd_loss(exits[kd_exit], teacher_logits, labels, alpha=alpha, temperature=T)
+            + SELF_DISTIL_WEIGHT * self_distil + SELF_LABEL_WEIGHT * F.cross_entropy(deepest, labels)
+            + F.cross_entropy(final, labels))
+
+
 def nasty_loss(
     nasty_logits: torch.Tensor,
     adversary_logits: torch.Tensor,

@@ -63,8 +63,8 @@ class ModelSpec:
             return self.arch
         return f"{self.arch}({','.join(f'{k}={v}' for k, v in self.options)})"
 
-    def build(self, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
-        return create_model(self.arch, num_classes, input_shape, **dict(self.options))
+    def build(self, num_classes: int, input_shape: tuple[int, ...], *, exits: bool = False) -> torch.nn.Module:
+        return create_model(self.arch, num_classes, input_shape, exits=exits, **dict(self.options))
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, **dict(self.options)}
@@ -95,6 +95,17 @@ class PhaseConfig:
             raise ConfigError("an attack goes with phase 'attack', and only with it")
         if self.phase == "defense" and not (self.defense is not None and self.defense.trains_teacher):
             raise ConfigError("phase 'defense' needs a defense that trains its teacher")
+        if self.student_exits:
+            from .exits import has_exits, models_with_exits
+
+            if not has_exits(self.model.arch, dict(self.model.options)):
+                raise ConfigError(f"attack {self.attack.label!r} needs a student with intermediate exits; "
+                                  f"{self.model.label!r} has none (models with them: {', '.join(models_with_exits())})")
+
+    @property
+    def student_exits(self) -> bool:
+        """Whether the phase's model is built with its intermediate exits (its attack reads them)."""
+        return self.attack is not None and self.attack.needs_exits
 
     @property
     def method(self) -> str:
@@ -197,7 +208,8 @@ def run_phase(
 
     # model: the same seed gives the same initial weights
     torch.manual_seed(cfg.seed)
-    model = cfg.model.build(data.num_classes, data.input_shape).to(device)  # layout: loop.train
+    # (with its exits where its attack trains through them; the memory layout: loop.train)
+    model = cfg.model.build(data.num_classes, data.input_shape, exits=cfg.student_exits).to(device)
 
     # loss
     frozen = None
@@ -224,7 +236,7 @@ def run_phase(
 
     else:  # attack
         view, extra["teacher_acc_seen"] = _attacker_view(cfg, frozen, data)
-        prepared = cfg.attack.prepare(view, data, cfg.seed)
+        prepared = cfg.attack.prepare(view, data, cfg.seed, cfg.schedule)
         data, loss_fn, steps = prepared.data, prepared.loss_fn, prepared.steps
         extra.update(prepared.facts)
 
@@ -363,12 +375,12 @@ def run_attack_batch(
     view, seen = _attacker_view(first, frozen, data)
     steps = None
     if group:  # one attack: its steps (a generator) serve every student
-        prepared = first.attack.prepare(view, data, first.seed)
+        prepared = first.attack.prepare(view, data, first.seed, first.schedule)
         steps, loss_fns, facts = prepared.steps, [None] * len(cfgs), [prepared.facts] * len(cfgs)
     else:
         loss_fns, facts = [], []
         for cfg in cfgs:
-            prepared = cfg.attack.prepare(view, data, cfg.seed)
+            prepared = cfg.attack.prepare(view, data, cfg.seed, cfg.schedule)
             if prepared.data is not data or prepared.loss_fn is None or prepared.steps is not None:
                 raise ConfigError(f"attack {cfg.attack.label!r} says it trains on the real split but "
                                   "brought its own data or steps; set its trains_on_real_data = False")

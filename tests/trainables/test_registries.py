@@ -78,7 +78,7 @@ def test_every_attack_gives_a_student_its_data_and_a_finite_loss(attack):
     torch.manual_seed(0)
     teacher, student = create_model("cnn1d", 10, data.input_shape, width=8), create_model("mlp", 10, data.input_shape)
     teacher.eval()
-    prepared = attack.prepare(TeacherView(teacher, lambda z: z), data, seed=0)
+    prepared = attack.prepare(TeacherView(teacher, lambda z: z), data, seed=0, schedule=None)
     assert prepared.data is data  # every attack is scored on the real splits
     if prepared.steps is None:  # it trains on the real split, through its loss
         idx = torch.arange(16)
@@ -128,7 +128,7 @@ class HardLabels(Attack):
     def from_table(cls, resolved):
         return [cls()] if resolved.get("hard_labels") else []
 
-    def prepare(self, teacher, data, seed):
+    def prepare(self, teacher, data, seed, schedule):
         answers = teacher.on(data.train_x, data.prepare).argmax(1)
         return Prepared(data, lambda m, x, y, idx: F.cross_entropy(m(x), answers[idx]))
 

@@ -8,8 +8,9 @@ training steps). Adding an attack is
 one module that subclasses `Attack` and registers it.
 
 The built-ins: `kd` (Hinton KD at the attacker's temperatures), `unlabelled` (the same KD with no
-labels, α = 1: an attacker who only queries the teacher) and `dafl` (data-free KD as DAFL, Chen
-et al., ICCV 2019, publishes it).
+labels, α = 1: an attacker who only queries the teacher), `dafl` (data-free KD as DAFL, Chen
+et al., ICCV 2019, publishes it) and `skeptical` (the skeptical student of Kundu et al., NeurIPS
+2021: the teacher taught at a shallow exit of a self-distilling student).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from . import kd  # noqa: E402,F401  (register the built-ins: KD first, as suites list it)
 from . import unlabelled  # noqa: E402,F401
 from . import dafl  # noqa: E402,F401
+from . import skeptical  # noqa: E402,F401
 # isort: on
 from ._base import (
                     Attack,

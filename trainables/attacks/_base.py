@@ -69,6 +69,9 @@ class Attack:
     # alone): its phases on several student architectures can train as one group on one
     # stream of them (`phases.run_attack_batch`), the stream made once instead of per student.
     students_share_steps: ClassVar[bool] = False
+    # Its student is built with intermediate exits (`trainables.exits`) and its loss reads them;
+    # a sweep gives it only the students whose model has exits, and it trains alone.
+    needs_exits: ClassVar[bool] = False
 
     @classmethod
     def resolve(cls, table: dict) -> dict:
@@ -106,8 +109,9 @@ class Attack:
         attack brings its own (DAFL's, whose epochs are its generator's)."""
         return schedule
 
-    def prepare(self, teacher: TeacherView, data: DeviceData, seed: int) -> Prepared:
-        """What the student trains on (see `Prepared`), from the teacher as the attacker sees it."""
+    def prepare(self, teacher: TeacherView, data: DeviceData, seed: int, schedule: Schedule) -> Prepared:
+        """What the student trains on (see `Prepared`), from the teacher as the attacker sees it;
+        `schedule` is the one the student trains by (its batch size, its epochs)."""
         raise NotImplementedError
 
     def to_dict(self) -> dict:

@@ -97,7 +97,7 @@ class DAFL(Attack):
     def to_dict(self) -> dict:
         return {"name": self.name, "spec": asdict(self.spec), "schedule": self.schedule.to_dict()}
 
-    def prepare(self, teacher, data, seed):
+    def prepare(self, teacher, data, seed, schedule):
         # the real splits stay for scoring the student (and picking its best epoch); it trains
         # on the generator's batches alone
         steps = DataFreeSteps(teacher.model, teacher.transform, data.input_shape, self.spec,

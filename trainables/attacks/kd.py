@@ -51,7 +51,7 @@ class KD(Attack):
     def kd_alpha(self) -> float:
         return self.alpha
 
-    def prepare(self, teacher, data, seed):
+    def prepare(self, teacher, data, seed, schedule):
         targets, alpha, temperature = teacher_targets(teacher, data), self.alpha, self.temperature
 
         def loss_fn(m, x, y, idx):

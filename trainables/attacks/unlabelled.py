@@ -56,7 +56,7 @@ class UnlabelledKD(Attack):
     def kd_alpha(self) -> float:
         return 1.0  # the teacher's answers only
 
-    def prepare(self, teacher, data, seed):
+    def prepare(self, teacher, data, seed, schedule):
         targets, temperature = teacher_targets(teacher, data), self.temperature
 
         def loss_fn(m, x, y, idx):  # y is never read: the attacker has no labels

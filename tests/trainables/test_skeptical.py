@@ -1,0 +1,167 @@
+"""The skeptical student (Kundu et al., NeurIPS 2021): its loss against the authors' code and by
+hand, its students' exits against the code's networks, its warm-up, and where it may run."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainables.attacks import attack_suite, create_attack, resolve_attacks
+from trainables.data import DatasetSpec
+from trainables.exits import MultiExit, has_exits, models_with_exits, with_exits
+from trainables.loop import Schedule
+from trainables.losses import skeptical_loss
+from trainables.models import create_model
+from trainables.phases import ModelSpec, PhaseConfig
+from undistill.errors import ConfigError
+
+
+def loss_fn_kd(outputs, labels, teacher_outputs, epoch, params):
+    """Verbatim from ksouvik52/Skeptical2021, train_kd_to_SD.py (the docstring dropped)."""
+    alpha = params.alpha
+    T = params.temperature
+    loc = params.loc
+    if (epoch > params.kd_delay):
+        KD_loss = nn.KLDivLoss(reduction='batchmean')(F.log_softmax(outputs[loc]/T, dim=1),
+                    F.softmax(teacher_outputs/T, dim=1))* (alpha * T * T) + \
+              nn.CrossEntropyLoss()(outputs[loc], labels) * (1. - alpha)  +\
+              (0.3*nn.KLDivLoss(reduction='batchmean')(F.log_softmax(outputs[1]/T, dim=1),
+                    F.softmax(outputs[0]/T, dim=1)) +  0.7*nn.CrossEntropyLoss()(outputs[1], labels)) + \
+              nn.CrossEntropyLoss()(outputs[0], labels)
+    else:
+        KD_loss = nn.CrossEntropyLoss()(outputs[0], labels)
+    return KD_loss
+
+
+def _kl(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True) if pi > 0)
+
+
+def _softmax(z, t=1.0):
+    e = [math.exp(v / t) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def test_the_loss_by_hand_on_one_sample():
+    final, deep, shallow, teacher, y, alpha, T = [2.0, 0.0, -1.0], [1.0, 1.5, 0.0], [0.0, 0.5, 1.0], \
+        [3.0, 1.0, 0.0], 0, 0.9, 4.0
+    ce = lambda z: -math.log(_softmax(z)[y])  # noqa: E731
+    expected = (alpha * T * T * _kl(_softmax(teacher, T), _softmax(shallow, T)) + (1 - alpha) * ce(shallow)
+                + 0.3 * _kl(_softmax(final, T), _softmax(deep, T)) + 0.7 * ce(deep) + ce(final))
+    got = skeptical_loss([torch.tensor([z]) for z in (final, deep, shallow)], torch.tensor([teacher]),
+                         torch.tensor([y]), alpha=alpha, temperature=T, kd_exit=2)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    # the self-distillation KL goes from the final exit to the deepest auxiliary one, not back
+    backwards = expected - 0.3 * _kl(_softmax(final, T), _softmax(deep, T)) + 0.3 * _kl(_softmax(deep, T),
+                                                                                          _softmax(final, T))
+    assert abs(got.item() - backwards) > 1e-4
+
+
+@pytest.mark.parametrize("loc", [1, 2, 3])
+def test_the_loss_and_its_gradients_equal_the_authors_code(loc):
+    gen = torch.Generator().manual_seed(loc)
+    outputs = [torch.randn(16, 10, generator=gen, requires_grad=True) for _ in range(4)]
+    teacher, labels = torch.randn(16, 10, generator=gen) * 3, torch.randint(0, 10, (16,), generator=gen)
+    params = SimpleNamespace(alpha=0.9, temperature=4.0, loc=loc, kd_delay=2)
+
+    theirs = loss_fn_kd(outputs, labels, teacher, 3, params)
+    their_grads = torch.autograd.grad(theirs, outputs, allow_unused=True)
+    ours = skeptical_loss(outputs, teacher, labels, alpha=0.9, temperature=4.0, kd_exit=loc)
+    our_grads = torch.autograd.grad(ours, outputs, allow_unused=True)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    for a, b in zip(our_grads, their_grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    assert our_grads[0].abs().sum() > 0  # the final exit also learns from the KL it teaches by
+    # within the warm-up the code trains the final exit on the labels alone: the attack's warm-up loss
+    warm = loss_fn_kd(outputs, labels, teacher, 2, params)
+    assert warm.item() == pytest.approx(F.cross_entropy(outputs[0], labels).item())
+
+
+# the authors' networks' parameter counts (resnet_self.resnet18/50, MobileNetV2_self), 10 and 100 classes
+CODE_PARAMETERS = {"resnet18": (12_098_664, 12_283_344), "resnet50": (37_688_936, 38_426_576),
+                   "mobilenetv2": (7_312_648, 7_773_808)}
+
+
+@pytest.mark.parametrize("arch", sorted(CODE_PARAMETERS))
+def test_cifar_students_with_exits_have_the_codes_parameters_and_four_exits(arch):
+    for classes, expected in zip((10, 100), CODE_PARAMETERS[arch], strict=True):
+        model = create_model(arch, classes, (3, 32, 32), exits=True)
+        assert isinstance(model, MultiExit)
+        assert sum(p.numel() for p in model.parameters()) == expected
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    exits = model.exits(x)
+    assert [tuple(z.shape) for z in exits] == [(2, 100)] * 4
+    torch.testing.assert_close(exits[0], model(x))  # the final exit is the network's own output
+    torch.testing.assert_close(model(x), model.backbone(x))
+
+
+def test_mnist1d_students_exits_and_the_ones_without():
+    cnn = create_model("cnn1d", 10, (1, 40), exits=True, width=8)
+    mlp = create_model("mlp", 10, (1, 40), exits=True, hidden=32)
+    x = torch.randn(5, 1, 40)
+    assert len(cnn.exits(x)) == 3 and len(mlp.exits(x)) == 2
+    assert {"cnn1d", "mlp", "resnet18", "resnet50", "mobilenetv2"} <= set(models_with_exits())
+    assert not has_exits("shufflenetv2") and not has_exits("resnetc20")
+    with pytest.raises(ConfigError, match="no intermediate exits"):
+        with_exits("resnetc20", create_model("resnetc20", 10, (3, 32, 32)), 10, (3, 32, 32))
+    with pytest.raises(ConfigError, match="depth ≥ 2"):
+        create_model("mlp", 10, (1, 40), exits=True, depth=1)
+
+
+def _table(**skeptical):
+    return {"kd_temperatures": [4.0], "kd_alpha": 0.9, "skeptical": skeptical}
+
+
+def test_preset_keys_defaults_and_one_line_errors():
+    resolved = resolve_attacks(_table(temperatures=[4, 1.0]))
+    assert resolved["skeptical"] == {"temperatures": [1.0, 4.0], "alpha": 0.9, "kd_exit": 2, "kd_delay": 0}
+    suite = attack_suite(resolved)
+    assert [a.label for a in suite] == ["kd-T4", "skeptical-T1", "skeptical-T4"]
+    assert suite[1].needs_exits and not suite[1].trains_on_real_data
+    for bad, says in [({}, "missing required key 'temperatures'"), ({"temperatures": []}, "must list temperatures"),
+                      ({"temperatures": [4.0], "kd_exit": 0}, "kd_exit must be ≥ 1"),
+                      ({"temperatures": [4.0], "kd_delay": -1}, "kd_delay must be ≥ 0"),
+                      ({"temperatures": [4.0], "alpha": 1.5}, "within \\[0, 1\\]"),
+                      ({"temperatures": [4.0], "loc": 2}, "unknown key 'loc'")]:
+        with pytest.raises(ConfigError, match=says):
+            resolve_attacks(_table(**bad))
+
+
+def test_a_student_without_exits_cannot_face_it():
+    ds = DatasetSpec("mnist1d", num_samples=400)
+    schedule = Schedule("adamw", 0.01, 0.0, 1, 64, "constant")
+    attack = create_attack("skeptical", temperature=4.0)
+    PhaseConfig("attack", ds, ModelSpec.of("cnn1d"), schedule, 0, teacher_model=ModelSpec.of("cnn1d"), attack=attack)
+    with pytest.raises(ConfigError, match="needs a student with intermediate exits"):
+        PhaseConfig("attack", ds, ModelSpec.of("mlp", depth=1), schedule, 0, teacher_model=ModelSpec.of("cnn1d"),
+                    attack=attack)
+
+
+def test_warm_up_epochs_train_on_labels_then_the_full_loss_and_survive_a_resume():
+    from trainables.attacks.skeptical import _WarmUpSteps
+
+    calls = []
+    data = SimpleNamespace(train_x=torch.randn(8, 1, 40), train_y=torch.zeros(8, dtype=torch.long),
+                           augment=None, prepare=lambda x: x)
+
+    def loss(tag):
+        def fn(m, x, y, idx):
+            calls.append(tag)
+            return m(x).sum() * 0
+        return fn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(40, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    steps = _WarmUpSteps(data, loss("warm"), 8, after=loss("full"), delay=1)
+    for _ in range(2):
+        steps.epoch(model, opt, lambda: None, torch.Generator())
+    resumed = _WarmUpSteps(data, loss("warm"), 8, after=loss("full"), delay=1)
+    resumed.load_state_dict(steps.state_dict())  # as a checkpoint brings it back
+    resumed.epoch(model, opt, lambda: None, torch.Generator())
+    assert calls == ["warm", "warm", "full"]  # epochs 0 and 1 (≤ kd_delay), then past it
