@@ -103,6 +103,15 @@ def nasty_loss(
     return F.cross_entropy(nasty_logits, labels) - omega * tau * tau * divergence
 
 
+def epd_loss(probs: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Exponential Predictive Divergence (Adversarial Sparse Teacher, Yilmaz and Keles 2024) as
+    its code computes it: `nn.KLDivLoss(reduction="batchmean", log_target=True)(p, q)` called
+    on probabilities, which is (1/N) Σ_n Σ_c e^{q_nc} · (q_nc − p_nc). Its gradient in p is
+    −e^{q}/N: every class's probability is pushed up, the more so where the target q is high
+    (a class the target masks, q = 0, still by e^0 = 1)."""
+    return F.kl_div(probs.float(), target_probs.float(), reduction="batchmean", log_target=True)
+
+
 def stingy_logits(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keep each row's top-k logits and set the rest to −inf (the Stingy Teacher's sparse output).
 

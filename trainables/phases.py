@@ -232,7 +232,9 @@ def run_phase(
         def normal(x, idx):
             return normal_logits[idx] if normal_logits is not None else _frozen_logits(frozen, x)
 
-        loss_fn = cfg.defense.teacher_loss(dict(cfg.knobs), normal)
+        from .defenses import NormalTeacher
+
+        loss_fn = cfg.defense.teacher_loss(dict(cfg.knobs), NormalTeacher(normal, frozen, data))
 
     else:  # attack
         view, extra["teacher_acc_seen"] = _attacker_view(cfg, frozen, data)

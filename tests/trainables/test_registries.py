@@ -54,11 +54,17 @@ def test_every_defense_declares_its_knobs_and_makes_its_teacher(name):
     torch.manual_seed(0)
     z = torch.randn(6, 10, requires_grad=True)
     if defense.trains_teacher:  # the defended teacher's loss: finite, with gradients into it
-        normal = torch.randn(6, 10)
-        loss = defense.teacher_loss(values, lambda x, idx: normal[idx])(lambda x: z, None, torch.arange(6) % 10,
-                                                                        torch.arange(6))
+        from types import SimpleNamespace
+
+        from trainables.defenses import NormalTeacher
+
+        x, y = torch.randn(6, 4), torch.arange(6) % 10
+        frozen, defended = torch.nn.Linear(4, 10).requires_grad_(False), torch.nn.Linear(4, 10)
+        data = SimpleNamespace(train_x=x, train_y=y, prepare=lambda batch: batch)
+        normal = NormalTeacher(lambda batch, idx: frozen(batch), frozen, data)
+        loss = defense.teacher_loss(values, normal)(defended, x, y, torch.arange(6))
         loss.backward()
-        assert torch.isfinite(loss) and z.grad.abs().sum() > 0
+        assert torch.isfinite(loss) and defended.weight.grad.abs().sum() > 0
     if defense.transforms_logits:  # what the attacker sees: same shape, same predictions
         seen = defense.transform(z.detach(), values)
         assert seen.shape == z.shape and torch.equal(seen.argmax(1), z.argmax(1))

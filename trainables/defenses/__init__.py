@@ -8,7 +8,8 @@ set is shown comes from the knobs' symbols (`undistill.space`). Adding a defense
 that subclasses `Defense` and registers it; the preset names it in `search.defenses` and gives
 its `[search.<name>]` table of ranges.
 
-The built-ins: `nasty` (Ma et al., ICLR 2021) and `stingy` (ICLR 2022 PAIR^2Struct).
+The built-ins: `nasty` (Ma et al., ICLR 2021), `stingy` (ICLR 2022 PAIR^2Struct) and `ast`
+(Adversarial Sparse Teacher, Yilmaz and Keles, 2024).
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from __future__ import annotations
 # isort: off
 from . import nasty  # noqa: E402,F401  (register the built-ins, in the order results list them)
 from . import stingy  # noqa: E402,F401
+from . import adversarial_sparse  # noqa: E402,F401
 # isort: on
-from ._base import Defense, FrozenLogits, create_defense, get_defense, list_defenses, register_defense
+from ._base import (
+    Defense,
+    FrozenLogits,
+    NormalTeacher,
+    create_defense,
+    get_defense,
+    list_defenses,
+    register_defense,
+)
 
-__all__ = ["Defense", "FrozenLogits", "create_defense", "get_defense", "list_defenses", "register_defense"]
+__all__ = ["Defense", "FrozenLogits", "NormalTeacher", "create_defense", "get_defense", "list_defenses",
+           "register_defense"]

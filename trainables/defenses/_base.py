@@ -19,6 +19,20 @@ _DEFENSES: Registry[type[Defense]] = Registry("defense")
 
 
 @dataclass(frozen=True)
+class NormalTeacher:
+    """The frozen normal teacher as a defense's loss meets it: called on a training batch (x,
+    idx), its logits (`FrozenLogits`); `model` and `data` for a defense that needs more than its
+    answers (Adversarial Sparse Teacher attacks it by its gradients on the training split)."""
+
+    logits: FrozenLogits
+    model: torch.nn.Module
+    data: object  # trainables.data.DeviceData
+
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self.logits(x, idx)
+
+
+@dataclass(frozen=True)
 class Defense:
     """A defense of a teacher against cloning by distillation. Subclasses set `name` and
     implement `knobs`, and either `teacher_loss` (`trains_teacher = True`) or `transform`
@@ -33,10 +47,10 @@ class Defense:
         """The knobs, in the order they are suggested and shown, with their hard bounds."""
         raise NotImplementedError
 
-    def teacher_loss(self, knobs: dict[str, float], normal: FrozenLogits) -> LossFn:
+    def teacher_loss(self, knobs: dict[str, float], normal: NormalTeacher) -> LossFn:
         """`trains_teacher`: the loss of the defended teacher, trained from scratch with the
-        normal teacher's schedule and architecture; `normal` gives the frozen normal teacher's
-        logits on each batch."""
+        normal teacher's schedule and architecture; `normal(x, idx)` gives the frozen normal
+        teacher's logits on each batch."""
         raise NotImplementedError
 
     def transform(self, logits: torch.Tensor, knobs: dict[str, float]) -> torch.Tensor:
