@@ -19,10 +19,9 @@ from trainables.attacks import attack_suite
 from trainables.candidate import attack_name
 from trainables.data import DatasetSpec
 from trainables.defenses import Defense, create_defense
-from trainables.exits import has_exits, models_with_exits
+from trainables.exits import has_exits
 from trainables.loop import Schedule
 from trainables.phases import ModelSpec, PhaseConfig, PhaseJob
-from undistill.errors import ConfigError
 
 Node = PhaseJob  # an upstream node of the DAG is a phase job like any other
 
@@ -76,16 +75,12 @@ def make_plan(preset: Preset) -> Plan:
             smoothed.append(Node(f"smoothed {student.label}", cfg, cfg.key()))
         for attack in suite:
             if attack.needs_exits and not has_exits(student.arch, dict(student.options)):
-                continue  # it faces the students it can be: the others have no exit to teach at
+                continue  # no exit to teach at (the preset was checked to have a student with one)
             cfg = PhaseConfig("attack", dataset, student, attack.student_schedule(student_schedule), seed,
                               teacher_model=teacher_model, attack=attack)
             templates.append(cfg)
             normal_attacks.append(Node(attack_name(cfg), cfg, cfg.key(teacher.key), teacher.key))
 
-    for attack in suite:
-        if attack.needs_exits and not any(t.attack == attack for t in templates):
-            raise ConfigError(f"attack {attack.label!r} needs a student with intermediate exits and the preset "
-                              f"has none (models with them: {', '.join(models_with_exits())})")
     defenses = {name: create_defense(name) for name in preset.space.names}
     template = None
     if any(d.trains_teacher for d in defenses.values()):

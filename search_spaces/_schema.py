@@ -176,6 +176,7 @@ def parse_preset(name: str, doc: dict) -> Preset:
     student_schedule = _schedule("student_schedule", doc["student_schedule"])
 
     attack = _attack(doc["attack"])
+    _check_exits(attack, students)
 
     search = doc["search"]
     from trainables.defenses import list_defenses
@@ -265,6 +266,19 @@ def _attack(table: object) -> dict:
     out["label_smoothing"] = float(smoothing)
     attack_suite(out)  # two attacks with one name would be one column of results
     return out
+
+
+def _check_exits(attack: dict, students) -> None:
+    """An attack that trains through intermediate exits (the skeptical student) needs at least
+    one student whose model has them; the others are left out of it (`orchestrator.plan`)."""
+    from trainables.attacks import attack_suite
+    from trainables.exits import has_exits, models_with_exits
+
+    if any(s_attack.needs_exits for s_attack in attack_suite(attack)) and not any(
+            has_exits(s.arch, s.options) for s in students):
+        label = next(a.label for a in attack_suite(attack) if a.needs_exits)
+        raise ConfigError(f"attack {label!r} needs a student with intermediate exits and the preset has none "
+                          f"(models with them: {', '.join(models_with_exits())})")
 
 
 def _space(search: dict, num_classes: int) -> SearchSpace:

@@ -71,12 +71,16 @@ def skeptical_loss(
       + 0.7 · CE(z_1, y) + CE(z_0, y)
 
     The self-distillation KL has no T² and its target, the final exit, is not detached: as in
-    the code, its gradient reaches both exits.
+    the code, its gradient reaches both exits. One departure: the code passes that target as
+    probabilities, whose gradient is log p, −∞ (NaN) wherever a confident final exit's
+    probability underflows to 0 (an MNIST-1D MLP at T = 1 diverged so in its 17th epoch); here
+    it goes in log space, the same value and gradient wherever the code's are finite.
     """
     T = temperature
     exits = [z.float() for z in exits]  # see kd_loss
     final, deepest = exits[0], exits[1]
-    self_distil = F.kl_div(F.log_softmax(deepest / T, dim=1), F.softmax(final / T, dim=1), reduction="batchmean")
+    self_distil = F.kl_div(F.log_softmax(deepest / T, dim=1), F.log_softmax(final / T, dim=1),
+                           reduction="batchmean", log_target=True)
     return (kd_loss(exits[kd_exit], teacher_logits, labels, alpha=alpha, temperature=T)
             + SELF_DISTIL_WEIGHT * self_distil + SELF_LABEL_WEIGHT * F.cross_entropy(deepest, labels)
             + F.cross_entropy(final, labels))

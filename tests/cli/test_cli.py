@@ -48,6 +48,8 @@ TOML_EDITS = {
     "key": ("trials = 4", "trails = 4"),
     "defense": ('defenses = ["nasty", "stingy"]', 'defenses = ["nasty", "nice"]'),
     "malformed": ("seed = 0", "seed = = 0"),
+    "flat": ('hidden = 32\n\n[[students]]\narch = "cnn1d"\nwidth = 8\n',
+             'hidden = 32\ndepth = 1\n\n[attack.skeptical]\ntemperatures = [4.0]\n'),
 }
 BAD_INPUT = [
     (["sweep", "--preset", "nope"], 2, "unknown preset 'nope'; known: "),
@@ -107,6 +109,8 @@ BAD_INPUT = [
     (["pareto", "smoke", "--attack", "kd-T3"], 2, "--attack 'kd-T3': sweep 'smoke' ran kd, kd-T4"),
     (["pareto", "smoke", "--defense", "nice"], 2, "--defense 'nice': sweep 'smoke' searched nasty, stingy"),
     (["sweep", "--config", "{TOML:defense}"], 2, "search.defenses: unknown defense 'nice'"),
+    (["sweep", "--config", "{TOML:flat}", "--name", "flat"], 2,
+     "attack 'skeptical-T4' needs a student with intermediate exits and the preset has none"),
     (["resume", "old"], 2, "sweep 'old' was made by an older undistill"),
     (["report", "ghost"], 2, "no sweep named 'ghost'"),
     (["report", "old"], 2, "sweep 'old' has no finished trial yet"),

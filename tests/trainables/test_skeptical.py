@@ -165,3 +165,42 @@ def test_warm_up_epochs_train_on_labels_then_the_full_loss_and_survive_a_resume(
     resumed.load_state_dict(steps.state_dict())  # as a checkpoint brings it back
     resumed.epoch(model, opt, lambda: None, torch.Generator())
     assert calls == ["warm", "warm", "full"]  # epochs 0 and 1 (≤ kd_delay), then past it
+
+
+def test_a_confident_final_exit_gives_the_code_nan_gradients_and_ours_finite_ones():
+    """Where a final-exit probability underflows to 0 the code's KL target has gradient log 0:
+    NaN. Ours takes the target in log space: finite, and the value is the code's."""
+    final = torch.tensor([[120.0, 0.0, -5.0], [1.0, 2.0, 0.5]], requires_grad=True)
+    deep = torch.tensor([[3.0, 1.0, 0.0], [0.0, 1.0, 2.0]], requires_grad=True)
+    teacher, labels = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]]), torch.tensor([0, 1])
+    outputs = [final, deep]
+    theirs = loss_fn_kd(outputs, labels, teacher, 1, SimpleNamespace(alpha=0.9, temperature=1.0, loc=1, kd_delay=0))
+    (their_grad,) = torch.autograd.grad(theirs, final)
+    assert torch.isnan(their_grad).any()
+    ours = skeptical_loss(outputs, teacher, labels, alpha=0.9, temperature=1.0, kd_exit=1)
+    (our_grad,) = torch.autograd.grad(ours, final)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6) and torch.isfinite(our_grad).all()
+    torch.testing.assert_close(our_grad[1], their_grad[1])  # the row without an underflow: the code's
+
+
+def test_cifar_presets_give_it_the_students_with_exits_only_and_a_preset_without_any_fails(tmp_path):
+    from orchestrator.plan import make_plan
+    from search_spaces import load_preset
+
+    plan = make_plan(load_preset("cifar100-resnet18"))  # ShuffleNetV2, MobileNetV2, ResNet-18
+    faced = {t.model.arch for t in plan.attack_templates if t.attack.name == "skeptical"}
+    assert faced == {"mobilenetv2", "resnet18"}
+    temps = {t.attack.temperature for t in plan.attack_templates if t.attack.name == "skeptical"}
+    assert temps == {1.0, 4.0, 10.0, 20.0}
+    assert {t.model.arch for t in plan.attack_templates if t.attack.name == "kd"} == {
+        "shufflenetv2", "mobilenetv2", "resnet18"}
+    assert "ast" in load_preset("cifar10-resnet18").space.names
+
+    from tests._presets import SMOKE
+    text = SMOKE.replace('arch = "mlp"\nhidden = 32', 'arch = "mlp"\nhidden = 32\ndepth = 1')
+    text = text.replace('arch = "cnn1d"\nwidth = 8', 'arch = "mlp"\nhidden = 16\ndepth = 1')
+    text = text.replace("[search]", "[attack.skeptical]\ntemperatures = [4.0]\n\n[search]", 1)
+    config = tmp_path / "flat.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match="needs a student with intermediate exits and the preset has none"):
+        load_preset(config_file=config)  # when the preset is read: before Ray or any phase
