@@ -30,7 +30,8 @@ def new_entries_smoke(folder: Path, name: str = "newer", *, epochs: int = 4, tri
     Adversarial Sparse Teacher as the only defense searched (from the code's CIFAR-10 point)."""
     text = one_attack_smoke(folder, name, epochs=epochs).read_text()
     text = text.replace("[search]", "[attack.skeptical]\ntemperatures = [4.0]\n\n[search]", 1)
-    text = text.replace('defenses = ["nasty", "stingy"]', 'defenses = ["ast"]').replace("trials = 4", f"trials = {trials}")
+    text = text.replace('defenses = ["nasty", "stingy"]', 'defenses = ["ast"]')
+    text = text.replace("trials = 4", f"trials = {trials}")
     text += ('\n[search.ast]\nast_alpha = [0.01, 0.5]\nast_t = [2.0, 10.0]\nast_k = [1, 4]\n'
              'start = { ast_alpha = 0.05, ast_t = 6.0, ast_k = 2 }\n')
     path = Path(folder) / f"{name}.toml"

@@ -31,7 +31,7 @@ def their_pgd(model, images, labels, eps=0.3, alpha=0.01, iters=40):
     """create_adv_dataset.py's pgd_attack, verbatim."""
     loss = nn.CrossEntropyLoss()
     original_images = images.clone()
-    for i in range(iters):
+    for i in range(iters):  # noqa: B007  (verbatim)
         images.requires_grad = True
         outputs = model(images)
         model.zero_grad()
