@@ -17,7 +17,9 @@ The student is scored, and its best epoch picked, on its final exit, as the code
 A preset asks for it with `[attack.skeptical]`: `temperatures` (one attack each,
 `skeptical-T<T>`), `alpha` (0.9), `kd_exit` (2) and `kd_delay` (0). The code publishes no
 parameters for its skeptical runs (its experiments folder holds the scratch and nasty ones
-only): those defaults are this project's, α and T as the paper's KD. It faces only the students
+only). `kd_exit` 2 is where the repository's framework figure (Fig/framework_new.png) draws the
+teacher's loss: the exit after the second of a ResNet's four stages (on MNIST-1D's three-stage
+CNN, after its first); α 0.9 is the paper's KD; `kd_delay` 0 is this project's choice. It faces only the students
 whose model has exits (mnist1d's cnn1d and mlp of depth ≥ 2; CIFAR's resnet18, resnet50 and
 mobilenetv2, as the code builds them) and trains alone, one student at a time.
 
