@@ -274,11 +274,10 @@ def _check_exits(attack: dict, students) -> None:
     from trainables.attacks import attack_suite
     from trainables.exits import has_exits, models_with_exits
 
-    if any(s_attack.needs_exits for s_attack in attack_suite(attack)) and not any(
-            has_exits(s.arch, s.options) for s in students):
-        label = next(a.label for a in attack_suite(attack) if a.needs_exits)
-        raise ConfigError(f"attack {label!r} needs a student with intermediate exits and the preset has none "
-                          f"(models with them: {', '.join(models_with_exits())})")
+    needing = [a.label for a in attack_suite(attack) if a.needs_exits]
+    if needing and not any(has_exits(s.arch, s.options) for s in students):
+        raise ConfigError(f"attack {needing[0]!r} needs a student with intermediate exits and the preset has "
+                          f"none (models with them: {', '.join(models_with_exits())})")
 
 
 def _space(search: dict, num_classes: int) -> SearchSpace:

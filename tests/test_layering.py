@@ -107,8 +107,15 @@ def test_results_and_the_read_commands_load_no_torch_nor_ray():
 
 
 def test_an_mnist1d_worker_never_loads_torchvision(tmp_path):
-    """What a worker runs for an MNIST-1D sweep (the teacher, a nasty teacher, KD and DAFL
-    students, through the artifact store) in a fresh interpreter."""
+    """What a worker runs for an MNIST-1D sweep (the teacher, a nasty teacher, an Adversarial
+    Sparse Teacher, KD, skeptical and DAFL students, through the artifact store) in a fresh
+    interpreter."""
+    from tests._presets import SMOKE
+
+    config = tmp_path / "smoke-all.toml"
+    config.write_text(SMOKE.replace("[search]", "[attack.skeptical]\ntemperatures = [4.0]\n\n[search]", 1)
+                      .replace('defenses = ["nasty", "stingy"]', 'defenses = ["nasty", "stingy", "ast"]')
+                      + "\n[search.ast]\nast_alpha = [0.01, 0.5]\nast_t = [2.0, 10.0]\nast_k = [1, 4]\n")
     code = f"""
 import sys
 from dataclasses import replace
@@ -121,13 +128,15 @@ from orchestrator._driver import trial_context
 from undistill.outcomes import Candidate
 from undistill.storage import Storage
 
-plan = make_plan(adjust(load_preset("smoke"), epochs_scale=0.1))
+plan = make_plan(adjust(load_preset(config_file={str(config)!r}), epochs_scale=0.1))
 runtime = PhaseRuntime(Storage({str(tmp_path)!r}), Resources(1, 0, students=0))
 upstream = {{n.key: run_job(n, runtime) for n in plan.upstream}}
-teacher, students = candidate_jobs(Candidate.of("nasty", omega=0.1, tau_a=4.0), trial_context(plan, upstream))
-run_job(teacher, runtime)
-results = [run_job(j, runtime) for j in students]
-assert {{r["phase"] for r in results}} == {{"kd", "unlabelled", "dafl"}} and all(r["status"] == "ok" for r in results)
+for candidate in (Candidate.of("nasty", omega=0.1, tau_a=4.0), Candidate.of("ast", ast_alpha=0.05, ast_t=6.0, ast_k=2)):
+    teacher, students = candidate_jobs(candidate, trial_context(plan, upstream))
+    run_job(teacher, runtime)
+    results = [run_job(j, runtime) for j in students]
+    assert {{r["phase"] for r in results}} == {{"kd", "unlabelled", "skeptical", "dafl"}}
+    assert all(r["status"] == "ok" for r in results)
 print("torchvision" in sys.modules)
 """
     assert _fresh(code) == "False"

@@ -7,13 +7,14 @@ Your Own Teacher", ICCV 2019).
 `MultiExit` wraps a registered model, unchanged: its `forward` is the model's own (the final
 exit, what the student is scored on), and `exits(x)` gives every exit's logits, the final one
 first and then the auxiliary ones from the deepest to the shallowest, the order of the code's
-`[out4, out3, out2, out1]`. An auxiliary exit reads a stage's output through an attention mask
-(a separable convolution, BatchNorm, ReLU, a sigmoid: `feature · mask`, as the code) and a
-`scala` of separable convolutions that brings it down to the final stage's resolution, then a
-classifier.
+`[out4, out3, out2, out1]`. A convolutional network's auxiliary exit reads a stage's output
+through an attention mask (a separable convolution, BatchNorm, ReLU, a sigmoid: `feature ·
+mask`, as the code) and a `scala` of separable convolutions that brings it down to the final
+stage's resolution, then a classifier; an MLP's, through hidden layers as deep as the backbone
+still has ahead.
 
 Exits by name, like models: `@register_exits("resnet18")` on a builder `(model, num_classes,
-input_shape) -> MultiExit`; `create_model(name, ..., exits=True)` builds one. The CIFAR networks'
+input_shape) -> MultiExit`; `create_with_exits(name, ...)` builds one, as `create_model` a model. The CIFAR networks'
 exits (`cifar_exits`) register on first need, as their models do.
 """
 
@@ -26,6 +27,8 @@ import torch
 from torch import nn
 
 from undistill.errors import ConfigError
+
+from .models import create_model, model_options
 
 _EXITS: dict[str, Callable[..., MultiExit]] = {}
 _APPLIES: dict[str, Callable[[dict], bool]] = {}  # arch -> which of its options have exits
@@ -121,6 +124,10 @@ def register_exits(arch: str, applies: Callable[[dict], bool] = lambda options: 
     return wrap
 
 
+def _mlp_default_depth() -> int:
+    return model_options("mlp")["depth"]
+
+
 def _load_lazy() -> None:
     for module in _LAZY_MODULES:
         importlib.import_module(module)
@@ -138,11 +145,24 @@ def models_with_exits() -> list[str]:
     return sorted(_EXITS)
 
 
+def check_has_exits(arch: str, options: dict | None = None, *, label: str | None = None,
+                    who: str | None = None) -> None:
+    """A one-line ConfigError unless `arch` with `options` has exits; `who` needs them."""
+    if not has_exits(arch, options):
+        problem = (f"{who} needs a student with intermediate exits; model {label or arch!r} has none" if who
+                   else f"model {label or arch!r} has no intermediate exits")
+        raise ConfigError(f"{problem} (models with them: {', '.join(models_with_exits())})")
+
+
 def with_exits(arch: str, model: nn.Module, num_classes: int, input_shape: tuple[int, ...]) -> MultiExit:
-    if not has_exits(arch):
-        raise ConfigError(f"model {arch!r} has no intermediate exits (models with them: "
-                          f"{', '.join(models_with_exits())})")
+    check_has_exits(arch)
     return _EXITS[arch](model, num_classes, tuple(input_shape))
+
+
+def create_with_exits(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> MultiExit:
+    """`models.create_model` with the model's intermediate exits; a ConfigError for one without."""
+    check_has_exits(name, kwargs)
+    return with_exits(name, create_model(name, num_classes, input_shape, **kwargs), num_classes, input_shape)
 
 
 @register_exits("cnn1d")
@@ -151,7 +171,7 @@ def _cnn1d_exits(model, num_classes, input_shape) -> MultiExit:
     strided mask and one stride-2 SepConv per stage still ahead, so that each head sees maps
     as long as the final classifier's, and a linear classifier on them as the final one has."""
     stages = [i for i, m in enumerate(model.features) if isinstance(m, nn.ReLU)]
-    width = model.classifier.in_features // _final_length(model, input_shape)
+    width = model.features[0].out_channels  # every stage's (no forward pass: BatchNorm stays untouched)
     heads = []
     for k in range(len(stages) - 1):
         ahead = len(stages) - 1 - k
@@ -161,12 +181,7 @@ def _cnn1d_exits(model, num_classes, input_shape) -> MultiExit:
     return MultiExit(model, [f"features.{i}" for i in stages[:-1]], heads)
 
 
-def _final_length(model, input_shape) -> int:
-    with torch.no_grad():
-        return model.features(torch.zeros(1, *input_shape)).shape[-1]
-
-
-@register_exits("mlp", applies=lambda options: options.get("depth", 2) >= 2)
+@register_exits("mlp", applies=lambda options: options.get("depth", _mlp_default_depth()) >= 2)
 def _mlp_exits(model, num_classes, input_shape) -> MultiExit:
     """After each hidden layer but the last: as many hidden layers of the same width as the
     backbone has still ahead, then a linear classifier (no mask: a vector has no positions)."""

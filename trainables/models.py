@@ -58,18 +58,10 @@ def check_model_kwargs(name: str, kwargs: dict) -> None:
             )
 
 
-def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], *, exits: bool = False,
-                 **kwargs) -> nn.Module:
-    """`exits`: with its intermediate exits (`trainables.exits.MultiExit`), for an attack that
-    trains through them; a ConfigError for a model that has none."""
+def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
     _check_known(name)
     check_model_kwargs(name, kwargs)
-    model = _MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
-    if exits:
-        from .exits import with_exits  # its CIFAR heads import torchvision: only on need
-
-        model = with_exits(name, model, num_classes, input_shape)
-    return model
+    return _MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
 
 
 def _check_known(name: str) -> None:

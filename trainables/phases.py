@@ -64,7 +64,12 @@ class ModelSpec:
         return f"{self.arch}({','.join(f'{k}={v}' for k, v in self.options)})"
 
     def build(self, num_classes: int, input_shape: tuple[int, ...], *, exits: bool = False) -> torch.nn.Module:
-        return create_model(self.arch, num_classes, input_shape, exits=exits, **dict(self.options))
+        """The model; with its intermediate exits (`trainables.exits`) where `exits`."""
+        if exits:
+            from .exits import create_with_exits
+
+            return create_with_exits(self.arch, num_classes, input_shape, **dict(self.options))
+        return create_model(self.arch, num_classes, input_shape, **dict(self.options))
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, **dict(self.options)}
@@ -96,11 +101,10 @@ class PhaseConfig:
         if self.phase == "defense" and not (self.defense is not None and self.defense.trains_teacher):
             raise ConfigError("phase 'defense' needs a defense that trains its teacher")
         if self.student_exits:
-            from .exits import has_exits, models_with_exits
+            from .exits import check_has_exits
 
-            if not has_exits(self.model.arch, dict(self.model.options)):
-                raise ConfigError(f"attack {self.attack.label!r} needs a student with intermediate exits; "
-                                  f"{self.model.label!r} has none (models with them: {', '.join(models_with_exits())})")
+            check_has_exits(self.model.arch, dict(self.model.options), label=self.model.label,
+                            who=f"attack {self.attack.label!r}")
 
     @property
     def student_exits(self) -> bool:

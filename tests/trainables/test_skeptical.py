@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from trainables.attacks import attack_suite, create_attack, resolve_attacks
 from trainables.data import DatasetSpec
-from trainables.exits import MultiExit, has_exits, models_with_exits, with_exits
+from trainables.exits import MultiExit, create_with_exits, has_exits, models_with_exits, with_exits
 from trainables.loop import Schedule
 from trainables.losses import skeptical_loss
 from trainables.models import create_model
@@ -90,7 +90,7 @@ CODE_PARAMETERS = {"resnet18": (12_098_664, 12_283_344), "resnet50": (37_688_936
 @pytest.mark.parametrize("arch", sorted(CODE_PARAMETERS))
 def test_cifar_students_with_exits_have_the_codes_parameters_and_four_exits(arch):
     for classes, expected in zip((10, 100), CODE_PARAMETERS[arch], strict=True):
-        model = create_model(arch, classes, (3, 32, 32), exits=True)
+        model = create_with_exits(arch, classes, (3, 32, 32))
         assert isinstance(model, MultiExit)
         assert sum(p.numel() for p in model.parameters()) == expected
     model.eval()
@@ -102,16 +102,16 @@ def test_cifar_students_with_exits_have_the_codes_parameters_and_four_exits(arch
 
 
 def test_mnist1d_students_exits_and_the_ones_without():
-    cnn = create_model("cnn1d", 10, (1, 40), exits=True, width=8)
-    mlp = create_model("mlp", 10, (1, 40), exits=True, hidden=32)
+    cnn = create_with_exits("cnn1d", 10, (1, 40), width=8)
+    mlp = create_with_exits("mlp", 10, (1, 40), hidden=32)
     x = torch.randn(5, 1, 40)
     assert len(cnn.exits(x)) == 3 and len(mlp.exits(x)) == 2
     assert {"cnn1d", "mlp", "resnet18", "resnet50", "mobilenetv2"} <= set(models_with_exits())
     assert not has_exits("shufflenetv2") and not has_exits("resnetc20")
     with pytest.raises(ConfigError, match="no intermediate exits"):
         with_exits("resnetc20", create_model("resnetc20", 10, (3, 32, 32)), 10, (3, 32, 32))
-    with pytest.raises(ConfigError, match="depth ≥ 2"):
-        create_model("mlp", 10, (1, 40), exits=True, depth=1)
+    with pytest.raises(ConfigError, match="model 'mlp' has no intermediate exits"):
+        create_with_exits("mlp", 10, (1, 40), depth=1)
 
 
 def _table(**skeptical):
@@ -156,15 +156,27 @@ def test_warm_up_epochs_train_on_labels_then_the_full_loss_and_survive_a_resume(
             return m(x).sum() * 0
         return fn
 
-    model = nn.Sequential(nn.Flatten(), nn.Linear(40, 2))
+    model = create_with_exits("mlp", 2, (1, 40), hidden=8)  # one auxiliary exit
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    steps = _WarmUpSteps(data, loss("warm"), 8, after=loss("full"), delay=1)
+    steps = _WarmUpSteps(data, loss("warm"), 8, after=loss("full"), delay=1, wanted_exit=2)
     for _ in range(2):
         steps.epoch(model, opt, lambda: None, torch.Generator())
-    resumed = _WarmUpSteps(data, loss("warm"), 8, after=loss("full"), delay=1)
+    assert steps.facts() == {"kd_exit": 1, "distilled_epochs": 0}  # its shallowest; the warm-up only
+    resumed = _WarmUpSteps(data, loss("warm"), 8, after=loss("full"), delay=1, wanted_exit=2)
     resumed.load_state_dict(steps.state_dict())  # as a checkpoint brings it back
+    assert resumed.facts() == steps.facts()  # even where no epoch is left to run
     resumed.epoch(model, opt, lambda: None, torch.Generator())
     assert calls == ["warm", "warm", "full"]  # epochs 0 and 1 (≤ kd_delay), then past it
+    assert resumed.facts() == {"kd_exit": 1, "distilled_epochs": 1}
+
+
+def test_building_the_exits_leaves_the_backbone_as_the_plain_model_is():
+    torch.manual_seed(0)
+    plain = create_model("cnn1d", 10, (1, 40), width=8)
+    torch.manual_seed(0)
+    with_heads = create_with_exits("cnn1d", 10, (1, 40), width=8)
+    for (name, a), b in zip(plain.state_dict().items(), with_heads.backbone.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # weights and BatchNorm statistics alike
 
 
 def test_a_confident_final_exit_gives_the_code_nan_gradients_and_ours_finite_ones():

@@ -3,8 +3,8 @@ Undistillable Teachers in Knowledge Distillation", NeurIPS 2021; code: ksouvik52
 train_kd_to_SD.py): a student with intermediate exits (`trainables.exits`) takes the teacher's
 knowledge at a shallow exit instead of its final one, so that what a nasty teacher hides in its
 soft targets reaches only part of the network, while its final exit learns from the labels and
-teaches its deepest auxiliary exit. The loss, after `kd_delay` epochs on the labels alone
-(`epoch > kd_delay`, epochs counted from 0, as the code):
+teaches its deepest auxiliary exit. The loss, once `kd_delay + 1` epochs on the labels alone are
+done (`epoch > kd_delay`, epochs counted from 0, as the code):
 
     α·T²·KL(teacher ‖ exit[kd_exit]) + (1 − α)·CE(exit[kd_exit])
       + 0.3·KL(exit[0] ‖ exit[1]) + 0.7·CE(exit[1]) + CE(exit[0])      (`losses.skeptical_loss`)
@@ -13,6 +13,8 @@ before it: CE(exit[0]). Exits count as the code's `outputs` list: 0 is the final
 deepest auxiliary one, higher ones shallower; a student with fewer auxiliary exits than
 `kd_exit` takes the teacher's knowledge at its shallowest (the result's `kd_exit` says which).
 The student is scored, and its best epoch picked, on its final exit, as the code evaluates it.
+Its result says which exit was taught (`kd_exit`) and for how many epochs (`distilled_epochs`:
+0 where the schedule is no longer than the warm-up, as under a tiny `--epochs-scale`).
 
 A preset asks for it with `[attack.skeptical]`: `temperatures` (one attack each,
 `skeptical-T<T>`), `alpha` (0.9), `kd_exit` (2) and `kd_delay` (0). The code publishes no
@@ -29,7 +31,7 @@ code, which holds the data-available training only).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from undistill.errors import ConfigError
 from undistill.tables import check_keys
@@ -98,31 +100,33 @@ class Skeptical(Attack):
 
     def prepare(self, teacher, data, seed, schedule):
         targets, alpha, temperature = teacher_targets(teacher, data), self.alpha, self.temperature
-        used: dict = {}
 
         def warm_up(m, x, y, idx):
             return cross_entropy(m(x), y)
 
         def distil(m, x, y, idx):
-            exits = m.exits(x)
-            at = used.setdefault("kd_exit", min(self.kd_exit, len(exits) - 1))
-            return skeptical_loss(exits, targets(x, idx), y, alpha=alpha, temperature=temperature, kd_exit=at)
+            return skeptical_loss(m.exits(x), targets(x, idx), y, alpha=alpha, temperature=temperature,
+                                  kd_exit=steps.kd_exit)
 
-        steps = _WarmUpSteps(data, warm_up, schedule.batch_size, after=distil, delay=self.kd_delay, used=used)
+        steps = _WarmUpSteps(data, warm_up, schedule.batch_size, after=distil, delay=self.kd_delay,
+                             wanted_exit=self.kd_exit)
         return Prepared(data, steps=steps)
 
 
 @dataclass
 class _WarmUpSteps(SplitSteps):
-    """The training split, by `loss_fn` (the warm-up) for epochs 0..delay, then by `after`; the
-    epochs done travel with the checkpoint, so a resumed run changes loss when the first did."""
+    """The training split, by `loss_fn` (the warm-up) for epochs 0..delay, then by `after`. The
+    epochs done and the exit taught at travel with the checkpoint: a resumed run changes loss
+    when the first did, and its result says what the first's would."""
 
     after: LossFn | None = None
     delay: int = 0
-    used: dict = field(default_factory=dict)
+    wanted_exit: int = 1
     epochs_done: int = 0
+    kd_exit: int | None = None  # the exit taught at: `wanted_exit`, or the student's shallowest
 
     def epoch(self, model, opt, after_step, gen):
+        self.kd_exit = min(self.wanted_exit, len(model.heads))  # model: a MultiExit
         warm = self.loss_fn
         if self.epochs_done > self.delay:
             self.loss_fn = self.after
@@ -132,10 +136,12 @@ class _WarmUpSteps(SplitSteps):
             self.loss_fn, self.epochs_done = warm, self.epochs_done + 1
 
     def facts(self, student: int = 0) -> dict:
-        return {"kd_exit": self.used.get("kd_exit")}
+        # distilled_epochs 0: a schedule no longer than the warm-up (a tiny --epochs-scale), so
+        # the student learnt from the labels alone
+        return {"kd_exit": self.kd_exit, "distilled_epochs": max(0, self.epochs_done - self.delay - 1)}
 
     def state_dict(self) -> dict:
-        return {"epochs_done": self.epochs_done}
+        return {"epochs_done": self.epochs_done, "kd_exit": self.kd_exit}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epochs_done = state.get("epochs_done", 0)
+        self.epochs_done, self.kd_exit = state.get("epochs_done", 0), state.get("kd_exit")
