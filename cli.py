@@ -79,7 +79,31 @@ def _run(fn, *args, **kwargs):
                                    "to continue where it stopped") from None
 
 
+def _version() -> str:
+    """The installed package's version (pyproject's when run from a source tree), and the phase
+    code's, which is part of every artifact key."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("undistill")
+    except PackageNotFoundError:
+        import tomllib
+
+        package = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())["project"]["version"]
+    from trainables.phases import PHASE_CODE_VERSION
+
+    return f"{package} (phase code {PHASE_CODE_VERSION})"
+
+
+def _print_version(ctx, _param, value):
+    if value and not ctx.resilient_parsing:
+        click.echo(f"undistill {_version()}")
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="The version, and the phase code's (part of every artifact key); then exit.")
 def main():
     """Sweep knowledge-distillation defenses and query their Pareto front of
     (teacher accuracy ↑, best clone accuracy ↓)."""

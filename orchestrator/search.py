@@ -24,7 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import Preset, start_points, suggest_candidate
 from undistill.space import focus_drop
 
-from ._trial import OBJECTIVES
+from ._trial import OBJECTIVES, OUTCOME
 from .strategy import FrontSampler, candidate_key
 
 MODES = ["max", "min"]  # for OBJECTIVES: teacher accuracy up, best clone accuracy down
@@ -108,6 +108,10 @@ class DefenseSearch(OptunaSearch):
         )
         if not isinstance(self._ot_study.sampler, FrontSampler):  # it starts with them itself
             self.enqueue_start_points(start_points(preset))
+        if self._ot_study.metric_names is None:  # optuna-dashboard then names its axes
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names(list(OBJECTIVES))
 
     def enqueue_start_points(self, points: list[dict]) -> None:
         for point in points:
@@ -184,8 +188,14 @@ class DefenseSearch(OptunaSearch):
             return None
         final = bool(result and result.get("final"))
         status = result.get("status") if final else None
+        ot_trial.set_user_attr("tune_trial_id", trial_id)  # the Parquet row's trial_id
         if status:
             ot_trial.set_user_attr("status", status)
+            outcome = result.get(OUTCOME)
+            if outcome is not None and outcome.best_attack is not None:
+                ot_trial.set_user_attr("best_attack", outcome.best_attack)
+            if _finite(result.get("teacher_drop")):
+                ot_trial.set_user_attr("teacher_drop", result["teacher_drop"])
         limit = self._max_teacher_drop
         # dominated: attacks were skipped once it was beaten; its clone is a lower bound, told
         # as it is (the candidate is off the front either way)

@@ -19,6 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = sorted(cli.main.commands)
 
 
+def test_version_names_the_package_and_the_phase_code():
+    from trainables.phases import PHASE_CODE_VERSION
+
+    result = CliRunner().invoke(cli.main, ["--version"])
+    assert result.exit_code == 0 and result.output == f"undistill 0.1.0 (phase code {PHASE_CODE_VERSION})\n"
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     result = CliRunner().invoke(cli.main, [command, "--help"])
@@ -269,6 +276,13 @@ def test_smoke_sweep_end_to_end(tmp_storage):
 
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_storage / 'smoke' / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    # named objectives (optuna-dashboard's axes), and each Optuna trial tied to its Parquet row
+    assert study.metric_names == ["teacher_acc", "student_acc"]
+    by_id = {t["trial_id"]: t for t in trials}
+    for ot in study.trials:
+        row = by_id[ot.user_attrs["tune_trial_id"]]
+        assert (ot.user_attrs["status"], ot.user_attrs["best_attack"]) == (row["status"], row["best_attack"])
+        assert ot.user_attrs["teacher_drop"] == pytest.approx(row["teacher_drop"])
 
     pareto = _cli("pareto", "smoke", "--format", "json", storage=tmp_storage)
     assert pareto.returncode == 0, pareto.stderr

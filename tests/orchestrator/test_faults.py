@@ -110,6 +110,30 @@ def test_a_driver_killed_at_any_point_resumes_with_every_trial_done_once(tmp_pat
         assert all(s["cached"] for s in students if s["trial_id"] == trial["trial_id"])
 
 
+def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_resume_finishes_it(tmp_path):
+    """`timeout`, Slurm and Kubernetes stop a job with SIGTERM: the driver stops its trials,
+    keeps what finished, says how to resume and exits 1, without Ray's C++ signal dump."""
+    storage = tmp_path / "sweeps"
+    results = storage / "smoke" / "results" / "trials"
+    sweep = _sweep(storage)
+    deadline = time.time() + 600
+    while not (results.is_dir() and any(results.glob("[!.]*.parquet"))):
+        assert sweep.poll() is None, _stderr(sweep)[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGTERM)
+    assert sweep.wait(timeout=300) == 1, _stderr(sweep)[-3000:]
+    err = _stderr(sweep)
+    assert "`python cli.py resume smoke` continues it" in err and "SIGTERM received" not in err, err[-3000:]
+    before = {p.name for p in results.glob("[!.]*.parquet")}
+    assert 1 <= len(before) < 4
+
+    last = _resume(storage)
+    assert last.returncode == 0, last.stderr[-3000:]
+    trials = _check_complete(storage)
+    assert before <= {f"{t['trial_id']}.parquet" for t in trials}
+
+
 def _descendants(root: int) -> dict[int, str]:
     """{pid: command line} of every live process below `root` (Ray workers sit under the
     driver's raylet)."""
