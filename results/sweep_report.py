@@ -101,6 +101,7 @@ def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv,
         *([f"**{edges}**", ""]
           if (edges := range_edges(front, stored.searched_space, stored.focus_teacher_drop)) else []),
         *_replicated_section(name, means, space),
+        *_by_attack_section(front, students, space, reference[1]),
         "## Each front defense, student by attack",
         "",
     ]
@@ -154,6 +155,39 @@ def _replicated_section(name: str, means: list[Replicated], space) -> list[str]:
         render_replicated(means, "markdown", space),
         "",
     ]
+
+
+def _by_attack_section(front: list[dict], students: list[dict], space, normal_best: float) -> list[str]:
+    """The best clone of each front defense by each attack (the higher over the students), beside
+    the normal teacher's; a front defense whose best clone is no lower than the normal teacher's
+    best clone protects nothing (it is on the front for its teacher's accuracy)."""
+    attacks = _attacks(students)
+    if not front or not attacks:
+        return []
+    best: dict[tuple, float] = {}
+    for s in students:
+        if s.get("status") == "ok" and _finite(s.get("student_acc")):
+            key = (s["trial_id"], s["attack"])
+            best[key] = max(best.get(key, -math.inf), s["student_acc"])
+        if _finite(s.get("normal_kd_acc")):
+            key = (None, s["attack"])
+            best[key] = max(best.get(key, -math.inf), s["normal_kd_acc"])
+    cell = lambda trial, attack: f"{best[(trial, attack)]:.2f}" if (trial, attack) in best else "–"  # noqa: E731
+    lines = ["## Best clone by defense and attack", "",
+             "The higher of the students' clones per attack; – where the attack was skipped (the candidate "
+             "was already shown beaten). **protects nothing**: a front defense whose best clone is no lower "
+             "than the normal teacher's.", "",
+             "| defense | teacher | " + " | ".join(attacks) + " | best clone | |",
+             "| --- | --- | " + " | ".join("---" for _ in attacks) + " | --- | --- |",
+             f"| none (normal teacher) | {_fmt('x', front[0].get('normal_teacher_acc'))} | "
+             + " | ".join(cell(None, a) for a in attacks) + f" | {normal_best:.2f} | |"]
+    for t in front:
+        shown = space.describe(t["defense"], t.get("knobs") or {}, sep=", ", eq=" = ")
+        flag = "**protects nothing**" if _finite(t.get("student_acc")) and t["student_acc"] >= normal_best else ""
+        lines.append(f"| {t['defense']} {shown} | {_fmt('x', t.get('teacher_acc'))} | "
+                     + " | ".join(cell(t["trial_id"], a) for a in attacks)
+                     + f" | {_fmt('x', t.get('student_acc'))} ({t.get('best_attack') or '–'}) | {flag} |")
+    return [*lines, ""]
 
 
 def _markdown_table(rows: list[dict], columns, knobs: tuple[str, ...] = ()) -> str:

@@ -178,3 +178,28 @@ def test_a_replicated_front_is_in_the_report_with_its_intervals_drawn(sweep, tmp
     assert len(drawn) == len(means)
     for point, mean in zip(drawn, means, strict=True):
         assert point == pytest.approx(mean)
+
+
+def test_the_report_tables_best_clones_by_defense_and_attack_and_flags_what_protects_nothing(sweep, tmp_path):
+    from _outcomes import context, outcome, student
+
+    store = ResultStore(Storage(sweep), "known")
+    # a teacher better than the normal one whose best clone (96.5) is above the normal teacher's (96.0)
+    students = [student("cnn", "kd-T4", 4.0, 0.9, "ok", 96.5, 93.0, 93.5, 96.0),
+                student("cnn", "skeptical-T1", 1.0, 0.9, "ok", 95.0, 93.0, 93.5, 95.5)]
+    result = outcome("nasty", {"omega": 0.002, "tau_a": 2.0}, teacher_acc=98.0, student_acc=96.5,
+                     normal_teacher_acc=97.0, best_student="cnn", best_attack="kd-T4", students=students)
+    store.write_trial(*trial_rows(sweep="known", trial_id="t9", candidate=None, outcome=result,
+                                  context=context(config_fingerprint="f", normal_teacher_acc=97.0)))
+    out = tmp_path / "report"
+    assert CliRunner().invoke(cli.main, ["report", "known", "--storage", str(sweep), "--out", str(out)]).exit_code == 0
+    md = (out / "report.md").read_text()
+    table = md.split("## Best clone by defense and attack\n\n", 1)[1].split("\n\n", 2)[1].splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header == ["defense", "teacher", "kd-T4", "skeptical-T1", "best clone", ""]
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in table[2:])}
+    assert rows["none (normal teacher)"][1:5] == ["97.00", "96.00", "95.50", "96.00"]
+    assert rows["nasty ω = 0.002, τ_A = 2"][1:] == ["98.00", "96.50", "95.00", "96.50 (kd-T4)", "**protects nothing**"]
+    # the start point's clone (90) is below the normal teacher's: it protects; skeptical skipped there
+    assert rows["nasty ω = 0.015, τ_A = 4"][1:] == ["96.00", "90.00", "–", "90.00 (kd-T4)", ""]
+    assert len(rows) == 1 + len(json.loads((out / "front.json").read_text()))
