@@ -18,10 +18,25 @@ from ..losses import kd_loss
 from ._base import Attack, Prepared, register_attack
 
 
+@dataclass(frozen=True)
+class AtTemperature(Attack):
+    """An attack that distils at one temperature: one instance per temperature its preset lists,
+    named `<name>-T<T>` in results (KD, KD without labels, the skeptical student)."""
+
+    temperature: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-T{self.temperature:g}"
+
+    @property
+    def kd_temperature(self) -> float:
+        return self.temperature
+
+
 @register_attack
 @dataclass(frozen=True)
-class KD(Attack):
-    temperature: float
+class KD(AtTemperature):
     alpha: float
 
     name = "kd"
@@ -38,14 +53,6 @@ class KD(Attack):
     @classmethod
     def from_table(cls, resolved):
         return [cls(t, resolved["kd_alpha"]) for t in resolved.get("kd_temperatures", [])]
-
-    @property
-    def label(self) -> str:
-        return f"kd-T{self.temperature:g}"
-
-    @property
-    def kd_temperature(self) -> float:
-        return self.temperature
 
     @property
     def kd_alpha(self) -> float:

@@ -38,8 +38,8 @@ from undistill.tables import check_keys
 
 from ..loop import LossFn, SplitSteps
 from ..losses import cross_entropy, skeptical_loss
-from ._base import Attack, Prepared, register_attack
-from .kd import check_temperatures, teacher_targets
+from ._base import Prepared, register_attack
+from .kd import AtTemperature, check_temperatures, teacher_targets
 
 _KEYS = {"temperatures": list, "alpha": float, "kd_exit": int, "kd_delay": int}
 DEFAULTS = {"alpha": 0.9, "kd_exit": 2, "kd_delay": 0}
@@ -47,8 +47,7 @@ DEFAULTS = {"alpha": 0.9, "kd_exit": 2, "kd_delay": 0}
 
 @register_attack
 @dataclass(frozen=True)
-class Skeptical(Attack):
-    temperature: float
+class Skeptical(AtTemperature):
     alpha: float = DEFAULTS["alpha"]
     kd_exit: int = DEFAULTS["kd_exit"]
     kd_delay: int = DEFAULTS["kd_delay"]
@@ -85,14 +84,6 @@ class Skeptical(Attack):
     def scale_epochs(cls, resolved, factor):
         if resolved.get("skeptical"):
             resolved["skeptical"]["kd_delay"] = round(resolved["skeptical"]["kd_delay"] * factor)
-
-    @property
-    def label(self) -> str:
-        return f"skeptical-T{self.temperature:g}"
-
-    @property
-    def kd_temperature(self) -> float:
-        return self.temperature
 
     @property
     def kd_alpha(self) -> float:

@@ -21,15 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..losses import soft_kd_loss
-from ._base import Attack, Prepared, register_attack
-from .kd import check_temperatures, teacher_targets
+from ._base import Prepared, register_attack
+from .kd import AtTemperature, check_temperatures, teacher_targets
 
 
 @register_attack
 @dataclass(frozen=True)
-class UnlabelledKD(Attack):
-    temperature: float
-
+class UnlabelledKD(AtTemperature):
     name = "unlabelled"
     preset_keys = {"unlabelled_temperatures": list}
 
@@ -43,14 +41,6 @@ class UnlabelledKD(Attack):
     @classmethod
     def from_table(cls, resolved):
         return [cls(t) for t in resolved.get("unlabelled_temperatures", [])]
-
-    @property
-    def label(self) -> str:
-        return f"unlabelled-T{self.temperature:g}"
-
-    @property
-    def kd_temperature(self) -> float:
-        return self.temperature
 
     @property
     def kd_alpha(self) -> float:
