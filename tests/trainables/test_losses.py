@@ -3,28 +3,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _hand import kl, softmax
 
 from trainables.defenses import create_defense
 from trainables.losses import kd_loss, nasty_loss, stingy_logits
 from undistill.errors import ConfigError
 
 
-def _kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True) if pi > 0)
-
-
-def _softmax(z, t=1.0):
-    e = [math.exp(v / t) for v in z]
-    return [v / sum(e) for v in e]
-
-
 def test_nasty_loss_matches_hand_computation_and_kl_direction():
     z_nasty, z_adv, y = [2.0, 0.5, -1.0], [0.0, 1.0, 3.0], 0
     omega, tau = 0.04, 4.0
-    p_nasty, p_adv = _softmax(z_nasty, tau), _softmax(z_adv, tau)
-    ce = -math.log(_softmax(z_nasty)[y])
-    expected = ce - omega * tau**2 * _kl(p_nasty, p_adv)  # KL(nasty ‖ adversary)
-    wrong_direction = ce - omega * tau**2 * _kl(p_adv, p_nasty)
+    p_nasty, p_adv = softmax(z_nasty, tau), softmax(z_adv, tau)
+    ce = -math.log(softmax(z_nasty)[y])
+    expected = ce - omega * tau**2 * kl(p_nasty, p_adv)  # KL(nasty ‖ adversary)
+    wrong_direction = ce - omega * tau**2 * kl(p_adv, p_nasty)
     got = nasty_loss(torch.tensor([z_nasty]), torch.tensor([z_adv]), torch.tensor([y]),
                      omega=omega, tau=tau).item()
     assert got == pytest.approx(expected, rel=1e-5)
@@ -46,7 +38,7 @@ def test_nasty_loss_gradient_reaches_the_nasty_side_only():
 
 def test_kd_loss_matches_hand_computation():
     zs, zt, y, alpha, T = [1.0, 0.0, -1.0], [3.0, 1.0, 0.0], 2, 0.9, 4.0
-    expected = alpha * T * T * _kl(_softmax(zt, T), _softmax(zs, T)) + (1 - alpha) * -math.log(_softmax(zs)[y])
+    expected = alpha * T * T * kl(softmax(zt, T), softmax(zs, T)) + (1 - alpha) * -math.log(softmax(zs)[y])
     got = kd_loss(torch.tensor([zs]), torch.tensor([zt]), torch.tensor([y]), alpha=alpha, temperature=T)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -59,7 +51,7 @@ def test_the_unlabelled_attackers_loss_is_kd_without_the_label_term_by_hand():
 
     zs, zt = [[1.0, 0.0, -1.0], [0.2, 0.4, 0.1]], [[3.0, 1.0, 0.0], [-1.0, 2.0, 0.5]]
     for T in (1.0, 4.0, 20.0):
-        expected = sum(T * T * _kl(_softmax(t, T), _softmax(s, T)) for s, t in zip(zs, zt, strict=True)) / 2
+        expected = sum(T * T * kl(softmax(t, T), softmax(s, T)) for s, t in zip(zs, zt, strict=True)) / 2
         got = soft_kd_loss(torch.tensor(zs), torch.tensor(zt), temperature=T)
         assert got.item() == pytest.approx(expected, rel=1e-4)  # float32 against float64
         with_labels = kd_loss(torch.tensor(zs), torch.tensor(zt), torch.tensor([0, 2]), alpha=1.0, temperature=T)
@@ -86,10 +78,10 @@ def test_stingy_keeps_top_k_and_masks_the_rest():
     assert torch.equal(create_defense("stingy").transform(z, {"k": 4}), z)
 
 
-def test_kd_through_a_stingy_teacher_is_finite_and_matches_the_renormalised_kl():
+def test_kd_through_a_stingy_teacher_is_finite_and_matches_the_renormalisedkl():
     zt, zs, T = torch.tensor([[3.0, 1.0, 0.0, -1.0]]), torch.tensor([[0.5, 0.2, 0.1, 0.0]]), 4.0
     masked = stingy_logits(zt, 2)
     loss = kd_loss(zs, masked, torch.tensor([0]), alpha=1.0, temperature=T)
-    p = _softmax([3.0, 1.0], T) + [0.0, 0.0]  # mass only on the two kept classes
-    expected = T * T * _kl(p, _softmax(zs[0].tolist(), T))
+    p = softmax([3.0, 1.0], T) + [0.0, 0.0]  # mass only on the two kept classes
+    expected = T * T * kl(p, softmax(zs[0].tolist(), T))
     assert math.isfinite(loss.item()) and loss.item() == pytest.approx(expected, rel=1e-5)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _hand import kl, softmax
 
 from trainables.attacks import attack_suite, create_attack, resolve_attacks
 from trainables.data import DatasetSpec
@@ -36,27 +37,18 @@ def loss_fn_kd(outputs, labels, teacher_outputs, epoch, params):
     return KD_loss
 
 
-def _kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True) if pi > 0)
-
-
-def _softmax(z, t=1.0):
-    e = [math.exp(v / t) for v in z]
-    return [v / sum(e) for v in e]
-
-
 def test_the_loss_by_hand_on_one_sample():
     final, deep, shallow, teacher, y, alpha, T = [2.0, 0.0, -1.0], [1.0, 1.5, 0.0], [0.0, 0.5, 1.0], \
         [3.0, 1.0, 0.0], 0, 0.9, 4.0
-    ce = lambda z: -math.log(_softmax(z)[y])  # noqa: E731
-    expected = (alpha * T * T * _kl(_softmax(teacher, T), _softmax(shallow, T)) + (1 - alpha) * ce(shallow)
-                + 0.3 * _kl(_softmax(final, T), _softmax(deep, T)) + 0.7 * ce(deep) + ce(final))
+    ce = lambda z: -math.log(softmax(z)[y])  # noqa: E731
+    expected = (alpha * T * T * kl(softmax(teacher, T), softmax(shallow, T)) + (1 - alpha) * ce(shallow)
+                + 0.3 * kl(softmax(final, T), softmax(deep, T)) + 0.7 * ce(deep) + ce(final))
     got = skeptical_loss([torch.tensor([z]) for z in (final, deep, shallow)], torch.tensor([teacher]),
                          torch.tensor([y]), alpha=alpha, temperature=T, kd_exit=2)
     assert got.item() == pytest.approx(expected, rel=1e-5)
     # the self-distillation KL goes from the final exit to the deepest auxiliary one, not back
-    backwards = expected - 0.3 * _kl(_softmax(final, T), _softmax(deep, T)) + 0.3 * _kl(_softmax(deep, T),
-                                                                                          _softmax(final, T))
+    backwards = expected - 0.3 * kl(softmax(final, T), softmax(deep, T)) + 0.3 * kl(softmax(deep, T),
+                                                                                          softmax(final, T))
     assert abs(got.item() - backwards) > 1e-4
 
 
