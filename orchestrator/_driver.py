@@ -17,6 +17,7 @@ from undistill.record import versions
 from undistill.space import SearchSpace
 from undistill.storage import Storage
 
+from ._here import Here, driving, here
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
 from ._trial import OUTCOME, tune_trial
 from ._worker import PhaseRuntime
@@ -29,7 +30,9 @@ class SweepCallback(tune.Callback):
     """Driver side: one atomic Parquet write per finished trial, and a progress line. The rows
     written so far are read once, when the driver starts, and kept in memory after that.
 
-    Picklable on purpose: Tune stores callbacks in its experiment state for restore.
+    Picklable on purpose: Tune stores callbacks in its experiment state for restore. It pickles
+    without its storage: a restored callback writes where the driver was pointed now (`_here`),
+    so that a copied or moved sweep never writes into the folder it came from.
     """
 
     def __init__(self, sweep: str, storage: Storage, columns: SweepColumns, total: int,
@@ -43,10 +46,16 @@ class SweepCallback(tune.Callback):
         self._board = None
 
     def __getstate__(self):
-        # a restored driver reads the rows afresh and opens the board again
-        return {**self.__dict__, "_rows": {}, "_board": None}
+        # a restored driver reads the rows afresh, opens the board again, and writes to the
+        # storage it was given now
+        return {**self.__dict__, "storage": None, "_rows": {}, "_board": None}
 
     def setup(self, **info):
+        bound = here()
+        if bound is not None:
+            self.storage = bound.storage
+        if self.storage is None:
+            raise RuntimeError("a restored SweepCallback runs only inside `_here.driving`")
         self._t0 = time.time()
         store = ResultStore(self.storage, self.sweep)
         self._rows = {r["trial_id"]: r for r in store.trial_rows()}
@@ -172,20 +181,23 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
                                                          batch=opts.preset.resources.get("batch_attacks", True)),
                                     runtime.resources.placement_group_factory())
     experiment = storage.path(opts.name, TUNE_DIR)
+    # where this run writes: the storage given now, whatever Tune's saved state remembers
+    bound = Here(storage, open_study_storage(opts.study_storage, storage, opts.name))
     if tune.Tuner.can_restore(experiment, storage_filesystem=storage.fs):
         # Errored trials are not resumed: they used up their retries (FailureConfig), have an
         # `error` row, and the searcher has told Optuna they failed.
-        tuner = tune.Tuner.restore(experiment, trainable, storage_filesystem=storage.fs)
-        print(f"resuming {opts.name!r} from {storage.uri(opts.name, TUNE_DIR)}", file=sys.stderr,
-              flush=True)
-        tuner.fit()
+        with driving(bound):  # restore unpickles the searcher, study storage and callbacks
+            tuner = tune.Tuner.restore(experiment, trainable, storage_filesystem=storage.fs)
+            print(f"resuming {opts.name!r} from {storage.uri(opts.name, TUNE_DIR)}", file=sys.stderr,
+                  flush=True)
+            tuner.fit()
         _record_searched(opts, storage)
         return
 
     preset = opts.preset
     columns = sweep_columns(opts, plan, context)
-    study_storage = open_study_storage(opts.study_storage, storage, opts.name)
-    searcher = DefenseSearch(preset, opts.name, study_storage, opts.max_teacher_drop, context.normal_teacher_acc)
+    searcher = DefenseSearch(preset, opts.name, bound.study_storage, opts.max_teacher_drop,
+                             context.normal_teacher_acc)
     searcher.fail_orphans()
     done = len(ResultStore(storage, opts.name).trial_rows())
     tuner = tune.Tuner(
@@ -201,7 +213,8 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )
-    tuner.fit()
+    with driving(bound):
+        tuner.fit()
     _record_searched(opts, storage)
 
 

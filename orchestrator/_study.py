@@ -5,6 +5,12 @@
     --study-storage URL             an RDB URL: postgresql://…, mysql://…, sqlite:///…
     --study-storage PATH            a journal file (e.g. on NFS), read and written with file locks
     --study-storage s3://… / gs://… a journal on a bucket (one folder per sweep)
+
+The defaults live inside the sweep's folder, and move with it: Tune pickles the searcher, study
+storage included, into the experiment's state, and a copied or moved sweep restored from there
+must not reopen the study at the path it was saved from. So they pickle as "the study of the
+sweep being driven", which a restored driver resolves from the storage it was given now
+(`_here`). A `--study-storage` the user named stays where it is.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, Jour
 
 from undistill.errors import ConfigError
 from undistill.storage import Storage, is_uri
+
+from ._here import here
 
 _OBJECT_STORES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 
@@ -57,14 +65,35 @@ class BucketJournal(BaseJournalBackend):
         existing.extend(logs)
 
 
+class SweepSQLite(optuna.storages.RDBStorage):
+    """The default study storage on local or NFS storage: `<sweep>/study.db`."""
+
+    def __reduce__(self):
+        return _in_sweep_driven, (SweepSQLite, self.url)
+
+
+class SweepJournal(JournalStorage):
+    """The default study storage on a bucket: `<sweep>/study.journal/`."""
+
+    def __reduce__(self):
+        return _in_sweep_driven, (SweepJournal, self._backend)
+
+
+def _in_sweep_driven(kind: type, saved) -> optuna.storages.BaseStorage:
+    """A default study storage unpickled: the driven sweep's (see the module's docstring), or
+    the one it was saved with outside a driver."""
+    bound = here()
+    return bound.study_storage if bound is not None else kind(saved)
+
+
 def open_study_storage(spec: str | None, storage: Storage, sweep: str) -> optuna.storages.BaseStorage:
     """The study's storage for `--study-storage spec` (None: the default for `storage`)."""
     try:
         if spec is None:
             if storage.is_local:
                 storage.make_dirs(sweep)
-                return optuna.storages.RDBStorage(f"sqlite:///{storage.path(sweep, 'study.db')}")
-            return JournalStorage(BucketJournal(storage, f"{sweep}/study.journal"))
+                return SweepSQLite(f"sqlite:///{storage.path(sweep, 'study.db')}")
+            return SweepJournal(BucketJournal(storage, f"{sweep}/study.journal"))
         scheme = spec.split("://", 1)[0].lower() if is_uri(spec) else ""
         if scheme and scheme not in _OBJECT_STORES:
             return optuna.storages.RDBStorage(spec)

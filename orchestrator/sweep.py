@@ -21,7 +21,7 @@ from search_spaces._schema import parse_preset
 from trainables.data import check_data_root
 from trainables.loop import CHECKPOINT_EVERY_S
 from trainables.phases import PHASE_CODE_VERSION
-from undistill.errors import ConfigError, UndistillError
+from undistill.errors import ConfigError, DamagedSweepError, UndistillError
 from undistill.outcomes import PLACEMENT_KEYS
 from undistill.record import RECORD_FORMAT, RunOptions, SweepRecord, versions
 from undistill.storage import Storage
@@ -181,6 +181,33 @@ def _fixed_run(storage: Storage, opts: SweepOptions) -> RunOptions | None:
     return run
 
 
+def _check_tune_agrees(storage: Storage, name: str, store: ResultStore) -> None:
+    """Refuse a sweep whose Tune state says trials finished that have no Parquet row: restored,
+    Tune would never run them again, and the sweep could never reach its budget. It happens when
+    the Tune state and the results come from different moments (a partial sync, a backup of one
+    folder but not the other). The reverse, rows Tune has not finished, is normal: a driver
+    killed after a row's write and before Tune saved its state reruns that trial, keeping its row."""
+    states = storage.list(name, TUNE_DIR, suffix=".json")
+    states = [s for s in states if s.startswith("experiment_state-")]
+    if not states:
+        return
+    try:
+        saved = json.loads(storage.read_bytes(name, TUNE_DIR, max(states)))
+        finished = {trial["trial_id"] for trial in (json.loads(t[0]) for t in saved["trial_data"])
+                    if trial["status"] in ("TERMINATED", "ERROR")}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise DamagedSweepError(f"{storage.uri(name, TUNE_DIR, max(states))} cannot be read ({exc}); "
+                                "restore the sweep's folder from a backup, or start it again under "
+                                "another --name") from None
+    missing = sorted(finished - {row["trial_id"] for row in store.trial_rows()})
+    if missing:
+        raise DamagedSweepError(
+            f"sweep {name!r}: Tune's state ({storage.uri(name, TUNE_DIR)}) has {len(missing)} finished "
+            f"trial(s) with no row in {store.location} ({', '.join(missing[:3])}"
+            f"{', …' if len(missing) > 3 else ''}): its tune/ and results/ come from different moments; "
+            "restore the whole sweep folder from one copy, or start it again under another --name")
+
+
 def _resolve_run(opts: SweepOptions, fixed: RunOptions | None, nodes: list[dict]) -> tuple[Resources, int]:
     """This run's bundle and concurrency: resolved against the cluster for a new sweep, the
     stored ones (which must still fit) for a started one."""
@@ -239,6 +266,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         rows = store.trial_rows()
         return SweepResult(pareto_front(rows), rows, store.location)
     fixed = _fixed_run(storage, opts)
+    _check_tune_agrees(storage, opts.name, store)
     from . import _cluster, _driver
 
     # an unreachable cluster fails before any write

@@ -4,6 +4,7 @@ with the Parquet rows."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,9 +111,12 @@ def test_a_driver_killed_at_any_point_resumes_with_every_trial_done_once(tmp_pat
         assert all(s["cached"] for s in students if s["trial_id"] == trial["trial_id"])
 
 
-def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_resume_finishes_it(tmp_path):
+def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_a_moved_copy_resumes_in_place(tmp_path):
     """`timeout`, Slurm and Kubernetes stop a job with SIGTERM: the driver stops its trials,
-    keeps what finished, says how to resume and exits 1, without Ray's C++ signal dump."""
+    keeps what finished, says how to resume and exits 1, without Ray's C++ signal dump. The
+    stopped sweep is then copied elsewhere (a new mount, a colleague's copy) and the original
+    moved away: `resume` of the copy finishes it there, every byte of the original untouched
+    (Tune's saved callbacks and searcher held the old paths)."""
     storage = tmp_path / "sweeps"
     results = storage / "smoke" / "results" / "trials"
     sweep = _sweep(storage)
@@ -128,10 +132,30 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_resume_finishes_it(tmp_path):
     before = {p.name for p in results.glob("[!.]*.parquet")}
     assert 1 <= len(before) < 4
 
-    last = _resume(storage)
+    # a copy whose results lag its Tune state (a partial sync) is refused before any compute
+    lagging = tmp_path / "lagging"
+    shutil.copytree(storage, lagging, symlinks=True)
+    for row in (lagging / "smoke" / "results" / "trials").glob("*.parquet"):
+        row.unlink()
+    refused = _resume(lagging)
+    assert refused.returncode == 1 and "different moments" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+    copy = tmp_path / "copy"
+    shutil.copytree(storage, copy, symlinks=True)
+    original = tmp_path / "original"  # moved away: its old path no longer exists
+    storage.rename(original)
+    snapshot = _tree_bytes(original)
+    last = _resume(copy)
     assert last.returncode == 0, last.stderr[-3000:]
-    trials = _check_complete(storage)
+    trials = _check_complete(copy)
     assert before <= {f"{t['trial_id']}.parquet" for t in trials}
+    assert not storage.exists()  # nothing written to the old path either
+    assert _tree_bytes(original) == snapshot
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _descendants(root: int) -> dict[int, str]:
