@@ -189,6 +189,8 @@ class DataFreeSteps:
     `batch_size` fresh samples. The generator, its optimizer and its noise are part of the
     student's checkpoint, so a resumed phase goes on where it stopped."""
 
+    loss_sum: torch.Tensor | None = None
+
     def __init__(self, teacher: nn.Module, transform: Callable[[torch.Tensor], torch.Tensor],
                  input_shape: tuple[int, ...], spec: DataFreeSpec, batch_size: int, seed: int,
                  device: torch.device):
@@ -231,10 +233,12 @@ class DataFreeSteps:
         """See `loop.Steps`; for a group (`model` gives (K, N, classes)) the flag is one per
         student, and a student whose loss went non-finite stops adding to the others' step."""
         non_finite = None
+        self.loss_sum = None  # the student's (KD) loss: the curve is the clone's
         for _ in range(self.steps_per_epoch):
             generator, kd, logits = self.step_losses(model)
             bad = ~torch.isfinite(kd) | ~torch.isfinite(generator.total)
             non_finite = bad if non_finite is None else non_finite | bad
+            self.loss_sum = kd.detach().float() + (0.0 if self.loss_sum is None else self.loss_sum)
             # as the code: one backward, each optimizer its own part (the images reach the
             # students detached); a group's diverged student adds 0, not NaN
             loss = generator.total + (torch.where(torch.isfinite(kd), kd, 0.0).sum() if kd.dim() else kd)

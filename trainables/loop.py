@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -100,6 +100,9 @@ class Steps(Protocol):
     saves it with the student's checkpoint."""
 
     steps_per_epoch: int
+    # the last epoch's training losses summed on the device (one per student for a group), for
+    # the learning curve's mean loss; None: these steps do not measure one
+    loss_sum: torch.Tensor | None
 
     def epoch(self, model: nn.Module, opt: torch.optim.Optimizer, after_step: Callable[[], None],
               gen: torch.Generator) -> torch.Tensor:
@@ -120,6 +123,8 @@ class Steps(Protocol):
 class OnTheSplit:
     """`Steps` whose epoch is the training split itself: nothing else trains, so nothing to
     report or to save beside the student's own checkpoint."""
+
+    loss_sum: torch.Tensor | None = None
 
     def facts(self, student: int = 0) -> dict:
         return {}
@@ -148,6 +153,7 @@ class SplitSteps(OnTheSplit):
         # Non-finite losses are collected on the device and checked once per epoch, so a GPU
         # is not forced to synchronise after every step.
         non_finite = torch.zeros((), dtype=torch.bool, device=data.train_x.device)
+        self.loss_sum = torch.zeros((), device=data.train_x.device)
         perm = torch.randperm(n, generator=gen).to(data.train_x.device)
         for i in range(0, n, self.batch_size):
             idx = perm[i : i + self.batch_size]
@@ -156,11 +162,33 @@ class SplitSteps(OnTheSplit):
             with fast_math(x.device):
                 loss = self.loss_fn(model, to_device_layout(x), y, idx)
             non_finite |= ~torch.isfinite(loss)
+            self.loss_sum += loss.detach().float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             after_step()
         return non_finite
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch of a phase, for its learning curve (kept in its result as `epochs`)."""
+
+    epoch: int  # 1-based
+    train_loss: float | None  # the mean over the epoch's steps (None: its steps measure none)
+    val_acc: float  # percent, on the split that picks the best epoch
+    lr: float  # at the epoch's end
+    seconds: float  # its wall time, training and validation
+
+
+
+def mean_losses(steps: Steps, students: int = 1) -> list[float | None]:
+    """The last epoch's mean training loss of each of `students` (one sync); None where the
+    steps measure none or it is not finite."""
+    if steps.loss_sum is None:
+        return [None] * students
+    means = (steps.loss_sum.float() / max(1, steps.steps_per_epoch)).expand(students).tolist()
+    return [x if math.isfinite(x) else None for x in means]
 
 
 @dataclass
@@ -175,6 +203,7 @@ class TrainResult:
     resumed_from_epoch: int = 0  # epochs a checkpoint had already done (0: trained from the start)
     # a checkpoint was there but unusable (torn, corrupted, or written by older code): ignored
     checkpoint_ignored: bool = False
+    epochs: tuple[Epoch, ...] = ()  # the learning curve, resumed epochs included
 
 
 def fast_math(device: torch.device):
@@ -287,6 +316,7 @@ def train(
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     start_epoch, best_val, best_epoch, best_state = 0, -1.0, -1, None
+    curve: list[Epoch] = []
 
     ignored = False
     if checkpoint is not None and checkpoint.exists():
@@ -301,6 +331,7 @@ def train(
             steps.load_state_dict(saved.get("steps", {}))
             start_epoch, best_val, best_epoch = saved["epoch"], saved["best_val"], saved["best_epoch"]
             best_state = saved["best_state"]
+            curve = [Epoch(**e) for e in saved.get("curve", [])]
 
     def save(epoch: int) -> None:
         if checkpoint is None:
@@ -317,6 +348,7 @@ def train(
                 "best_val": best_val,
                 "best_epoch": best_epoch,
                 "best_state": best_state,
+                "curve": [asdict(e) for e in curve],
             },
             checkpoint,
         )
@@ -326,14 +358,18 @@ def train(
     resumed = {"resumed_from_epoch": start_epoch, "checkpoint_ignored": ignored}
     last_save = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
+        epoch_start = time.perf_counter()
         model.train()
         non_finite = steps.epoch(model, opt, sched.step if per_step else no_lr_step, gen)
         if sched is not None and not per_step:
             sched.step()
         if non_finite.item():
             return TrainResult("diverged", best_val if best_epoch >= 0 else math.nan, math.nan,
-                               best_epoch, epoch + 1, time.perf_counter() - started, **resumed)
+                               best_epoch, epoch + 1, time.perf_counter() - started, **resumed,
+                               epochs=tuple(curve))
         val_acc = accuracy(model, data.val_x, data.val_y, prepare=data.prepare)
+        curve.append(Epoch(epoch + 1, mean_losses(steps)[0], val_acc, opt.param_groups[0]["lr"],
+                           time.perf_counter() - epoch_start))
         if is_new_best(val_acc, best_val, data.latest_best):
             best_val, best_epoch, best_state = val_acc, epoch, _cpu_copy(model.state_dict())
         if time.perf_counter() - last_save > checkpoint_every_s:
@@ -345,4 +381,4 @@ def train(
     test_acc = accuracy(model, data.test_x, data.test_y, prepare=data.prepare)
     save(schedule.epochs)
     return TrainResult("ok", best_val, test_acc, best_epoch, schedule.epochs,
-                       time.perf_counter() - started, best_state, **resumed)
+                       time.perf_counter() - started, best_state, **resumed, epochs=tuple(curve))

@@ -21,7 +21,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -276,6 +276,7 @@ def _phase_result(cfg: PhaseConfig, result: TrainResult, wall_s: float, **extra)
         "checkpoint_ignored": result.checkpoint_ignored,
         "train_s": result.wall_s,
         "wall_s": wall_s,
+        "epochs": [asdict(e) for e in result.epochs],  # the learning curve
         "config": cfg.to_dict(),
         "provenance": provenance(),
         **extra,

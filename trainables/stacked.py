@@ -29,6 +29,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DeviceData
 from .loop import (
     CHECKPOINT_EVERY_S,
+    Epoch,
     LossFn,
     OnTheSplit,
     Schedule,
@@ -47,6 +49,7 @@ from .loop import (
     fast_math,
     is_new_best,
     lr_scheduler_for,
+    mean_losses,
     no_lr_step,
     optimizer_for,
     to_device_layout,
@@ -189,6 +192,7 @@ class _StackSteps(OnTheSplit):
         data, n = self.data, len(self.data.train_y)
         device = data.train_x.device
         non_finite = torch.zeros(len(self.students), dtype=torch.bool, device=device)
+        self.loss_sum = torch.zeros(len(self.students), device=device)
         perm = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, self.batch_size):
             idx = perm[i:i + self.batch_size]
@@ -200,6 +204,7 @@ class _StackSteps(OnTheSplit):
                                       for fn, m in zip(self.loss_fns, self.students, strict=True)])
             self.shared.clear()
             non_finite |= ~torch.isfinite(losses)
+            self.loss_sum += losses.detach()
             opt.zero_grad(set_to_none=True)
             # a diverged student's slice is zeroed out of the sum: NaN must not reach the others
             # through shared reductions (there are none, but a zero costs nothing)
@@ -252,6 +257,7 @@ def train_stacked(
     best_val, best_epoch = [-1.0] * k, [-1] * k
     best_state: list[dict | None] = [None] * k
     diverged_at: list[int | None] = [None] * k
+    curves: list[list[Epoch]] = [[] for _ in range(k)]
 
     ignored = False
     if checkpoint is not None and checkpoint.exists():
@@ -267,6 +273,7 @@ def train_stacked(
             start_epoch = saved["epoch"]
             best_val, best_epoch = saved["best_val"], saved["best_epoch"]
             best_state, diverged_at = saved["best_state"], saved["diverged_at"]
+            curves = [[Epoch(**e) for e in curve] for curve in saved.get("curves", curves)]
 
     def save(epoch: int) -> None:
         if checkpoint is None:
@@ -275,6 +282,7 @@ def train_stacked(
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else {},
                          "generator": gen.get_state(), "best_val": best_val, "best_epoch": best_epoch,
                          "best_state": best_state, "diverged_at": diverged_at,
+                         "curves": [[asdict(e) for e in curve] for curve in curves],
                          "steps": epoch_steps.state_dict()}, checkpoint)
         if on_checkpoint is not None:
             on_checkpoint(checkpoint)
@@ -282,6 +290,7 @@ def train_stacked(
     resumed = {"resumed_from_epoch": start_epoch, "checkpoint_ignored": ignored}
     last_save = time.perf_counter()
     for epoch in range(start_epoch, schedule.epochs):
+        epoch_start = time.perf_counter()
         stack.train(True)
         non_finite = epoch_steps.epoch(stack.logits, opt, sched.step if per_step else no_lr_step, gen).expand(k)
         if sched is not None and not per_step:
@@ -290,7 +299,10 @@ def train_stacked(
             if diverged_at[s] is None:
                 diverged_at[s] = epoch + 1
         val = stacked_accuracy(stack, data.val_x, data.val_y, data.prepare)
+        seconds, losses = time.perf_counter() - epoch_start, mean_losses(epoch_steps, k)
         for s in range(k):
+            if diverged_at[s] is None:
+                curves[s].append(Epoch(epoch + 1, losses[s], val[s], opt.param_groups[0]["lr"], seconds))
             if diverged_at[s] is None and is_new_best(val[s], best_val[s], data.latest_best):
                 best_val[s], best_epoch[s], best_state[s] = val[s], epoch, stack.state_dict(s)
         if all(d is not None for d in diverged_at):
@@ -309,8 +321,8 @@ def train_stacked(
     for s in range(k):
         if diverged_at[s] is not None:
             results.append(TrainResult("diverged", best_val[s] if best_epoch[s] >= 0 else math.nan, math.nan,
-                                       best_epoch[s], diverged_at[s], wall, **resumed))
+                                       best_epoch[s], diverged_at[s], wall, **resumed, epochs=tuple(curves[s])))
         else:
             results.append(TrainResult("ok", best_val[s], test[s], best_epoch[s], schedule.epochs, wall,
-                                       best_state[s], **resumed))
+                                       best_state[s], **resumed, epochs=tuple(curves[s])))
     return results

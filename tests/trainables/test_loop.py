@@ -66,6 +66,36 @@ def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(data, tmp_path)
     assert resumed.test_acc == whole.test_acc
     for k in whole.state_dict:
         assert torch.equal(whole.state_dict[k], resumed.state_dict[k])
+    # the learning curve travels with the checkpoint: the resumed run's is the whole run's
+    def numbers(curve):
+        return [(e.epoch, e.train_loss, e.val_acc, e.lr) for e in curve]
+
+    assert numbers(resumed.epochs) == numbers(whole.epochs)
+
+
+def test_the_learning_curve_has_each_epochs_loss_accuracy_lr_and_seconds(data):
+    schedule = Schedule(epochs=4, batch_size=64, lr=0.05, lr_schedule="cosine")
+    result = train(_fresh(), data, _ce, schedule, seed=1)
+    assert [e.epoch for e in result.epochs] == [1, 2, 3, 4]
+    assert all(e.seconds > 0 and 0 <= e.val_acc <= 100 for e in result.epochs)
+    assert result.epochs[-1].train_loss < result.epochs[0].train_loss  # it learns
+    assert max(e.val_acc for e in result.epochs) == result.val_acc
+    lrs = [e.lr for e in result.epochs]  # at each epoch's end, down the cosine
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.0, abs=1e-9)
+    # the loss is the mean over the epoch's steps: the first epoch's, by hand, from the same start
+    model = _fresh()
+    model.train()
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=5e-4)  # the schedule's
+    perm, losses = torch.randperm(len(data.train_y), generator=gen), []
+    for i in range(0, len(perm), 64):
+        idx = perm[i:i + 64]
+        loss = _ce(model, data.train_x[idx], data.train_y[idx], idx)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert result.epochs[0].train_loss == pytest.approx(sum(losses) / len(losses), rel=1e-4)
 
 
 def test_a_checkpoint_of_another_run_is_ignored(data, tmp_path):

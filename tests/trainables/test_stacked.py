@@ -86,6 +86,11 @@ def test_the_last_epochs_weights_match_one_by_one_exactly_enough(data, teacher_l
     (together,) = train_stacked([_fresh("cnn1d")], data, [loss_fn], schedule, seed=4)
     alone = train(_fresh("cnn1d"), data, loss_fn, schedule, seed=4)
     assert together.best_epoch == alone.best_epoch
+    # each student's learning curve is its own, as alone
+    assert [e.epoch for e in together.epochs] == [e.epoch for e in alone.epochs] == [1, 2]
+    for a, b in zip(together.epochs, alone.epochs, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3) and a.lr == b.lr
+        assert abs(a.val_acc - b.val_acc) <= 0.5
     worst = max((together.state_dict[n].float() - w.float()).abs().max().item()
                 for n, w in alone.state_dict.items() if _compared(n))
     assert worst <= WEIGHT_TOLERANCE
@@ -99,6 +104,7 @@ def test_a_diverging_student_leaves_the_others_alone(data, teacher_logits):
     bad_first, good_after = train_stacked([_fresh("mlp"), _fresh("mlp")], data, [exploding, good], SCHEDULE, seed=2)
     alone = train(_fresh("mlp"), data, good, SCHEDULE, seed=2)
     assert bad_first.status == "diverged" and math.isnan(bad_first.test_acc) and bad_first.epochs_run == 1
+    assert bad_first.epochs == () and len(good_after.epochs) == SCHEDULE.epochs  # its curve ends there
     assert good_after.status == "ok" and abs(good_after.test_acc - alone.test_acc) <= 0.5
 
 
