@@ -1,56 +1,130 @@
-"""A sweep's report folder: the front plot, the hypervolume plot, and a Markdown summary.
+"""A sweep's report folder: figures, the front as JSON, and a Markdown summary.
 
-    front.png        teacher accuracy against best clone accuracy (see `plots.front_figure`)
+    report.md        the sweep at a glance (its preset, trials, front size and hypervolume, the
+                     normal teacher), the front with one row per defense, the baselines once per
+                     student, then the details: best clones by defense × attack and by defense ×
+                     student, the front on the means over seeds, the settings and versions, and
+                     where the results live (`report_md`)
+    front.png        teacher accuracy against best clone accuracy (`plots.front_figure`), the
+                     front numbered as report.md's table and keyed with its knobs, the students
+                     alone named, the drop budget (`--max-teacher-drop`) as a line; without one,
+                     the search's focus, lighter, where it falls among the trials
+    clones.png       a heat map of the best clone by defense and attack, the normal teacher's row
+                     first, each cell coloured by its difference from the normal teacher's clone
+                     by that attack; a defense that protects nothing framed in red
+    students.png     one panel per student: teacher accuracy against that student's best clone
     hypervolume.png  the front's hypervolume after each trial
+    curves.png       when epoch rows are given: validation accuracy and training loss per epoch of
+                     the normal teacher and the front's defended teachers, and of their students
     front.json       the front, exactly as `pareto NAME --single-seed --format json` prints it
     front_replicated.json   once `confirm` has run: the front on the means over seeds, exactly as
                      `pareto NAME --format json` prints it (with each number's sd and interval)
-    report.md        the front as a table, per-student × attack numbers of the front, the
-                     sweep's settings, and where its results live
 """
 
 from __future__ import annotations
 
-import json
 import math
 
 from undistill.record import SweepRecord
 
-from .pareto import _finite, pareto_front, range_edges
-from .plots import front_figure, hypervolume_curve, hypervolume_figure, png
-from .replicates import BASELINE_WORDS, Replicated, mean_front, replicated
-from .report import _fmt, front_columns, reference_point, render, render_replicated, with_knob_columns
+from .clones import Clones, clones, defense_label, protects_nothing, short_names
+from .pareto import _finite, pareto_front
+from .plots import (
+    clones_figure,
+    curves_figure,
+    front_figure,
+    hypervolume_curve,
+    hypervolume_figure,
+    png,
+    students_figure,
+)
+from .replicates import mean_front, replicated
+from .report import reference_point, render, render_replicated
+from .report_md import Sweep, markdown
 
 
 def build_report(name: str, stored: SweepRecord, trials: list[dict], students: list[dict],
-                 results_uri: str, replicates: tuple[list[dict], list[dict]] = ((), ())) -> dict[str, bytes]:
+                 results_uri: str, replicates: tuple[list[dict], list[dict]] = ((), ()),
+                 epochs: list[dict] = ()) -> dict[str, bytes]:
     """The report's files by name. `stored`: the sweep's record; `trials` in finishing
     order (as `ResultStore.trial_rows` gives them); `replicates`: the trial and student rows
-    `confirm` added (`ResultStore.replicate_rows`)."""
+    `confirm` added (`ResultStore.replicate_rows`); `epochs`: one row per phase and epoch
+    (see `plots.curves_figure`), for curves.png."""
     front = pareto_front(trials)
     means = mean_front(replicated(trials, students, *replicates)) if replicates[0] else []
     reference = reference_point(students)
+    c = clones(students)
     normal_acc = trials[0]["normal_teacher_acc"] if trials else math.nan
-    baselines = {
-        "best student alone": _max(s.get("scratch_acc") for s in students),
-        "best student alone, label-smoothed": _max(s.get("smoothed_acc") for s in students),
-    }
-    paper = _paper_point(stored, trials)
+    labels = [defense_label(t, stored.space) for t in front]
+    colours = {d.defense: d.colour for d in stored.space}
     curve = hypervolume_curve(trials, reference)
     files = {
-        "front.png": png(front_figure(trials, front, normal=(normal_acc, reference[1]), baselines=baselines,
-                                      paper_point=paper, colours={d.defense: d.colour for d in stored.space},
-                                      replicated=means,
-                                      title=f"{name}: {len(front)} of {len(trials)} trials on the front")),
-        "hypervolume.png": png(hypervolume_figure(curve, reference)),
-        "front.json": render(front, "json", space=stored.space).encode(),
+        "front.png": png(front_figure(
+            trials, front, normal=(normal_acc, reference[1]), baselines=baselines(c),
+            paper_point=_paper_point(stored, trials), colours=colours, replicated=means, labels=labels,
+            max_teacher_drop=stored.max_teacher_drop,
+            focus_teacher_drop=stored.focus_teacher_drop if stored.max_teacher_drop is None else None,
+            title=f"{name}: {len(front)} of {len(trials)} trials on the front")),
     }
+    if front and c.attacks:
+        files["clones.png"] = png(_clones_figure(front, c, labels, reference[1], normal_acc))
+    if front and c.students:
+        files["students.png"] = png(_students_figure(trials, front, c, colours, normal_acc))
+    files["hypervolume.png"] = png(hypervolume_figure(curve, reference))
+    if epochs:
+        best = {key: attack for key, (_, attack) in c.by_student.items() if key[0] is not None}
+        figure = curves_figure(list(epochs), [t["trial_id"] for t in front],
+                               labels={t["trial_id"]: label for t, label in zip(front, labels, strict=True)},
+                               best=best)
+        if figure is not None:
+            files["curves.png"] = png(figure)
+    files["front.json"] = render(front, "json", space=stored.space).encode()
     if means:
         files["front_replicated.json"] = render_replicated(means, "json", stored.space).encode()
-    hv = curve[-1] if curve else 0.0
-    files["report.md"] = _markdown(name, stored, trials, students, front, reference, hv, baselines,
-                                   results_uri, means).encode()
+    written = (*files, "report.md")
+    files["report.md"] = markdown(Sweep(name, stored, trials, front, c, reference, curve[-1] if curve else 0.0,
+                                        results_uri, means, written)).encode()
     return files
+
+
+def baselines(c: Clones) -> dict[str, float]:
+    """The students alone as front.png's lines, each naming its student: the best student
+    trained alone, and the best label-smoothed (`cnn1d alone: 94.65 %`)."""
+    short = short_names(c.students)
+    out = {}
+    for which, words in (("alone", "alone"), ("smoothed", "label-smoothed")):
+        value, student = c.best_baseline(which)
+        if student is not None:
+            out[f"{short[student]} {words}: {value:.2f} %"] = value
+    return out
+
+
+def _clones_figure(front, c: Clones, labels, normal_best: float, normal_acc: float):
+    columns = [*c.attacks, "best clone"]
+    normal = [c.by_attack.get((None, a), math.nan) for a in c.attacks] + [normal_best]
+    rows = [(f"{n}  {label} (teacher {_num(t['teacher_acc'])})",
+             [c.by_attack.get((t["trial_id"], a), math.nan) for a in c.attacks] + [t["student_acc"]],
+             protects_nothing(t, normal_best))
+            for n, (t, label) in enumerate(zip(front, labels, strict=True), 1)]
+    return clones_figure(columns, normal, rows, normal_label=f"normal teacher (teacher {_num(normal_acc)})")
+
+
+def _students_figure(trials, front, c: Clones, colours, normal_acc: float):
+    short = short_names(c.students)
+    panels = []
+    for student in c.students:
+        def clone(trial_id, student=student):
+            return c.by_student.get((trial_id, student), (math.nan, None))[0]
+
+        panels.append({
+            "student": short[student],
+            "trials": [(t["teacher_acc"], clone(t["trial_id"]), colours.get(t["defense"], "tab:gray"))
+                       for t in trials if t["status"] == "ok"],
+            "front": [(n, t["teacher_acc"], clone(t["trial_id"]), colours.get(t["defense"], "black"))
+                      for n, t in enumerate(front, 1)],
+            "normal": (normal_acc, clone(None)),
+            "alone": c.alone.get(student, math.nan), "smoothed": c.smoothed.get(student, math.nan)})
+    return students_figure(panels, title="Each student's best clone (over the attacks); front numbered as in front.png")
 
 
 def _paper_point(stored: SweepRecord, trials: list[dict]) -> dict | None:
@@ -67,148 +141,8 @@ def _paper_point(stored: SweepRecord, trials: list[dict]) -> dict | None:
     return None
 
 
-_PROTOCOL_SAYS = {
-    "validation": "Protocol: **validation**. Each phase trained on the training set less a held-out "
-                  "validation split, which picked its best epoch; accuracies are on the test set.",
-    "paper": "Protocol: **paper**, the reference code's. Each phase trained on the whole training set "
-             "and its best epoch was picked on the test set, whose accuracy is reported: optimistic, "
-             "but comparable with the papers' tables number for number.",
-}
-
-
-def _markdown(name, stored: SweepRecord, trials, students, front, reference, hv, baselines,
-              results_uri, means: list[Replicated]) -> str:
-    preset, space = stored.preset, stored.space
-    attack = preset.get("attack", {})
-    knobs = space.knob_names()
-    lines = [
-        f"# Sweep `{name}`",
-        "",
-        f"{len(trials)} of {stored.trials} trials done; {len(front)} on the front. "
-        f"Hypervolume {hv:.1f} (reference: teacher {reference[0]:.0f} %, "
-        f"clone {reference[1]:.2f} % = the normal teacher's best clone).",
-        "",
-        _PROTOCOL_SAYS[preset.get("protocol", "validation")],
-        "",
-        "![front](front.png)",
-        "",
-        "![hypervolume](hypervolume.png)",
-        "",
-        "## The front",
-        "",
-        _markdown_table(with_knob_columns(front, space), front_columns(space), knobs),
-        "",
-        *([f"**{edges}**", ""]
-          if (edges := range_edges(front, stored.searched_space, stored.focus_teacher_drop)) else []),
-        *_replicated_section(name, means, space),
-        *_by_attack_section(front, students, space, reference[1]),
-        "## Each front defense, student by attack",
-        "",
-    ]
-    by_trial: dict[str, list[dict]] = {}
-    for s in students:
-        by_trial.setdefault(s["trial_id"], []).append(s)
-    columns = ("student_arch", "attack", "status", "student_acc", "normal_kd_acc", "scratch_acc", "smoothed_acc")
-    for t in front:
-        shown = space.describe(t["defense"], t.get("knobs") or {}, sep=", ", eq=" = ")
-        lines += [f"### {t['defense']} {shown} (trial {t['trial_id']})", "",
-                  _markdown_table(sorted(by_trial.get(t["trial_id"], []),
-                                         key=lambda s: (s["student_arch"], s["attack"] or "")), columns), ""]
-    lines += [
-        "## Settings",
-        "",
-        f"- preset: `{stored.preset_name}`, created {stored.created_at}",
-        f"- dataset: `{json.dumps(preset.get('dataset', {}), sort_keys=True)}`",
-        f"- teacher: `{json.dumps(preset.get('teacher', {}), sort_keys=True)}`",
-        f"- students: {', '.join('`' + json.dumps(s, sort_keys=True) + '`' for s in preset.get('students', []))}",
-        f"- attacks: {', '.join(_attacks(students)) or 'none yet'} (`{json.dumps(attack, sort_keys=True)}`)"
-        f"; label smoothing {attack.get('label_smoothing')} for the baseline",
-        f"- search: `{json.dumps(preset.get('search', {}), sort_keys=True)}`",
-        "- baselines: " + "; ".join(f"{k} {_fmt('x', v)} %" for k, v in baselines.items()),
-        "",
-        "## Where the results live",
-        "",
-        f"- Parquet: `{results_uri}` (`trials/`, `students/`)",
-        f"- `python cli.py pareto {name}` prints the front; `front.json` here is its `--format json`.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _replicated_section(name: str, means: list[Replicated], space) -> list[str]:
-    """The front on the means over seeds, once `confirm` has run; the plot's error bars."""
-    if not means:
-        return []
-    seeds = sorted({s for c in means for s in c.seeds})
-    sure = {b: sum(b in c.pushes_below for c in means) for b in BASELINE_WORDS}
-    return [
-        f"## The front on the means of seeds {', '.join(map(str, seeds))}",
-        "",
-        f"`confirm` re-ran the front's candidates under further seeds, each from that seed's own normal "
-        f"teacher and students. Each number is mean ± sd [95 % interval of the mean, Student's t]; the "
-        f"plot's error bars are those intervals. `below_normal_kd` is how many points the best clone lies "
-        f"below the best clone of the normal teacher, seed by seed; `pushes_below` names the baselines "
-        f"whose paired interval lies wholly above zero. Of these {len(means)} defenses, "
-        + ", ".join(f"{n} push clones below {BASELINE_WORDS[b]}" for b, n in sure.items())
-        + f" for sure (`python cli.py pareto {name}` prints this table).",
-        "",
-        render_replicated(means, "markdown", space),
-        "",
-    ]
-
-
-def _by_attack_section(front: list[dict], students: list[dict], space, normal_best: float) -> list[str]:
-    """The best clone of each front defense by each attack (the higher over the students), beside
-    the normal teacher's; a front defense whose best clone is no lower than the normal teacher's
-    best clone protects nothing (it is on the front for its teacher's accuracy)."""
-    attacks = _attacks(students)
-    if not front or not attacks:
-        return []
-    best: dict[tuple, float] = {}
-    for s in students:
-        if s.get("status") == "ok" and _finite(s.get("student_acc")):
-            key = (s["trial_id"], s["attack"])
-            best[key] = max(best.get(key, -math.inf), s["student_acc"])
-        if _finite(s.get("normal_kd_acc")):
-            key = (None, s["attack"])
-            best[key] = max(best.get(key, -math.inf), s["normal_kd_acc"])
-    cell = lambda trial, attack: f"{best[(trial, attack)]:.2f}" if (trial, attack) in best else "–"  # noqa: E731
-    lines = ["## Best clone by defense and attack", "",
-             "The higher of the students' clones per attack; – where the attack was skipped (the candidate "
-             "was already shown beaten). **protects nothing**: a front defense whose best clone is no lower "
-             "than the normal teacher's.", "",
-             "| defense | teacher | " + " | ".join(attacks) + " | best clone | |",
-             "| --- | --- | " + " | ".join("---" for _ in attacks) + " | --- | --- |",
-             f"| none (normal teacher) | {_fmt('x', front[0].get('normal_teacher_acc'))} | "
-             + " | ".join(cell(None, a) for a in attacks) + f" | {normal_best:.2f} | |"]
-    for t in front:
-        shown = space.describe(t["defense"], t.get("knobs") or {}, sep=", ", eq=" = ")
-        flag = "**protects nothing**" if _finite(t.get("student_acc")) and t["student_acc"] >= normal_best else ""
-        lines.append(f"| {t['defense']} {shown} | {_fmt('x', t.get('teacher_acc'))} | "
-                     + " | ".join(cell(t["trial_id"], a) for a in attacks)
-                     + f" | {_fmt('x', t.get('student_acc'))} ({t.get('best_attack') or '–'}) | {flag} |")
-    return [*lines, ""]
-
-
-def _markdown_table(rows: list[dict], columns, knobs: tuple[str, ...] = ()) -> str:
-    head = "| " + " | ".join(columns) + " |"
-    rule = "| " + " | ".join("---" for _ in columns) + " |"
-    body = ["| " + " | ".join(_fmt(c, _nan_to_none(r.get(c)), knobs) for c in columns) + " |" for r in rows]
-    return "\n".join([head, rule, *body])
-
-
-def _attacks(students: list[dict]) -> list[str]:
-    """The attacks the sweep ran, in the order its rows first name them."""
-    return list(dict.fromkeys(s["attack"] for s in students if s.get("attack")))
-
-
-def _nan_to_none(value):
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def _max(values) -> float:
-    finite = [v for v in values if _finite(v)]
-    return max(finite) if finite else math.nan
+def _num(value) -> str:
+    return f"{value:.2f}" if _finite(value) else "–"
 
 
 def _close(a, b) -> bool:
