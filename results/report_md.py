@@ -77,7 +77,7 @@ def markdown(s: Sweep) -> str:
         "",
         "| | |",
         "| --- | --- |",
-        f"| preset | `{stored.preset_name}` ({stored.preset.get('protocol', 'validation')} protocol) |",
+        f"| preset | `{stored.preset_name}` |",
         f"| trials | {len(s.trials)} of {stored.trials} done |",
         f"| front | {len(front)} defenses; hypervolume {s.hypervolume:.1f} (reference: teacher "
         f"{s.reference[0]:.0f} %, clone {s.reference[1]:.2f} %) |",
@@ -103,10 +103,11 @@ def markdown(s: Sweep) -> str:
         *_settings_section(stored, c),
         "## Where the results live",
         "",
-        f"- Parquet: `{s.results_uri}` (`trials/`, `students/`): every trial and every student × attack",
+        f"- Parquet: `{s.results_uri}` (`trials/`, `students/`{', `epochs/`' if 'curves.png' in s.files else ''}): "
+        "every trial and every student × attack",
         f"- `python cli.py pareto {s.name}` prints the front; `front.json` here is its `--format json`.",
         "- This folder:",
-        *(f"  - `{f}`: {FILES[f]}" for f in FILES if f in s.files),
+        *(f"  - `{f}`: {FILES[f].replace('NAME', s.name)}" for f in FILES if f in s.files),
         "",
     ]
     return "\n".join(lines)
