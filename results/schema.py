@@ -1,11 +1,21 @@
-"""The two Parquet tables of a sweep: `trials` (one row per trial) and `students` (one row per
-trial × student × attack). Accuracies are percentages; a value that does not exist is null.
+"""The three Parquet tables of a sweep: `trials` (one row per trial), `students` (one row per
+trial × student × attack) and `epochs` (one row per epoch of a phase: the learning curves).
+Accuracies are percentages; a value that does not exist is null.
 A candidate's knobs are one map column (`knobs`: name -> value, as floats), whatever the defense:
 the sweep's record says which knobs each defense has and how to show them.
 
 Both record where the work ran: the trial row for the trial's own process (which trains the
 nasty teacher and holds bundle 0 of the trial's placement group for the trial's whole span), a
 student row for its child task. `cpus` and `gpus` are the shares that process held.
+
+Every file the store writes says in its Parquet footer (key-value metadata) which version of
+these schemas it holds (`undistill.schema_version`) and which sweep config made its rows
+(`undistill.fingerprint`: the sweep's config fingerprint). Schema versions:
+
+1. (files without the key) `versions` a map<string, string>; only trials and students. Older
+   still: a column per knob instead of `knobs`, `versions` as JSON (the store reads both).
+2. `versions` a struct of fixed fields (`VERSIONS`); the `epochs` table; per-trial files merged
+   into compacted parts (`results.store`).
 """
 
 from __future__ import annotations
@@ -22,6 +32,11 @@ _WHERE = [
 ]
 WHERE_COLUMNS = tuple(name for name, _ in _WHERE)
 KNOBS = pa.map_(pa.string(), pa.float64())
+SCHEMA_VERSION = 2
+FOOTER_VERSION, FOOTER_FINGERPRINT = "undistill.schema_version", "undistill.fingerprint"
+# what `undistill.record.versions()` records: Python and the libraries the numbers depend on
+VERSION_FIELDS = ("undistill", "torch", "ray", "optuna", "python", "pyarrow")
+VERSIONS = pa.struct([(name, pa.string()) for name in VERSION_FIELDS])
 
 TRIALS = pa.schema([
     ("sweep", pa.string()),
@@ -57,7 +72,7 @@ TRIALS = pa.schema([
     ("finished_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
     ("preset", pa.string()),
     ("config_fingerprint", pa.string()),
-    ("versions", pa.map_(pa.string(), pa.string())),  # undistill, torch, ray, optuna, python
+    ("versions", VERSIONS),  # undistill, torch, ray, optuna, python, pyarrow (null: unknown)
     ("error", pa.string()),
 ])
 
@@ -89,14 +104,45 @@ STUDENTS = pa.schema([
     ("finished_at", pa.timestamp("ms", tz="UTC")),
 ])
 
+# One row per epoch of one phase: a trial's own phases (its defended teacher, its attacks) and the
+# upstream phases every trial shares (the normal teacher, the students trained alone).
+EPOCHS = pa.schema([
+    ("sweep", pa.string()),
+    ("trial_id", pa.string()),  # null: an upstream phase, shared by every trial
+    ("phase_key", pa.string()),  # the phase's artifact key
+    ("phase_kind", pa.string()),  # teacher | scratch | defense | attack
+    ("phase", pa.string()),  # its display name: teacher, scratch cnn1d, kd-T4 cnn1d, ...
+    ("defense", pa.string()),
+    ("knobs", KNOBS),
+    ("student_arch", pa.string()),
+    ("attack", pa.string()),
+    ("seed", pa.int64()),
+    ("replicate_of", pa.string()),
+    ("epoch", pa.int64()),  # 1-based
+    ("train_loss", pa.float64()),
+    ("val_acc", pa.float64()),
+    ("lr", pa.float64()),
+    ("seconds", pa.float64()),  # the epoch's wall time
+    # the file the store wrote the row in: the trial id (`write_trial`) or the name given to
+    # `write_epochs` (upstream phases). Set by the store: a file written again replaces its rows.
+    ("source", pa.string()),
+])
+
 STATUSES = ("ok", "dominated", "diverged", "infeasible", "error")
 
 
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Rows -> a table of exactly `schema`; missing keys become null, extra keys are an error."""
+    """Rows -> a table of exactly `schema`; missing keys become null, extra keys (or versions
+    the `versions` struct has no field for) are an error."""
     names = set(schema.names)
+    versioned = "versions" in names
     for row in rows:
         extra = set(row) - names
         if extra:
             raise KeyError(f"columns not in the schema: {sorted(extra)}")
+        if versioned and row.get("versions"):
+            unknown = set(row["versions"]) - set(VERSION_FIELDS)
+            if unknown:
+                raise KeyError(f"versions not in the schema: {sorted(unknown)} "
+                               f"(it records {', '.join(VERSION_FIELDS)})")
     return pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
