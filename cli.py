@@ -10,6 +10,8 @@ Heavy libraries (torch, ray, optuna) load only inside the commands that need the
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -411,7 +413,8 @@ def _replicated_front(name, stored, trials, students, copies, copy_students, att
 @_storage_option
 @click.option("--out", "out_dir", default=None, help="Folder for the report (default: reports/NAME).")
 def report(name, storage, out_dir):
-    """Write a report folder for sweep NAME: front.png, hypervolume.png, front.json, report.md."""
+    """Write a report folder for sweep NAME: report.md, front.png, clones.png, students.png,
+    hypervolume.png, curves.png (the learning curves), front.json."""
     from orchestrator.layout import read_sweep
     from results import ResultStore
     from results.sweep_report import build_report
@@ -426,14 +429,15 @@ def report(name, storage, out_dir):
         raise BadInput(f"sweep {name!r} has no finished trial yet; run `status {name}` to see it")
     folder = Path(out_dir or Path("reports") / name)
     replicates = (rows.replicate_trials, rows.replicate_students)
-    for file, data in build_report(name, stored, trials, students, store.location, replicates).items():
+    files = build_report(name, stored, trials, students, store.location, replicates,
+                         epochs=_run(store.epoch_rows))
+    for file, data in files.items():
         try:
             atomic_write(folder / file, lambda f, data=data: f.write(data))
         except OSError as exc:
             raise BadInput(f"--out {folder}: cannot write there ({exc.strerror or exc}); "
                            "give a folder you can write to") from None
-    more = ", front_replicated.json" if replicates[0] else ""
-    click.echo(f"report of {name!r}: {folder / 'report.md'} (with front.png, hypervolume.png, front.json{more})")
+    click.echo(f"report of {name!r}: {folder / 'report.md'} (with {', '.join(f for f in files if f != 'report.md')})")
 
 
 def _open_storage(location: str):
@@ -446,15 +450,41 @@ def _open_storage(location: str):
 @click.argument("name")
 @_storage_option
 @_format_option
-def status(name, storage, fmt):
-    """Progress of sweep NAME: trials by status, front size, and where the work ran."""
+@click.option("--watch", is_flag=True, help="Redraw every --interval seconds until the sweep finishes "
+              "(Ctrl-C stops watching, not the sweep).")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=2.0, show_default=True,
+              help="Seconds between redraws with --watch.")
+def status(name, storage, fmt, watch, interval):
+    """Progress of sweep NAME: trials by status, front size, what trains now (each phase and its
+    epoch), and where the work ran."""
+    import time
+
+    where = _open_storage(storage)
+    if not watch:
+        click.echo(_status_text(where, name, fmt)[0])
+        return
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            text, finished = _status_text(where, name, fmt)
+            # a terminal: redrawn in place; elsewhere (a log): one block after another
+            click.echo(("\x1b[H\x1b[J" if tty else "") + text + ("" if tty else "\n"))
+            if finished:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:  # the user stops watching; the sweep goes on
+        return
+
+
+def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
+    """`status NAME`'s output in `fmt`, and whether the sweep has finished."""
     from collections import Counter
 
     from orchestrator.layout import read_json, read_state, read_sweep
+    from orchestrator.live import running
     from results import STATUSES, ResultStore, pareto_front, render
     from results.usage import node_usage
 
-    where = _open_storage(storage)
     stored = _run(read_sweep, where, name)
     store = ResultStore(where, name)
     every = _run(store.sweep_rows)
@@ -463,6 +493,8 @@ def status(name, storage, fmt):
     upstream = _run(read_json, where, name, "upstream.json", {"phases": []})["phases"]
     runs = _run(read_json, where, name, "cluster.json", {"runs": []})["runs"]
     nodes, active_s = node_usage(rows, every.students, upstream, runs)
+    finished = bool(_run(read_state, where, name).get("finished"))
+    now = [] if finished else _run(running, where, name)
     info = {
         "sweep": name,
         "preset": stored.preset_name,
@@ -475,25 +507,27 @@ def status(name, storage, fmt):
         # which attack made each finished trial's best clone, most often first
         "best_attacks": ", ".join(f"{a} ×{n}" for a, n in Counter(
             r["best_attack"] for r in rows if r["status"] == "ok" and r["best_attack"]).most_common()),
-        "finished": bool(_run(read_state, where, name).get("finished")),
+        "finished": finished,
+        "running_now": len(now),
         "compute_s": round(sum(r["compute_s"] or 0.0 for r in rows), 1),
         "active_s": round(active_s, 1),
         "created_at": stored.created_at,
     }
-    if fmt == "table":
-        width = max(len(key) for key in info)
-        for key, value in info.items():
-            click.echo(f"{key:<{width}} {value}")
-        if nodes:
-            click.echo("\nwhere it ran (utilisation: share of each node's cores, or GPUs, kept busy "
-                       "while the sweep was active)")
-            shown = [{**n, "utilisation": "–" if n["utilisation"] is None else f"{n['utilisation']:.0%}"}
-                     for n in nodes]
-            click.echo(render(shown, "table", columns=tuple(nodes[0])))
-    elif fmt == "csv":
-        click.echo(render([info], fmt, columns=tuple(info)))
-    else:
-        click.echo(json.dumps({**info, "nodes": nodes}, indent=1))
+    if fmt == "csv":
+        return render([info], fmt, columns=tuple(info)), finished
+    if fmt == "json":
+        return json.dumps({**info, "running": [asdict(r) for r in now], "nodes": nodes}, indent=1), finished
+    width = max(len(key) for key in info)
+    lines = [f"{key:<{width}} {value}" for key, value in info.items()]
+    if now:
+        lines += ["", "training now"] + [f"  {r.progress(stored.space)}" for r in now]
+    if nodes:
+        lines += ["", "where it ran (utilisation: share of each node's cores, or GPUs, kept busy "
+                  "while the sweep was active)"]
+        shown = [{**n, "utilisation": "–" if n["utilisation"] is None else f"{n['utilisation']:.0%}"}
+                 for n in nodes]
+        lines.append(render(shown, "table", columns=tuple(nodes[0])))
+    return "\n".join(lines), finished
 
 
 def _replicate_status(rows) -> dict:

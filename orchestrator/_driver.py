@@ -19,11 +19,15 @@ from undistill.storage import Storage
 
 from ._here import Here, driving, here
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
+from ._progress import Progress, duration
 from ._trial import OUTCOME, tune_trial
 from ._worker import PhaseRuntime
+from .curves import trial_epoch_rows
 from .layout import TUNE_DIR
 from .plan import Plan
 from .search import DefenseSearch
+
+COMPACT_AT = 64  # loose per-trial files that make the callback compact the results
 
 
 class SweepCallback(tune.Callback):
@@ -36,19 +40,21 @@ class SweepCallback(tune.Callback):
     """
 
     def __init__(self, sweep: str, storage: Storage, columns: SweepColumns, total: int,
-                 space: SearchSpace, prune: bool = False):
-        """`prune`: keep the sweep's front board (`_board`) current for trials that prune."""
+                 space: SearchSpace, prune: bool = False, context: TrialContext | None = None):
+        """`prune`: keep the sweep's front board (`_board`) current for trials that prune;
+        `context`: the trials' (to find their phases' learning curves; None: no curves)."""
         self.sweep, self.storage, self.columns, self.total = sweep, storage, columns, total
-        self.space, self.prune = space, prune
+        self.space, self.prune, self.context = space, prune, context
         self._t0 = time.time()
         self._done_at_start = 0
         self._rows: dict[str, dict] = {}
         self._board = None
+        self._display: Progress | None = None
 
     def __getstate__(self):
         # a restored driver reads the rows afresh, opens the board again, and writes to the
         # storage it was given now
-        return {**self.__dict__, "storage": None, "_rows": {}, "_board": None}
+        return {**self.__dict__, "storage": None, "_rows": {}, "_board": None, "_display": None}
 
     def setup(self, **info):
         bound = here()
@@ -57,6 +63,7 @@ class SweepCallback(tune.Callback):
         if self.storage is None:
             raise RuntimeError("a restored SweepCallback runs only inside `_here.driving`")
         self._t0 = time.time()
+        self._display = Progress(self.storage, self.sweep, self.space)
         store = ResultStore(self.storage, self.sweep)
         self._rows = {r["trial_id"]: r for r in store.trial_rows()}
         self._done_at_start = len(self._rows)
@@ -95,24 +102,40 @@ class SweepCallback(tune.Callback):
         candidate = Candidate.from_params(trial.config) if "defense" in trial.config else None
         row, students = trial_rows(sweep=self.sweep, trial_id=trial.trial_id, candidate=candidate,
                                    outcome=outcome, context=self.columns, error=error)
+        curves = []
+        if candidate is not None and self.context is not None:
+            curves = trial_epoch_rows(self.storage, self.sweep, trial.trial_id, candidate, self.context)
         kill_point(BEFORE_TRIAL_WRITE)
-        ResultStore(self.storage, self.sweep).write_trial(row, students)
+        store = ResultStore(self.storage, self.sweep)
+        store.write_trial(row, students, curves)
+        store.compact(min_files=COMPACT_AT)  # a few files per table, however long the sweep
         self._rows.pop(trial.trial_id, None)
         self._rows[trial.trial_id] = row
         self._post(row, {attack_name_of(s): s["student_acc"] for s in students
                          if s["status"] == "ok" and s["student_acc"] is not None})
-        self._progress(row, list(self._rows.values()))
-
-    def _progress(self, row, rows):
-        done = len(rows)
-        elapsed = time.time() - self._t0
-        new = max(1, done - self._done_at_start)
-        eta = elapsed / new * max(0, self.total - done)
+        rows = list(self._rows.values())
         knobs = self.space.describe(row["defense"], row["knobs"] or {})
         accs = f"teacher {_pct(row['teacher_acc'])} · clone {_pct(row['student_acc'])}"
-        print(f"[{done:>3}/{self.total}] {row['defense'] or '?':<6} {knobs:<24} {accs}  "
-              f"{row['status']:<10} front {len(pareto_front(rows))} · {_dur(elapsed)} elapsed"
-              f" · ETA {_dur(eta)}", file=sys.stderr, flush=True)
+        self._display.say(f"[{len(rows):>3}/{self.total}] {row['defense'] or '?':<6} {knobs:<24} {accs}  "
+                          f"{row['status']:<10} {self._times(rows)}")
+
+    def on_step_end(self, iteration, trials, **info):
+        if self._display is not None:  # what runs now, at most once a second (a minute in a log)
+            self._display.tick(lambda: self._header(list(self._rows.values())))
+
+    def on_experiment_end(self, trials, **info):
+        if self._display is not None:
+            self._display.close()
+
+    def _header(self, rows) -> str:
+        return f"[{len(rows)}/{self.total} trials] {self._times(rows)}"
+
+    def _times(self, rows) -> str:
+        """`front 3 · 4m10s elapsed · ETA 12m30s`, the ETA from this run's pace."""
+        elapsed = time.time() - self._t0
+        new = len(rows) - self._done_at_start
+        eta = f"ETA {duration(elapsed / new * max(0, self.total - len(rows)))}" if new > 0 else "ETA –"
+        return f"front {len(pareto_front(rows))} · {duration(elapsed)} elapsed · {eta}"
 
 
 def attack_name_of(student_row: dict) -> str:
@@ -122,11 +145,6 @@ def attack_name_of(student_row: dict) -> str:
 
 def _pct(x) -> str:
     return "  –  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:5.2f}"
-
-
-def _dur(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def trial_context(plan: Plan, upstream: dict, max_teacher_drop: float | None = None) -> TrialContext:
@@ -209,7 +227,8 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
             storage_path=storage.path(opts.name),
             storage_filesystem=storage.fs,
             verbose=0,
-            callbacks=[SweepCallback(opts.name, storage, columns, preset.trials, preset.space, prune)],
+            callbacks=[SweepCallback(opts.name, storage, columns, preset.trials, preset.space, prune,
+                                     context)],
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )

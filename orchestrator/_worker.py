@@ -18,6 +18,7 @@ from undistill.storage import Storage
 
 from ._resources import Resources
 from .artifacts import ArtifactStore, node_cache_root
+from .live import EpochTicker
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,14 @@ class PhaseRuntime:
     resources: Resources
     data_root: str | None = None  # CIFAR-like datasets: the same path on every node
     checkpoint_every_s: float = CHECKPOINT_EVERY_S  # see trainables.loop
+    sweep: str | None = None  # whose `live/` folder shows its phases as they train (see `live`)
+
+    def ticker(self, phase: str, key: str, cfg) -> EpochTicker | None:
+        """A phase's live entry (None: no sweep to show it in)."""
+        if self.sweep is None:
+            return None
+        defense = cfg.defense.name if cfg.defense is not None else None
+        return EpochTicker(self.storage, self.sweep, phase, key, defense, dict(cfg.knobs) if defense else None)
 
 
 class ArtifactMissing(UndistillError):
@@ -109,11 +118,17 @@ def _train_batch(store: ArtifactStore, jobs: list[PhaseJob], teacher_weights: Pa
     where = {**placement(), "cpus": runtime.resources.cpus, "gpus": gpus, "started_at": time.time()}
     key = batch_key(jobs)
     checkpoint, on_checkpoint = store.partial(key)
-    trained = run_attack_batch([j.config for j in jobs], teacher_weights=teacher_weights,
-                               data_cache=data_cache(runtime.storage), checkpoint=checkpoint,
-                               on_checkpoint=on_checkpoint, checkpoint_tag=key,
-                               checkpoint_every_s=runtime.checkpoint_every_s, gpu_fraction=gpus,
-                               data_root=Path(runtime.data_root) if runtime.data_root else None)
+    ticker = runtime.ticker(f"{len(jobs)} attacks on {jobs[0].config.model.label}", key, jobs[0].config)
+    try:
+        trained = run_attack_batch([j.config for j in jobs], teacher_weights=teacher_weights,
+                                   data_cache=data_cache(runtime.storage), checkpoint=checkpoint,
+                                   on_checkpoint=on_checkpoint, checkpoint_tag=key,
+                                   checkpoint_every_s=runtime.checkpoint_every_s, gpu_fraction=gpus,
+                                   data_root=Path(runtime.data_root) if runtime.data_root else None,
+                                   on_epoch=ticker)
+    finally:
+        if ticker is not None:
+            ticker.close()
     finished = time.time()
     out = {}
     for job, result in zip(jobs, trained, strict=True):
@@ -155,9 +170,15 @@ def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
     where = {**placement(), "cpus": cpus, "gpus": gpus, "started_at": time.time()}
     scratch = store.scratch(job.key)
     checkpoint, on_checkpoint = store.partial(job.key)
-    result = run_phase(job.config, scratch, teacher_weights=teacher_weights,
-                       data_cache=data_cache(storage), checkpoint=checkpoint,
-                       on_checkpoint=on_checkpoint, checkpoint_every_s=runtime.checkpoint_every_s,
-                       gpu_fraction=gpus, data_root=Path(runtime.data_root) if runtime.data_root else None)
+    ticker = runtime.ticker(job.name, job.key, job.config)
+    try:
+        result = run_phase(job.config, scratch, teacher_weights=teacher_weights,
+                           data_cache=data_cache(storage), checkpoint=checkpoint,
+                           on_checkpoint=on_checkpoint, checkpoint_every_s=runtime.checkpoint_every_s,
+                           gpu_fraction=gpus, data_root=Path(runtime.data_root) if runtime.data_root else None,
+                           on_epoch=ticker)
+    finally:
+        if ticker is not None:
+            ticker.close()
     result.update(where, finished_at=time.time())
     return {**store.publish(job.key, scratch, result), "cached": False}

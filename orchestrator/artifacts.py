@@ -51,6 +51,16 @@ class ArtifactStore:
         fetched = self.fetch(key)
         return fetched[0] if fetched is not None else None
 
+    def result(self, key: str) -> dict | None:
+        """The result of a sealed artifact, its files unchecked (for its numbers and curve,
+        never to resume from); None if it is not sealed or cannot be read."""
+        try:
+            if not self.storage.exists(FOLDER, key, MANIFEST):
+                return None
+            return json.loads(self.storage.read_bytes(FOLDER, key, RESULT))
+        except (OSError, ValueError):
+            return None
+
     def fetch(self, key: str) -> tuple[dict, dict[str, Path]] | None:
         """The artifact's result and a local path to each of its files (to torch.load from),
         every file checked against the manifest once; None if it is missing or damaged."""

@@ -100,7 +100,7 @@ def _run(opts: SweepOptions, storage, todo: list[tuple[dict, int]]) -> None:
         nodes = _cluster.alive_nodes()
         resources, concurrency = _resolve_run(opts, record.run, nodes)
         _cluster.check_storage_shared(nodes, storage, opts.shared_storage)
-        runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval())
+        runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval(), opts.name)
         batch = opts.preset.resources.get("batch_attacks", True)
         plans = {s: make_plan(replace(opts.preset, seed=s)) for s in sorted({s for _, s in todo})}
         upstream = _run_upstream(plans, runtime, batch)

@@ -13,13 +13,15 @@ from .plan import Node
 
 
 def run_upstream(nodes: tuple[Node, ...], runtime: PhaseRuntime,
-                 on_done: Callable[[Node, dict], None], batch: bool = True) -> dict[str, dict]:
+                 on_done: Callable[[Node, dict], None], batch: bool = True,
+                 on_tick: Callable[[], None] | None = None) -> dict[str, dict]:
     """Run every node not already in the artifact store, in parallel where the DAG allows; each
     task holds one trial bundle's worth of CPU and GPU. `batch`: the attacks on one student
     architecture run as one task that trains them as one stack (`_worker.run_batch`).
 
     A node's dependencies are passed to its task as object refs, so Ray starts it only once
-    they have finished. `on_done(node, result)` is called as each one completes.
+    they have finished. `on_done(node, result)` is called as each one completes, `on_tick()`
+    about once a second while they run (a progress display).
     """
     import ray
 
@@ -45,7 +47,11 @@ def run_upstream(nodes: tuple[Node, ...], runtime: PhaseRuntime,
         refs.update((n.key, ref) for n in group)
         pending[ref] = group
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        if not ready:
+            if on_tick is not None:
+                on_tick()
+            continue
         group = pending.pop(ready[0])
         done = ray.get(ready[0])
         for node, result in zip(group, done if len(group) > 1 else [done], strict=True):

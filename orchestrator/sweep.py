@@ -26,8 +26,11 @@ from undistill.outcomes import PLACEMENT_KEYS
 from undistill.record import RECORD_FORMAT, RunOptions, SweepRecord, versions
 from undistill.storage import Storage
 
+from . import live
+from ._progress import Progress, duration
 from ._resources import Resources, check_amount
 from ._worker import PhaseRuntime
+from .curves import epoch_rows
 from .layout import TUNE_DIR, read_json, read_state, read_sweep, write_json
 from .plan import Plan, make_plan
 
@@ -278,11 +281,12 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         if started_ray:  # our local Ray has more CPU slots than cores (see Resources.local_cpus)
             nodes = [{**n, "cores": os.cpu_count() or 1} for n in nodes]
         _create(storage, opts, resources, concurrency)
+        live.clear(storage, opts.name)  # what an earlier, killed run left as running
         _record_cluster(storage, opts.name, nodes, resources, concurrency)
         _log(f"cluster: {_cluster.describe(nodes)}; each trial holds {resources.describe()}; "
              f"{concurrency} trial{'s' if concurrency > 1 else ''} at once")
         plan = make_plan(opts.preset)
-        runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval())
+        runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval(), opts.name)
         upstream = _run_upstream(plan, runtime, opts.name, opts.preset.resources.get("batch_attacks", True))
         _driver.search(opts, plan, upstream, runtime, concurrency)
     finally:
@@ -294,6 +298,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             f"sweep {opts.name!r} stopped after {len(rows)} of {opts.preset.trials} trials; "
             f"`python cli.py resume {opts.name}` continues it"
         )
+    store.compact(min_files=1)  # the finished sweep: a few files per table
     write_json(storage, opts.name, "state.json", {"finished": True, "trials": len(rows)})
     return SweepResult(pareto_front(rows), rows, store.location)
 
@@ -306,21 +311,31 @@ def _record_cluster(storage: Storage, name: str, nodes: list[dict], resources, c
     write_json(storage, name, "cluster.json", {"runs": runs})
 
 
-def run_upstream_phases(nodes, runtime: PhaseRuntime, batch: bool = True, width: int = 28) -> dict[str, dict]:
+def run_upstream_phases(nodes, runtime: PhaseRuntime, batch: bool = True, width: int = 28,
+                        progress: Progress | None = None) -> dict[str, dict]:
     """The DAG of `nodes` on Ray (`dag.run_upstream`), a line logged as each finishes (its name
-    padded to `width`); a failed phase is one `SweepError` line."""
+    padded to `width`), what runs now on `progress`; a failed phase is one `SweepError` line."""
     from . import dag
 
+    say = progress.say if progress is not None else _log
+    t0, finished = time.perf_counter(), []
+
+    def tick():
+        if progress is not None:
+            progress.tick(lambda: f"upstream: {len(finished)} of {len(nodes)} phases done · "
+                                  f"{duration(time.perf_counter() - t0)} elapsed")
+
     def done(node, result):
+        finished.append(node)
         acc = result.get("test_acc")
         acc_s = f"{acc:.2f}%" if acc is not None else result["status"]
         how = "cached" if result.get("cached") else f"{result['wall_s']:.0f}s"
         if result.get("batched") and not result.get("cached"):  # its share of a batch's seconds
             how = f"{result['wall_s']:.0f}s of a batch of {result['batch_size']}"
-        _log(f"  {node.name:<{width}} {acc_s:>8}  ({how})")
+        say(f"  {node.name:<{width}} {acc_s:>8}  ({how})")
 
     try:
-        return dag.run_upstream(nodes, runtime, done, batch=batch)
+        return dag.run_upstream(nodes, runtime, done, batch=batch, on_tick=tick)
     except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
         raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
 
@@ -329,10 +344,15 @@ def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str, batch: bool = Tr
     t0 = time.perf_counter()
     _log(f"upstream: {len(plan.upstream)} phases (normal teacher, students alone, every attack "
          "on the normal teacher)")
-    results = run_upstream_phases(plan.upstream, runtime, batch)
+    progress = Progress(runtime.storage, name)
+    try:
+        results = run_upstream_phases(plan.upstream, runtime, batch, progress=progress)
+    finally:
+        progress.close()
     teacher = results[plan.teacher.key]
     if teacher["status"] != "ok":
         raise SweepError("the normal teacher diverged; lower teacher_schedule.lr in the preset")
+    ResultStore(runtime.storage, name).write_epochs(UPSTREAM_CURVES, epoch_rows(name, plan.upstream, results))
     write_json(runtime.storage, name, "upstream.json", {"phases": [
         {"name": node.name, "key": node.key, **{k: results[node.key].get(k) for k in UPSTREAM_KEYS}}
         for node in plan.upstream]})
@@ -340,4 +360,5 @@ def _run_upstream(plan: Plan, runtime: PhaseRuntime, name: str, batch: bool = Tr
     return results
 
 
+UPSTREAM_CURVES = "upstream"  # the upstream phases' curves: epochs/upstream.parquet
 UPSTREAM_KEYS = ("status", "test_acc", "wall_s", *PLACEMENT_KEYS)

@@ -170,6 +170,9 @@ class SplitSteps(OnTheSplit):
         return non_finite
 
 
+OnEpoch = Callable[[int, int], None]  # (epochs done, epochs in all), after each epoch
+
+
 @dataclass(frozen=True)
 class Epoch:
     """One epoch of a phase, for its learning curve (kept in its result as `epochs`)."""
@@ -299,13 +302,15 @@ def train(
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     on_checkpoint: Callable[[Path], None] | None = None,
     steps: Steps | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> TrainResult:
     """Train `model` in place; on return it holds the best-val weights (unless it diverged).
 
     Each epoch steps through the training split with `loss_fn`, or through `steps` when given
     (then `loss_fn` is unused). `checkpoint_tag` identifies the run (the phase's config key): a
     checkpoint with another tag is from a different run and is ignored rather than resumed.
-    `on_checkpoint(path)` runs after each save, e.g. to copy the checkpoint to shared storage.
+    `on_checkpoint(path)` runs after each save, e.g. to copy the checkpoint to shared storage;
+    `on_epoch(done, total)` after each epoch (a live progress display).
     """
     started = time.perf_counter()
     steps = steps if steps is not None else SplitSteps(data, loss_fn, schedule.batch_size)
@@ -370,6 +375,8 @@ def train(
         val_acc = accuracy(model, data.val_x, data.val_y, prepare=data.prepare)
         curve.append(Epoch(epoch + 1, mean_losses(steps)[0], val_acc, opt.param_groups[0]["lr"],
                            time.perf_counter() - epoch_start))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, schedule.epochs)
         if is_new_best(val_acc, best_val, data.latest_best):
             best_val, best_epoch, best_state = val_acc, epoch, _cpu_copy(model.state_dict())
         if time.perf_counter() - last_save > checkpoint_every_s:

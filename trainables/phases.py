@@ -31,7 +31,7 @@ from undistill.errors import ConfigError
 
 from .data import DatasetSpec, load_dataset
 from .device import configure_threads, pick_device
-from .loop import CHECKPOINT_EVERY_S, Schedule, TrainResult, batched_logits, to_device_layout, train
+from .loop import CHECKPOINT_EVERY_S, OnEpoch, Schedule, TrainResult, batched_logits, to_device_layout, train
 from .losses import cross_entropy
 from .models import check_model_kwargs, create_model
 
@@ -194,12 +194,14 @@ def run_phase(
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     gpu_fraction: float | None = None,
     data_root: Path | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> dict:
     """Run one phase and return its result; teachers also leave `out_dir/model.pt`.
 
     `checkpoint` (with `on_checkpoint` and `checkpoint_every_s`, see `loop.train`) makes the
     phase resumable mid-way;
-    `gpu_fraction` is the share of a GPU this process holds (its memory is capped to it).
+    `gpu_fraction` is the share of a GPU this process holds (its memory is capped to it);
+    `on_epoch(done, total)` runs after each epoch.
     """
     started = time.perf_counter()
     configure_threads()
@@ -249,7 +251,7 @@ def run_phase(
     # loop
     result = train(model, data, loss_fn, cfg.schedule, cfg.seed, checkpoint=checkpoint,
                    checkpoint_tag=cfg.key(), checkpoint_every_s=checkpoint_every_s,
-                   on_checkpoint=on_checkpoint, steps=steps)
+                   on_checkpoint=on_checkpoint, steps=steps, on_epoch=on_epoch)
     if steps is not None:
         extra.update(steps.facts())
 
@@ -353,6 +355,7 @@ def run_attack_batch(
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     gpu_fraction: float | None = None,
     data_root: Path | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> list[dict]:
     """Run `batchable` attack phases together: a stack as one vectorised model, a group on one
     stream of its attack's steps (`stacked.train_stacked`); each result as `run_phase` gives it
@@ -399,7 +402,7 @@ def run_attack_batch(
     # loop
     results = train_stacked(models, data, loss_fns, first.schedule, first.seed, checkpoint=checkpoint,
                             checkpoint_tag=checkpoint_tag, checkpoint_every_s=checkpoint_every_s,
-                            on_checkpoint=on_checkpoint, steps=steps)
+                            on_checkpoint=on_checkpoint, steps=steps, on_epoch=on_epoch)
 
     # results
     wall = time.perf_counter() - started

@@ -42,6 +42,7 @@ from .loop import (
     CHECKPOINT_EVERY_S,
     Epoch,
     LossFn,
+    OnEpoch,
     OnTheSplit,
     Schedule,
     Steps,
@@ -238,6 +239,7 @@ def train_stacked(
     checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     on_checkpoint: Callable[[Path], None] | None = None,
     steps: Steps | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> list[TrainResult]:
     """Train `models` (one architecture, the same data) together, student i on `loss_fns[i]`;
     each result as `loop.train` gives it for that student alone. A student whose loss goes
@@ -305,6 +307,8 @@ def train_stacked(
                 curves[s].append(Epoch(epoch + 1, losses[s], val[s], opt.param_groups[0]["lr"], seconds))
             if diverged_at[s] is None and is_new_best(val[s], best_val[s], data.latest_best):
                 best_val[s], best_epoch[s], best_state[s] = val[s], epoch, stack.state_dict(s)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, schedule.epochs)
         if all(d is not None for d in diverged_at):
             break
         if time.perf_counter() - last_save > checkpoint_every_s:

@@ -14,6 +14,7 @@ from _net import free_port
 from click.testing import CliRunner
 
 import cli
+from results import ResultStore, Storage
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = sorted(cli.main.commands)
@@ -271,6 +272,26 @@ def test_smoke_sweep_end_to_end(tmp_storage):
         # neither DAFL nor the unlabelled attacker has labels
         assert s["kd_alpha"] == (0.9 if s["attack"].startswith("kd-") else 1.0)
 
+    # the finished sweep is compacted: one file per table, each row once
+    for kind in ("trials", "students", "epochs"):
+        assert [p.name for p in (results / kind).glob("*.parquet")] == ["part-000001.parquet"]
+    # the learning curves: every upstream phase's (trial_id null), each trial's defended teacher
+    # and every clone that trained, one row per epoch
+    epochs = ResultStore(Storage(tmp_storage), "smoke").epoch_rows()
+    upstream = {(r["phase_kind"], r["phase"]) for r in epochs if r["trial_id"] is None}
+    assert ("teacher", "teacher") in upstream and len(upstream) == 13
+    teacher_epochs = [r["epoch"] for r in epochs if r["phase_kind"] == "teacher"]
+    assert teacher_epochs == list(range(1, len(teacher_epochs) + 1)) and len(teacher_epochs) >= 2
+    assert all(r["seconds"] > 0 and r["lr"] > 0 and 0 <= r["val_acc"] <= 100 for r in epochs)
+    for t in trials:
+        mine = [r for r in epochs if r["trial_id"] == t["trial_id"]]
+        assert {r["defense"] for r in mine} == {t["defense"]} and all(r["knobs"] == dict(t["knobs"]) for r in mine)
+        assert any(r["phase_kind"] == "defense" for r in mine) == (t["defense"] == "nasty")
+        clones = {(r["attack"], r["student_arch"]) for r in mine if r["phase_kind"] == "attack"}
+        ran = [s for s in students if s["trial_id"] == t["trial_id"]]
+        assert {(s["attack"], s["student_arch"]) for s in ran if s["status"] == "ok"} <= clones
+        assert clones <= {(s["attack"], s["student_arch"]) for s in ran if s["status"] != "skipped"}
+
     # the study saw every trial exactly once, all COMPLETE
     import optuna
 
@@ -314,6 +335,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert report.returncode == 0, report.stderr[-2000:]
     assert json.loads((tmp_storage.parent / "report" / "front.json").read_text()) == front
     assert (tmp_storage.parent / "report" / "front.png").stat().st_size > 10_000
+    assert (tmp_storage.parent / "report" / "curves.png").stat().st_size > 10_000  # from the epochs table
 
     status = json.loads(_cli("status", "smoke", "--format", "json", storage=tmp_storage).stdout)
     counted = {part.split(" ×")[0]: int(part.split(" ×")[1]) for part in status["best_attacks"].split(", ")}
