@@ -48,6 +48,7 @@ def evaluate(candidate: Candidate, context: TrialContext, runtime: PhaseRuntime,
     import ray
 
     res = runtime.resources
+    runtime = replace(runtime, candidate=candidate)  # its phases show whom they serve (`live`)
     started = time.time()
 
     def run_here(jobs: list[PhaseJob]) -> list[dict]:

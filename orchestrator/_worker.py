@@ -14,6 +14,7 @@ from trainables.loop import CHECKPOINT_EVERY_S
 from trainables.phases import MODEL_FILE, PhaseJob, batchable, run_attack_batch, run_phase
 from trainables.stacked import NotStackable
 from undistill.errors import UndistillError
+from undistill.outcomes import Candidate
 from undistill.storage import Storage
 
 from ._resources import Resources
@@ -31,13 +32,14 @@ class PhaseRuntime:
     data_root: str | None = None  # CIFAR-like datasets: the same path on every node
     checkpoint_every_s: float = CHECKPOINT_EVERY_S  # see trainables.loop
     sweep: str | None = None  # whose `live/` folder shows its phases as they train (see `live`)
+    candidate: Candidate | None = None  # the trial's whose phases these are (None: upstream)
 
-    def ticker(self, phase: str, key: str, cfg) -> EpochTicker | None:
+    def ticker(self, phase: str, key: str) -> EpochTicker | None:
         """A phase's live entry (None: no sweep to show it in)."""
         if self.sweep is None:
             return None
-        defense = cfg.defense.name if cfg.defense is not None else None
-        return EpochTicker(self.storage, self.sweep, phase, key, defense, dict(cfg.knobs) if defense else None)
+        who = self.candidate
+        return EpochTicker(self.storage, self.sweep, phase, key, who and who.defense, who and dict(who.knobs))
 
 
 class ArtifactMissing(UndistillError):
@@ -118,7 +120,7 @@ def _train_batch(store: ArtifactStore, jobs: list[PhaseJob], teacher_weights: Pa
     where = {**placement(), "cpus": runtime.resources.cpus, "gpus": gpus, "started_at": time.time()}
     key = batch_key(jobs)
     checkpoint, on_checkpoint = store.partial(key)
-    ticker = runtime.ticker(f"{len(jobs)} attacks on {jobs[0].config.model.label}", key, jobs[0].config)
+    ticker = runtime.ticker(f"{len(jobs)} attacks on {jobs[0].config.model.label}", key)
     try:
         trained = run_attack_batch([j.config for j in jobs], teacher_weights=teacher_weights,
                                    data_cache=data_cache(runtime.storage), checkpoint=checkpoint,
@@ -170,7 +172,7 @@ def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
     where = {**placement(), "cpus": cpus, "gpus": gpus, "started_at": time.time()}
     scratch = store.scratch(job.key)
     checkpoint, on_checkpoint = store.partial(job.key)
-    ticker = runtime.ticker(job.name, job.key, job.config)
+    ticker = runtime.ticker(job.name, job.key)
     try:
         result = run_phase(job.config, scratch, teacher_weights=teacher_weights,
                            data_cache=data_cache(storage), checkpoint=checkpoint,
