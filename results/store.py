@@ -121,7 +121,8 @@ class ResultStore:
             parts = [int(m[1]) for n in names if (m := _PART.fullmatch(n))]
             if len(names) - len(parts) < max(min_files, 1) and len(parts) < 2:
                 continue
-            table, fingerprints = self._scan(kind, names)
+            names, table, fingerprints = self._read_listed(kind, names)
+            parts = [int(m[1]) for n in names if (m := _PART.fullmatch(n))]
             fingerprint = self._fingerprint(next(iter(fingerprints)) if len(fingerprints) == 1 else None)
             self._write(table, kind, f"part-{max(parts, default=0) + 1:06d}.parquet", fingerprint)
             merged.append((kind, names))
@@ -204,12 +205,18 @@ class ResultStore:
 
     def _read(self, kind: str) -> pa.Table:
         """The table's rows, each source's once (see the module), in the order of their source."""
+        return self._read_listed(kind)[1]
+
+    def _read_listed(self, kind: str, names: list[str] | None = None) -> tuple[list[str], pa.Table, set[str]]:
+        """The files of `kind` (`names`, if given and still there), their rows as `_scan` gives
+        them, and their footers' fingerprints."""
         last = None
         for _ in range(_RETRIES):
+            names = names if names is not None else self.storage.list(self.folder, kind, suffix=".parquet")
             try:
-                return self._scan(kind, self.storage.list(self.folder, kind, suffix=".parquet"))[0]
-            except _Changed as exc:  # a compaction replaced files as they were read
-                last = exc
+                return names, *self._scan(kind, names)
+            except _Changed as exc:  # a compaction replaced files as they were read: list again
+                last, names = exc, None
         raise DamagedResultsError(f"{self.storage.uri(self.folder, kind)} changed while being read "
                                   f"{_RETRIES} times ({last}); read it again")
 
@@ -234,7 +241,7 @@ class ResultStore:
                                              partition_expression=ds.field(_RANK) == rank)
                 physical = fragment.physical_schema
             except (OSError, pa.ArrowException, ValueError) as exc:
-                self._damaged(kind, name, exc)
+                raise self._damaged(kind, name, exc) from None
             footer = physical.metadata or {}
             if footer.get(schema.FOOTER_FINGERPRINT.encode()):
                 fingerprints.add(footer[schema.FOOTER_FINGERPRINT.encode()].decode())
@@ -247,7 +254,7 @@ class ResultStore:
             try:
                 table = dataset.to_table()
             except (OSError, pa.ArrowException, ValueError) as exc:
-                self._diagnose(kind, names, exc)
+                raise self._diagnose(kind, names, exc) from None
             if key:  # an older schema: as the current one
                 table = _conform(table.drop_columns([_RANK]), target).append_column(_RANK, table.column(_RANK))
             tables.append(table)
@@ -257,24 +264,27 @@ class ResultStore:
             table = table.take(pc.sort_indices(table, sort_keys=[(source, "ascending")]))
         return table.drop_columns([_RANK]), fingerprints
 
-    def _damaged(self, kind: str, name: str, exc: Exception):
+    def _damaged(self, kind: str, name: str, exc: Exception) -> Exception:
+        """What to raise when `<kind>/<name>` failed to read with `exc`: _Changed if it has gone,
+        else a DamagedResultsError that names it, on one line."""
         if not self.storage.exists(self.folder, kind, name):
-            raise _Changed(f"{name} is gone")
+            return _Changed(f"{name} is gone")
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DamagedResultsError(f"{self.storage.uri(self.folder, kind, name)} cannot be read ({reason}); "
-                                  "move it out of the folder to read the rest") from None
+        return DamagedResultsError(f"{self.storage.uri(self.folder, kind, name)} cannot be read ({reason}); "
+                                   "move it out of the folder to read the rest")
 
-    def _diagnose(self, kind: str, names: list[str], exc: Exception):
-        """A scan of `names` failed with `exc`: which file is damaged, or _Changed."""
+    def _diagnose(self, kind: str, names: list[str], exc: Exception) -> Exception:
+        """What to raise when a scan of `names` failed with `exc`: which file is damaged, or
+        _Changed (files have gone, or none fails now)."""
         if set(names) - set(self.storage.list(self.folder, kind, suffix=".parquet")):
-            raise _Changed("files were replaced")
+            return _Changed("files were replaced")
         text = str(exc)  # the file the error names, if it does, first
         for name in sorted(names, key=lambda n: self.storage.path(self.folder, kind, n) not in text):
             try:
                 pq.read_table(self.storage.path(self.folder, kind, name), filesystem=self.storage.fs)
             except (OSError, pa.ArrowException, ValueError) as err:
-                self._damaged(kind, name, err)
-        raise _Changed(f"a read failed ({text.splitlines()[0] if text else type(exc).__name__}), its files did not")
+                return self._damaged(kind, name, err)
+        return _Changed(f"a read failed ({(text.splitlines() or [type(exc).__name__])[0]}), its files did not")
 
 
 def read_footer(storage: Storage, *parts: str) -> dict[str, str]:
@@ -327,8 +337,8 @@ def _values(column: pa.ChunkedArray | pa.Array) -> list:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
         bounds = column.offsets.to_numpy().tolist()
         if pa.types.is_map(kind):
-            keys, items = _values(column.keys), _values(column.items)
-            out = [dict(zip(keys[a:b], items[a:b], strict=True)) for a, b in zip(bounds, bounds[1:], strict=False)]
+            pairs = list(zip(_values(column.keys), _values(column.items), strict=True))
+            out = [dict(pairs[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
         else:
             flat = _values(column.values)
             out = [flat[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]

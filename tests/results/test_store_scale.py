@@ -268,6 +268,18 @@ def test_a_damaged_part_is_a_one_line_error_that_names_it(tmp_path):
         store.compact(min_files=1)
 
 
+def test_a_file_whose_footer_reads_but_whose_pages_do_not_is_named_too(tmp_path):
+    store = ResultStore(Storage(tmp_path), "s")
+    fill(store, 3)
+    torn = tmp_path / "s" / "results" / "students" / "t001.parquet"
+    data = bytearray(torn.read_bytes())
+    data[8:400] = b"\xff" * 392  # the pages, not the footer
+    torn.write_bytes(bytes(data))
+    pq.read_metadata(torn)
+    with pytest.raises(DamagedResultsError, match=r"students/t001.parquet cannot be read"):
+        store.students()
+
+
 def test_hidden_temporaries_beside_parts_are_ignored(tmp_path):
     store = ResultStore(Storage(tmp_path), "s")
     fill(store, 3)
