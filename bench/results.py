@@ -104,14 +104,14 @@ def write_sweep(storage, name: str, trials: int, every: int | None) -> tuple[flo
                                       outcome=None if error else outcome, context=columns, error=error))
         if every and (i + 1) % every == 0:
             compactions.append(_compaction(store, i + 1, every))
-    if every:
-        compactions.append(_compaction(store, trials, 1))
+    if every:  # the finished sweep, as the driver leaves it: one part per table
+        compactions.append(_compaction(store, trials, 1, max_parts=1))
     return time.perf_counter() - t0, compactions
 
 
-def _compaction(store, written: int, min_files: int) -> tuple[int, int, float]:
+def _compaction(store, written: int, min_files: int, max_parts: int | None = None) -> tuple[int, int, float]:
     t0 = time.perf_counter()
-    merged = store.compact(min_files=min_files)
+    merged = store.compact(min_files=min_files, **({"max_parts": max_parts} if max_parts else {}))
     return written, merged, time.perf_counter() - t0
 
 
@@ -132,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10_000, help="trials of the compacted sweep")
     parser.add_argument("--loose", type=int, default=2_000, help="trials of the uncompacted sweep (0: none)")
-    parser.add_argument("--every", type=int, default=500, help="compact every this many trials")
+    parser.add_argument("--every", type=int, default=64, help="compact every this many trials (as the driver: 64)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--storage", help="folder for the sweeps (default: a new temporary one); "
                                           "sweeps already there are reused")

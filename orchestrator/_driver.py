@@ -11,6 +11,7 @@ from dataclasses import replace
 from ray import tune
 
 from results import ResultStore, pareto_front, trial_rows
+from results.store import DamagedResultsError
 from trainables.candidate import TrialContext, attack_name, student_outcome
 from undistill.outcomes import Baselines, Candidate, SweepColumns
 from undistill.record import versions
@@ -26,8 +27,6 @@ from .curves import trial_epoch_rows
 from .layout import TUNE_DIR
 from .plan import Plan
 from .search import DefenseSearch
-
-COMPACT_AT = 64  # loose per-trial files that make the callback compact the results
 
 
 class SweepCallback(tune.Callback):
@@ -108,7 +107,10 @@ class SweepCallback(tune.Callback):
         kill_point(BEFORE_TRIAL_WRITE)
         store = ResultStore(self.storage, self.sweep)
         store.write_trial(row, students, curves)
-        store.compact(min_files=COMPACT_AT)  # a few files per table, however long the sweep
+        try:
+            store.compact()  # a few files per table, however long the sweep
+        except DamagedResultsError as exc:  # the rows are written; merging them can wait
+            self._display.say(f"results not compacted: {exc}")
         self._rows.pop(trial.trial_id, None)
         self._rows[trial.trial_id] = row
         self._post(row, {attack_name_of(s): s["student_acc"] for s in students

@@ -10,7 +10,8 @@
     <sweep>/upstream.json      the upstream phases: accuracy, where they ran, how long
     <sweep>/study.db           the Optuna study (SQLite; `study.journal/` on a bucket)
     <sweep>/tune/              Tune's experiment state, for resume
-    <sweep>/results/           Parquet: trials/ and students/
+    <sweep>/live/              what trains now, a file per phase (see `live`)
+    <sweep>/results/           Parquet: trials/, students/ and epochs/ (see `results.store`)
 """
 
 from __future__ import annotations

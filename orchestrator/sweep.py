@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from results import ResultStore, pareto_front
+from results.store import DamagedResultsError
 from search_spaces import Preset
 from search_spaces._schema import parse_preset
 from trainables.data import check_data_root
@@ -298,7 +299,10 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             f"sweep {opts.name!r} stopped after {len(rows)} of {opts.preset.trials} trials; "
             f"`python cli.py resume {opts.name}` continues it"
         )
-    store.compact(min_files=1)  # the finished sweep: a few files per table
+    try:
+        store.compact(min_files=1, max_parts=1)  # the finished sweep: one file per table
+    except DamagedResultsError as exc:  # every row is written; merging them can wait
+        _log(f"results not compacted: {exc}")
     write_json(storage, opts.name, "state.json", {"finished": True, "trials": len(rows)})
     return SweepResult(pareto_front(rows), rows, store.location)
 

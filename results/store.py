@@ -50,7 +50,8 @@ TRIALS_DIR, STUDENTS_DIR, EPOCHS_DIR = "trials", "students", "epochs"
 # each table's schema, and the column that names the source (file) of each of its rows
 TABLES = {TRIALS_DIR: (schema.TRIALS, "trial_id"), STUDENTS_DIR: (schema.STUDENTS, "trial_id"),
           EPOCHS_DIR: (schema.EPOCHS, "source")}
-COMPACT_MIN_FILES = 64
+COMPACT_MIN_FILES = 64  # per-trial files that make `compact` merge them into a part
+MAX_PARTS = 8  # parts past which `compact` merges a table into one
 _PART = re.compile(r"part-(\d+)\.parquet")
 _RANK = "__undistill_rank"  # which file a row came from: a part's number, or _LOOSE
 _LOOSE = 2**62  # a per-trial file: newer than any part
@@ -110,22 +111,31 @@ class ResultStore:
         replacing the rows an earlier call with that name wrote."""
         self._write(_epochs_table(rows, name), EPOCHS_DIR, _file_name(name), self._fingerprint())
 
-    def compact(self, min_files: int = COMPACT_MIN_FILES) -> int:
-        """Merge each table's files into one part, where it has at least `min_files` per-trial
-        files (or more than one part: a compaction cut short); the number of files merged (0:
-        nothing to do). For the sweep's one writer, between its writes; readers in other
-        processes may read at any moment, and see each row once (see the module)."""
+    def compact(self, min_files: int = COMPACT_MIN_FILES, max_parts: int = MAX_PARTS) -> int:
+        """Merge each table's per-trial files into a new part, where it has at least
+        `min_files` of them; where that would leave more than `max_parts` parts, merge every
+        file of the table into one instead (so a long sweep rewrites its rows now and then,
+        not at every compaction). The number of files merged (0: nothing to do).
+        `compact(1, 1)`: one part per table (a finished sweep). For the sweep's one writer,
+        between its writes; readers in other processes may read at any moment, and see each
+        row once (see the module)."""
         merged = []
         for kind in (EPOCHS_DIR, STUDENTS_DIR, TRIALS_DIR):  # a trial's students land before it
             names = self.storage.list(self.folder, kind, suffix=".parquet")
-            parts = [int(m[1]) for n in names if (m := _PART.fullmatch(n))]
-            if len(names) - len(parts) < max(min_files, 1) and len(parts) < 2:
+            parts = [n for n in names if _PART.fullmatch(n)]
+            loose = [n for n in names if n not in parts]
+            if len(parts) + (len(loose) >= max(min_files, 1)) > max(max_parts, 1):
+                chosen = None  # every file, as listed when read
+            elif len(loose) >= max(min_files, 1):
+                chosen = loose  # newer than every part: the new part outranks them
+            else:
                 continue
-            names, table, fingerprints = self._read_listed(kind, names)
-            parts = [int(m[1]) for n in names if (m := _PART.fullmatch(n))]
+            chosen, table, fingerprints = self._read_listed(kind, chosen)
+            numbers = [int(m[1]) for n in self.storage.list(self.folder, kind, suffix=".parquet")
+                       if (m := _PART.fullmatch(n))]
             fingerprint = self._fingerprint(next(iter(fingerprints)) if len(fingerprints) == 1 else None)
-            self._write(table, kind, f"part-{max(parts, default=0) + 1:06d}.parquet", fingerprint)
-            merged.append((kind, names))
+            self._write(table, kind, f"part-{max(numbers, default=0) + 1:06d}.parquet", fingerprint)
+            merged.append((kind, chosen))
         for kind, names in reversed(merged):  # and goes after them
             for name in names:
                 self.storage.delete(self.folder, kind, name)

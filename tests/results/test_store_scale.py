@@ -130,10 +130,27 @@ def test_compaction_waits_for_min_files_and_is_idempotent(tmp_path):
     stat = {p: p.stat().st_mtime_ns for p in (tmp_path / "s" / "results").rglob("*")}
     assert store.compact(min_files=5) == 0 and store.compact(min_files=1) == 0
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "s" / "results").rglob("*")} == stat
-    # more trials: the part and the new files merge into the next part
+    # more trials: the new files merge into the next part, the first left as it is
     fill(store, 2, start=5)
-    assert store.compact(min_files=2) == 3 * 3
-    assert files(tmp_path, "students") == ["part-000002.parquet"] and len(store.trial_rows()) == 7
+    assert store.compact(min_files=2) == 2 * 3
+    assert files(tmp_path, "students") == ["part-000001.parquet", "part-000002.parquet"]
+    assert len(store.trial_rows()) == 7
+    # past max_parts, the table is merged into one
+    assert store.compact(min_files=2, max_parts=1) == 2 * 3
+    assert files(tmp_path, "students") == ["part-000003.parquet"] and len(store.trial_rows()) == 7
+
+
+def test_a_long_sweep_adds_parts_and_merges_them_once_there_are_too_many(tmp_path):
+    store = ResultStore(Storage(tmp_path), "s")
+    merged = []
+    for i in range(10):
+        fill(store, 2, start=2 * i)
+        merged.append(store.compact(min_files=2, max_parts=3))
+    # parts 1, 2, 3 of two trials each; then a fourth would be one too many: all in part 4, and
+    # so on (each merge: three parts and two new files, in each of the three tables)
+    assert merged == [6, 6, 6, 15, 6, 6, 15, 6, 6, 15]
+    assert files(tmp_path, "trials") == ["part-000010.parquet"]
+    assert len(store.trial_rows()) == 20 and len(store.student_rows()) == 20 * len(STUDENTS_OK)
 
 
 def test_a_trial_written_again_after_a_compaction_wins(tmp_path):
@@ -155,7 +172,9 @@ def test_a_trial_written_again_after_a_compaction_wins(tmp_path):
         assert [r["epoch"] for r in epoch_rows if r["source"] == "upstream"] == [1, 2]
 
     check()
-    assert store.compact(min_files=1) == 2 + 2 + 3  # a part and t002 in each, and upstream in epochs
+    assert store.compact(min_files=1) == 1 + 1 + 2  # t002 in each, and upstream in epochs
+    check()
+    assert store.compact(min_files=1, max_parts=1) == 2 + 2 + 2  # the two parts of each
     check()
 
 
@@ -180,7 +199,7 @@ def test_a_reader_between_writing_a_part_and_deleting_what_it_merged_sees_each_r
     (tmp_path / "s" / "results" / "students" / "t002.parquet").unlink()
     assert snapshot(store) == after
     # the next compaction finishes the job
-    assert store.compact(min_files=100) == 3 + 3 + 4  # two parts and t100; in epochs, t002 too
+    assert store.compact(min_files=100, max_parts=1) == 3 + 3 + 4  # two parts and t100; in epochs, t002 too
     assert all(files(tmp_path, kind) == ["part-000003.parquet"] for kind in ("trials", "students", "epochs"))
     assert snapshot(store) == after
 
@@ -212,7 +231,7 @@ def test_a_reader_at_any_step_of_a_compaction_sees_every_row_once_and_every_tria
             assert snapshot(ResultStore(storage, "s")) == expected, step
 
     watched = Watched(tmp_path)
-    assert ResultStore(watched, "s").compact(min_files=1) == 3 * (1 + 4)
+    assert ResultStore(watched, "s").compact(min_files=1, max_parts=1) == 3 * (1 + 4)
     kinds = [(op, kind) for op, kind, _ in steps]
     assert kinds[:3] == [("write", "epochs"), ("write", "students"), ("write", "trials")]
     deletes = [kind for op, kind in kinds if op == "delete"]
@@ -265,7 +284,7 @@ def test_a_damaged_part_is_a_one_line_error_that_names_it(tmp_path):
         store.students()
     assert "\n" not in str(err.value)
     with pytest.raises(DamagedResultsError):
-        store.compact(min_files=1)
+        store.compact(min_files=1, max_parts=1)
 
 
 def test_a_file_whose_footer_reads_but_whose_pages_do_not_is_named_too(tmp_path):
