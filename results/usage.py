@@ -10,7 +10,9 @@ as busy, so the figure says how well trials are packed, not how much was reserve
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from datetime import datetime
+from typing import NamedTuple
 
 
 def _seconds(t) -> float | None:
@@ -26,9 +28,9 @@ def _span(union: list[tuple[float, float]]) -> float:
     return total
 
 
-def _busy_integral(phases: list[dict], key: str, capacity: float) -> float:
-    """∫ min(shares held at t, capacity) dt over the phases' spans."""
-    events = sorted([(p["start"], p[key]) for p in phases] + [(p["end"], -p[key]) for p in phases])
+def _busy_integral(phases: list[Phase], share: int, capacity: float) -> float:
+    """∫ min(shares held at t, capacity) dt over the phases' spans (`share`: the field)."""
+    events = sorted([(p.start, p[share]) for p in phases] + [(p.end, -p[share]) for p in phases])
     total, load, last = 0.0, 0.0, None
     for t, delta in events:
         if last is not None:
@@ -37,21 +39,32 @@ def _busy_integral(phases: list[dict], key: str, capacity: float) -> float:
     return total
 
 
-def phases_by_node(trials: list[dict], students: list[dict], upstream: list[dict]) -> list[dict]:
-    """Every phase that trained (not found cached): node, kind, start, end, shares."""
-    out = []
+class Phase(NamedTuple):
+    """A phase that trained: where, when, and what it held (a tuple: a sweep has 10^5 of them)."""
+
+    node_id: str
+    hostname: str
+    start: float
+    end: float
+    cpus: float
+    gpus: float
+
+
+def phases_by_node(trials: list[dict], students: list[dict], upstream: list[dict]) -> dict[str, list[Phase]]:
+    """Every phase that trained (not found cached), by node id."""
+    out: dict[str, list[Phase]] = defaultdict(list)
     for t in trials:
         # the nasty teacher, trained in the trial's own process (unless an earlier attempt did)
         if t.get("node_id") and t.get("teacher_wall_s") and not t.get("teacher_cached"):
             start = _seconds(t["started_at"])
-            out.append({"node_id": t["node_id"], "hostname": t["hostname"], "kind": "teacher",
-                        "start": start, "end": start + t["teacher_wall_s"],
-                        "cpus": t["cpus"] or 0.0, "gpus": t["gpus"] or 0.0})
-    for row, kind in [(s, "student") for s in students] + [(u, "upstream") for u in upstream]:
-        if row.get("node_id") and not row.get("cached") and row.get("started_at") is not None:
-            out.append({"node_id": row["node_id"], "hostname": row.get("hostname", ""), "kind": kind,
-                        "start": _seconds(row["started_at"]), "end": _seconds(row["finished_at"]),
-                        "cpus": row.get("cpus") or 0.0, "gpus": row.get("gpus") or 0.0})
+            out[t["node_id"]].append(Phase(t["node_id"], t["hostname"], start, start + t["teacher_wall_s"],
+                                           t["cpus"] or 0.0, t["gpus"] or 0.0))
+    for rows in (students, upstream):
+        for row in rows:
+            if row.get("node_id") and not row.get("cached") and row.get("started_at") is not None:
+                out[row["node_id"]].append(Phase(row["node_id"], row.get("hostname", ""), _seconds(row["started_at"]),
+                                                 _seconds(row["finished_at"]), row.get("cpus") or 0.0,
+                                                 row.get("gpus") or 0.0))
     return out
 
 
@@ -59,27 +72,29 @@ def node_usage(trials: list[dict], students: list[dict], upstream: list[dict],
                cluster_runs: list[dict]) -> tuple[list[dict], float]:
     """Per node: trials, phases trained, busy seconds and utilisation; and the seconds during
     which anything ran."""
-    phases = phases_by_node(trials, students, upstream)
-    active = _span([(p["start"], p["end"]) for p in phases])
+    by_node = phases_by_node(trials, students, upstream)
+    every = [p for phases in by_node.values() for p in phases]
+    active = _span([(p.start, p.end) for p in every])
     capacity = {}
     for run in cluster_runs:  # the latest run's figure wins for a node seen more than once
         for node in run.get("nodes", []):
             capacity[node["node_id"]] = node
-    on_gpus = any(p["gpus"] for p in phases)
+    on_gpus = any(p.gpus for p in every)
+    trials_on = Counter(t["node_id"] for t in trials if t.get("node_id"))
     out = []
-    for node_id in sorted({p["node_id"] for p in phases} | {t["node_id"] for t in trials if t.get("node_id")}):
-        mine = [p for p in phases if p["node_id"] == node_id]
+    for node_id in sorted(set(by_node) | set(trials_on)):
+        mine = by_node.get(node_id, [])
         node = capacity.get(node_id, {})
         # a local Ray started by the sweep has more CPU slots than cores: count the cores
         offered = node.get("GPU") if on_gpus else node.get("cores", node.get("CPU"))
-        used = _busy_integral(mine, "gpus" if on_gpus else "cpus", offered) if offered else 0.0
-        host = next((p["hostname"] for p in mine if p["hostname"]), node.get("hostname", ""))
+        used = _busy_integral(mine, 5 if on_gpus else 4, offered) if offered else 0.0
+        host = next((p.hostname for p in mine if p.hostname), node.get("hostname", ""))
         out.append({
             "node": node_id[:8],
             "hostname": host,
-            "trials": sum(t.get("node_id") == node_id for t in trials),
+            "trials": trials_on[node_id],
             "phases": len(mine),
-            "busy_s": round(sum(p["end"] - p["start"] for p in mine), 1),
+            "busy_s": round(sum(p.end - p.start for p in mine), 1),
             "utilisation": round(used / (offered * active), 3) if offered and active else None,
         })
     return out, active
