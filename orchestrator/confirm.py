@@ -23,11 +23,13 @@ from dataclasses import dataclass, replace
 
 from results import ResultStore, pareto_front, trial_rows
 from results.replicates import Replicated, mean_front, replicated
+from results.store import DamagedResultsError
 from undistill.errors import ConfigError
 from undistill.outcomes import Candidate, SweepColumns
 
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
 from ._worker import PhaseRuntime
+from .curves import epoch_rows, trial_epoch_rows
 from .layout import read_sweep
 from .plan import Plan, make_plan
 from .sweep import SweepError, SweepOptions, _log, _resolve_run, check_options, run_upstream_phases
@@ -104,7 +106,14 @@ def _run(opts: SweepOptions, storage, todo: list[tuple[dict, int]]) -> None:
         batch = opts.preset.resources.get("batch_attacks", True)
         plans = {s: make_plan(replace(opts.preset, seed=s)) for s in sorted({s for _, s in todo})}
         upstream = _run_upstream(plans, runtime, batch)
+        store = ResultStore(storage, opts.name)
+        for seed, plan in plans.items():  # each seed's upstream curves, beside the sweep's own
+            store.write_epochs(f"upstream-seed{seed}", epoch_rows(opts.name, plan.upstream, upstream))
         _run_replicates(opts, record, plans, upstream, runtime, concurrency, batch, todo)
+        try:
+            store.compact(min_files=1, max_parts=1)
+        except DamagedResultsError as exc:  # every row is written; merging them can wait
+            _log(f"results not compacted: {exc}")
     finally:
         if started_ray:
             _cluster.shutdown()
@@ -163,8 +172,10 @@ def _run_replicates(opts: SweepOptions, record, plans: dict[int, Plan], upstream
             outcome, error = None, (str(exc).strip().splitlines() or ["the replicate failed"])[-1][:500]
         remove_placement_group(group)
         row, students = _rows(opts, columns[seed], trial, seed, outcome, error)
+        curves = trial_epoch_rows(runtime.storage, opts.name, row["trial_id"], _candidate(trial, record.space),
+                                  contexts[seed], replicate_of=trial["trial_id"])
         kill_point(BEFORE_TRIAL_WRITE)
-        store.write_trial(row, students)
+        store.write_trial(row, students, curves)
         finished += 1
         elapsed = time.time() - t0
         eta = elapsed / finished * (total - finished)

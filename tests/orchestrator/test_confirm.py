@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from _presets import one_attack_smoke
 
+from results import ResultStore, Storage
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -86,6 +88,13 @@ def test_confirm_adds_each_front_candidate_under_each_seed_once_through_driver_k
     # the replicate whose row run 2 lost was not trained again: its phases came from the store
     assert any(s["cached"] for s in students)
     assert '"seeds": 3' in third.out and "below_normal_kd_low" in third.out
+    # the learning curves of each seed's upstream phases and of each replicate's
+    epochs = ResultStore(Storage(storage), "smoke").epoch_rows()
+    assert {r["seed"] for r in epochs if r["trial_id"] is None and r["phase_kind"] == "teacher"} == {0, 1, 2}
+    for t in copies:
+        mine = [r for r in epochs if r["trial_id"] == t["trial_id"]]
+        assert {(r["replicate_of"], r["seed"]) for r in mine} == {(t["replicate_of"], t["seed"])}
+        assert {r["phase_kind"] for r in mine} == ({"defense", "attack"} if t["defense"] == "nasty" else {"attack"})
 
     # 4. once more: nothing to run, nothing written, Ray not even started
     files = {p: p.stat().st_mtime_ns for p in (storage / "smoke" / "results").rglob("*.parquet")}

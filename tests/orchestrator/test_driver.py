@@ -1,12 +1,15 @@
 """The driver's callback: one Parquet write per finished trial, progress and front from memory,
 the rows on disk read once per driver start (not per trial)."""
 
+import shutil
 from types import SimpleNamespace
 
+import optuna
 import pytest
 from _outcomes import context, outcome, student
 
 from orchestrator._driver import SweepCallback
+from orchestrator._here import Here, driving
 from results import ResultStore, Storage
 from search_spaces import load_preset
 
@@ -41,14 +44,22 @@ def test_the_callback_writes_each_trial_and_reads_the_store_once_per_start(tmp_p
     progress = capsys.readouterr().err.splitlines()
     assert progress[-1].startswith("[  4/6] stingy k=4") and "front 1" in progress[-1]
 
-    # a restored driver (Tune pickles the callback) reads the rows afresh, once
+    # a restored driver (Tune pickles the callback) reads the rows afresh, once, from the storage
+    # it is given now: here a copy of the sweep elsewhere, which it then writes to
     import pickle
 
+    moved = Storage(tmp_path / "moved")
+    shutil.copytree(tmp_path / "s", tmp_path / "moved" / "s")
     again = pickle.loads(pickle.dumps(callback))
-    again.setup()
+    assert again.storage is None  # no path travels with it
+    with pytest.raises(RuntimeError, match="driving"):
+        pickle.loads(pickle.dumps(callback)).setup()
+    with driving(Here(moved, optuna.storages.InMemoryStorage())):
+        again.setup()
     assert reads == [1] and len(again._rows) == 4
     again.on_trial_complete(5, [], _trial(5, 70.0))
-    assert reads == [1] and len(original(store)) == 5
+    assert reads == [1] and len(original(ResultStore(moved, "s"))) == 5
+    assert len(original(store)) == 4  # the copy restored from is left as it was
     assert capsys.readouterr().err.splitlines()[-1].startswith("[  5/6]")
 
 

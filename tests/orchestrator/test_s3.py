@@ -91,8 +91,11 @@ def test_a_sweep_on_s3_writes_there_reads_back_and_resumes(s3_env, tmp_path):
     code, out, err = _cli("resume", "remote", "--storage", uri)
     assert code == 0, err[-3000:]
     assert "resuming 'remote'" in err
-    trials = _files(fs, "sweeps/team/remote/results/trials")
-    assert len(trials) == 4  # every trial exactly once
+    from results import ResultStore, Storage
+
+    trials = ResultStore(Storage(uri), "remote").trial_rows()
+    assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4  # every trial exactly once
+    assert _files(fs, "sweeps/team/remote/results/trials") == ["sweeps/team/remote/results/trials/part-000001.parquet"]
 
     code, out, err = _cli("pareto", "remote", "--storage", uri, "--format", "json")
     assert code == 0, err
@@ -103,7 +106,6 @@ def test_a_sweep_on_s3_writes_there_reads_back_and_resumes(s3_env, tmp_path):
     import optuna
 
     from orchestrator._study import open_study_storage
-    from results import Storage
 
     study = optuna.load_study(study_name="remote", storage=open_study_storage(None, Storage(uri), "remote"))
     states = [t.state.name for t in study.trials]
