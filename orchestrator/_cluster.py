@@ -52,7 +52,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
             # Keep idle workers: by default Ray ends a worker idle for a second once there are more
             # than CPU slots, so nearly every student phase would pay a fresh interpreter and torch
             # import (measured: 16 processes for 16 child tasks, 4 with this setting).
-            ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
+            # address="local": our own Ray, never one that `ray start` runs (or once ran, leaving
+            # its cluster file) on this machine, which would refuse num_cpus.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
                      _system_config={"kill_idle_workers_interval_ms": 0}, **quiet)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"

@@ -159,3 +159,20 @@ def test_an_address_nobody_answers_at_is_one_line_before_any_work(tmp_path):
                "--storage", str(storage), timeout=120)
     assert run.returncode == 1 and "no Ray cluster answers at" in run.stderr
     assert "Traceback" not in run.stderr and not (storage / "smoke").exists()
+
+
+def test_a_local_sweep_starts_its_own_ray_beside_another_ray_or_its_stale_cluster_file():
+    """`ray start` on the machine, running or long dead, leaves a cluster file that plain
+    `ray.init(num_cpus=…)` tries to join (and then refuses num_cpus): a local sweep must start
+    its own Ray whatever that file says."""
+    temp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths have a limit
+    (Path(temp) / "ray").mkdir()
+    (Path(temp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")  # nobody there
+    script = ("from orchestrator import _cluster\n"
+              "assert _cluster.connect(None, num_cpus=1)\n"
+              "print(len(_cluster.alive_nodes()))\n"
+              "_cluster.shutdown()\n")
+    env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled"}
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "1", run.stderr[-2000:]
