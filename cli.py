@@ -188,7 +188,7 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
         default_name += "-full"
     if chosen.protocol != preset_protocol:
         default_name += f"-{chosen.protocol}"
-    opts = SweepOptions(chosen, name or default_name, storage, address, max_teacher_drop, concurrency,
+    opts = SweepOptions(chosen, default_name if name is None else name, storage, address, max_teacher_drop, concurrency,
                         cpus_per_trial, gpus_per_trial, study_storage, shared_storage,
                         _absolute(data_root))
     outcome = _run_sweep(opts)
@@ -338,11 +338,11 @@ def pareto(name, storage, max_teacher_drop, defense, attack, single_seed, fmt):
         range_edges,
         render,
     )
+    from undistill.space import check_max_teacher_drop
 
     where = _open_storage(storage)
     stored = _run(read_sweep, where, name)
-    if max_teacher_drop is not None and not max_teacher_drop >= 0:  # also refuses nan
-        raise BadInput(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
+    _run(check_max_teacher_drop, max_teacher_drop)
     if defense is not None and defense not in stored.space.names:
         searched = ", ".join(stored.space.names) or "no defense"
         raise BadInput(f"--defense {defense!r}: sweep {name!r} searched {searched}")

@@ -26,6 +26,7 @@ from results.replicates import Replicated, mean_front, replicated
 from results.store import DamagedResultsError
 from undistill.errors import ConfigError
 from undistill.outcomes import Candidate, SweepColumns
+from undistill.space import check_max_teacher_drop
 
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
 from ._worker import PhaseRuntime
@@ -69,8 +70,7 @@ def run_confirm(opts: SweepOptions, seeds: int, max_teacher_drop: float | None =
     """Run every missing replicate of the front's candidates (the front of the sweep's own trials,
     their teachers within `max_teacher_drop` points if given) under `seeds` further seeds."""
     check_seeds(seeds)
-    if max_teacher_drop is not None and not max_teacher_drop >= 0:
-        raise ConfigError(f"--max-teacher-drop {max_teacher_drop} must be ≥ 0")
+    check_max_teacher_drop(max_teacher_drop)
     storage = check_options(opts)
     store = ResultStore(storage, opts.name)
     before = store.sweep_rows()

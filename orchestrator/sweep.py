@@ -25,6 +25,7 @@ from trainables.phases import PHASE_CODE_VERSION
 from undistill.errors import ConfigError, DamagedSweepError, UndistillError
 from undistill.outcomes import PLACEMENT_KEYS
 from undistill.record import RECORD_FORMAT, RunOptions, SweepRecord, versions
+from undistill.space import check_max_teacher_drop
 from undistill.storage import Storage
 
 from . import live
@@ -122,8 +123,7 @@ def check_options(opts: SweepOptions) -> Storage:
     if not _NAME.match(opts.name):
         raise ConfigError(f"sweep name {opts.name!r}: use letters, digits, '.', '_' and '-', "
                           "starting with a letter or digit")
-    if opts.max_teacher_drop is not None and not (0 <= opts.max_teacher_drop < 100):
-        raise ConfigError(f"--max-teacher-drop {opts.max_teacher_drop} must be within [0, 100) points")
+    check_max_teacher_drop(opts.max_teacher_drop)
     if opts.concurrency is not None and opts.concurrency < 1:
         raise ConfigError(f"--concurrency {opts.concurrency} must be ≥ 1")
     opts.resources()

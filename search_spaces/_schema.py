@@ -97,6 +97,14 @@ RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": None, "concurrency
                      "checkpoint_every_s": None, "batch_attacks": True}
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take seeds up to this
+
+
+def _check_seed(where: str, seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{where} must be within [0, {MAX_SEED}] (the generators' seed range), got {seed!r}")
+
+
 def _range(where: str, value: list, *, integer: bool, low: float, high: float, why: str = "") -> tuple:
     kind = int if integer else float
     if len(value) != 2 or not all(_is(v, kind) for v in value):
@@ -104,7 +112,7 @@ def _range(where: str, value: list, *, integer: bool, low: float, high: float, w
     lo, hi = value
     if lo > hi:
         raise ConfigError(f"{where}: low {lo!r} is above high {hi!r}; write [low, high]")
-    if lo < low or hi > high:
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < low or hi > high:  # nan compares false
         raise ConfigError(f"{where}: {value!r} must lie within [{low}, {high}]{why}")
     return (kind(lo), kind(hi))
 
@@ -155,8 +163,8 @@ def parse_preset(name: str, doc: dict) -> Preset:
     if dataset["num_samples"] * dataset["val_fraction"] < 20:
         raise ConfigError("dataset.val_fraction × num_samples must be ≥ 20: the validation split "
                           "picks every phase's best epoch")
-    if dataset["seed"] < 0:
-        raise ConfigError(f"dataset.seed must be ≥ 0, got {dataset['seed']!r}")
+    _check_seed("dataset.seed", dataset["seed"])
+    _check_seed("seed", doc.get("seed", 0))
     num_classes, input_shape = dataset_shape(dataset["name"])
 
     if isinstance(doc["teacher"], dict) and "schedule" in doc["teacher"]:

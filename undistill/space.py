@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from .errors import ConfigError
+
 # `search.focus_teacher_drop`'s default, in accuracy points: how far below the normal teacher a
 # defended one may fall and still steer the default search, or count as a front point that a
 # range's end should move for. Wide enough for every defense of the papers (they cost their
@@ -21,6 +23,13 @@ FOCUS_TEACHER_DROP = 15.0
 def focus_drop(focus_teacher_drop: float, max_teacher_drop: float | None) -> float:
     """The drop that bounds the focus: the preset's, or `--max-teacher-drop` when tighter."""
     return focus_teacher_drop if max_teacher_drop is None else min(focus_teacher_drop, max_teacher_drop)
+
+def check_max_teacher_drop(max_teacher_drop: float | None) -> None:
+    """`--max-teacher-drop` (of `sweep`, `pareto` and `confirm`): points a teacher may lose, within
+    [0, 100); nan and inf are refused."""
+    if max_teacher_drop is not None and not (0 <= max_teacher_drop < 100):
+        raise ConfigError(f"--max-teacher-drop {max_teacher_drop} must be within [0, 100) points")
+
 
 EDGE_SHARE = 0.05  # "at the end of a range": within its outer 5 %, on the scale it is searched on
 

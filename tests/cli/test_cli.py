@@ -94,6 +94,7 @@ BAD_INPUT = [
      "with a different config; resume it with"),
     (["sweep", "--preset", "smoke", "--name", "../x"], 2,
      "sweep name '../x': use letters, digits, '.', '_' and '-'"),
+    (["sweep", "--preset", "smoke", "--name", ""], 2, "sweep name '': use letters, digits, '.', '_' and '-'"),
     (["sweep", "--preset", "smoke", "--name", "other", "--max-teacher-drop", "-1"], 2,
      "--max-teacher-drop -1.0 must be within [0, 100) points"),
     (["sweep", "--preset", "smoke", "--name", "other", "--gpus-per-trial", "1.5"], 2,
@@ -113,7 +114,8 @@ BAD_INPUT = [
     (["pareto", "ghost"], 2, "no sweep named 'ghost'"),
     (["status", "ghost"], 2, "no sweep named 'ghost'"),
     (["resume", "ghost"], 2, "no sweep named 'ghost'"),
-    (["pareto", "smoke", "--max-teacher-drop", "nan"], 2, "--max-teacher-drop nan must be ≥ 0"),
+    (["pareto", "smoke", "--max-teacher-drop", "nan"], 2, "--max-teacher-drop nan must be within [0, 100) points"),
+    (["pareto", "smoke", "--max-teacher-drop", "inf"], 2, "--max-teacher-drop inf must be within [0, 100) points"),
     (["pareto", "smoke", "--attack", "kd-T3"], 2, "--attack 'kd-T3': sweep 'smoke' ran kd, kd-T4"),
     (["pareto", "smoke", "--defense", "nice"], 2, "--defense 'nice': sweep 'smoke' searched nasty, stingy"),
     (["sweep", "--config", "{TOML:defense}"], 2, "search.defenses: unknown defense 'nice'"),
@@ -135,7 +137,8 @@ BAD_INPUT = [
     (["sweep", "--preset", "smoke", "--confirm-seeds", "51"], 2, "--confirm-seeds 51 must be within 1 to 50"),
     (["confirm", "ghost", "--seeds", "2"], 2, "no sweep named 'ghost'"),
     (["confirm", "oldcode", "--seeds", "2"], 2, "sweep 'oldcode' was made by phase code 4"),
-    (["confirm", "smoke", "--seeds", "2", "--max-teacher-drop", "-1"], 2, "--max-teacher-drop -1.0 must be ≥ 0"),
+    (["confirm", "smoke", "--seeds", "2", "--max-teacher-drop", "-1"], 2,
+     "--max-teacher-drop -1.0 must be within [0, 100) points"),
     (["confirm", "smoke", "--seeds", "2", "--max-teacher-drop", "0.5"], 2,
      "sweep 'smoke' has no finished trial on its front yet within --max-teacher-drop; sweep first"),
 ]
@@ -343,7 +346,7 @@ def test_smoke_sweep_end_to_end(tmp_storage):
     assert counted == dict(Counter(t["best_attack"] for t in trials if t["status"] == "ok"))
 
     nan_limit = _cli("pareto", "smoke", "--max-teacher-drop", "nan", storage=tmp_storage)
-    assert nan_limit.returncode == 2 and "must be ≥ 0" in nan_limit.stderr
+    assert nan_limit.returncode == 2 and "must be within [0, 100) points" in nan_limit.stderr
 
     # rerunning the finished sweep (same flags or a new --concurrency) trains nothing and
     # prints the same front

@@ -1,3 +1,4 @@
+import math
 import tomllib
 
 import pytest
@@ -64,6 +65,11 @@ BAD = {
         student_schedule={"optimizer": "adam", "lr": 0.01, "epochs": 2, "batch_size": 8, "epoch": 3}),
         "attack.data_free.student_schedule: unknown key 'epoch'"),
     "negative data seed": (lambda d: d["dataset"].update(seed=-1), "dataset.seed"),
+    "data seed past the generators'": (lambda d: d["dataset"].update(seed=2**32), "dataset.seed must be within"),
+    "negative seed": (lambda d: d.update(seed=-1), "seed must be within [0, 4294967295]"),
+    "seed past the generators'": (lambda d: d.update(seed=2**32), "seed must be within [0, 4294967295]"),
+    "nan in a range": (lambda d: d["search"]["nasty"].update(omega=[math.nan, 0.01]), "must lie within"),
+    "inf in a range": (lambda d: d["search"]["nasty"].update(tau_a=[2.0, math.inf]), "must lie within"),
     "empty validation split": (lambda d: d["dataset"].update(num_samples=100, val_fraction=0.01),
                                "val_fraction"),
     "same student twice": (lambda d: d["students"].append(dict(d["students"][0])), "listed twice"),
