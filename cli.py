@@ -9,16 +9,15 @@ Heavy libraries (torch, ray, optuna) load only inside the commands that need the
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from search_spaces import PROTOCOLS  # light: no torch, Ray or Optuna until a command needs them
+from undistill.memory import cyclic_gc_paused
 
 DEFAULT_STORAGE = "./sweeps"
 FORMATS = ("table", "json", "csv")
@@ -58,18 +57,6 @@ def _resource_options(fn):
                            "journal file path or bucket URI. Default: SQLite in the sweep folder "
                            "(a journal on a bucket storage).")(fn)
     return fn
-
-
-@contextmanager
-def _many_rows():
-    """Reading a sweep makes some 10^5 small Python objects, none of them in a reference cycle:
-    the cyclic collector would only walk them again and again (an eighth of `status` at 10,000
-    trials, bench/results.py)."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class BadInput(click.ClickException):
@@ -321,7 +308,7 @@ def _finish(outcome, opts, storage: str, fmt: str) -> None:
 @click.option("--single-seed", is_flag=True,
               help="The front of the sweep's own seed, even where `confirm` has replicated it.")
 @_format_option
-@_many_rows()
+@cyclic_gc_paused()
 def pareto(name, storage, max_teacher_drop, defense, attack, single_seed, fmt):
     """Print the Pareto front of sweep NAME from its Parquet results (no Ray, no torch). Once
     `confirm` has replicated it, the front on the means over seeds, with intervals."""
@@ -491,7 +478,7 @@ def status(name, storage, fmt, watch, interval):
         return
 
 
-@_many_rows()
+@cyclic_gc_paused()
 def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
     """`status NAME`'s output in `fmt`, and whether the sweep has finished."""
     from collections import Counter

@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 
 from results import ResultStore, pareto_front, trial_rows
 from results.replicates import Replicated, mean_front, replicated
-from results.store import DamagedResultsError
 from undistill.errors import ConfigError
 from undistill.outcomes import Candidate, SweepColumns
 from undistill.space import check_max_teacher_drop
@@ -33,7 +32,15 @@ from ._worker import PhaseRuntime
 from .curves import epoch_rows, trial_epoch_rows
 from .layout import read_sweep
 from .plan import Plan, make_plan
-from .sweep import SweepError, SweepOptions, _log, _resolve_run, check_options, run_upstream_phases
+from .sweep import (
+    SweepError,
+    SweepOptions,
+    _log,
+    _resolve_run,
+    check_options,
+    compact_finished,
+    run_upstream_phases,
+)
 
 MAX_SEEDS = 50  # a t interval past this many seeds narrows by less than a percent
 
@@ -110,10 +117,7 @@ def _run(opts: SweepOptions, storage, todo: list[tuple[dict, int]]) -> None:
         for seed, plan in plans.items():  # each seed's upstream curves, beside the sweep's own
             store.write_epochs(f"upstream-seed{seed}", epoch_rows(opts.name, plan.upstream, upstream))
         _run_replicates(opts, record, plans, upstream, runtime, concurrency, batch, todo)
-        try:
-            store.compact(min_files=1, max_parts=1)
-        except DamagedResultsError as exc:  # every row is written; merging them can wait
-            _log(f"results not compacted: {exc}")
+        compact_finished(store)
     finally:
         if started_ray:
             _cluster.shutdown()

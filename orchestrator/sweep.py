@@ -299,12 +299,18 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             f"sweep {opts.name!r} stopped after {len(rows)} of {opts.preset.trials} trials; "
             f"`python cli.py resume {opts.name}` continues it"
         )
-    try:
-        store.compact(min_files=1, max_parts=1)  # the finished sweep: one file per table
-    except DamagedResultsError as exc:  # every row is written; merging them can wait
-        _log(f"results not compacted: {exc}")
+    compact_finished(store)
     write_json(storage, opts.name, "state.json", {"finished": True, "trials": len(rows)})
     return SweepResult(pareto_front(rows), rows, store.location)
+
+
+def compact_finished(store: ResultStore) -> None:
+    """Each table of a finished sweep (or `confirm`) in one file; a damaged file leaves them as
+    they are, with a line: every row is written, merging them can wait."""
+    try:
+        store.compact(min_files=1, max_parts=1)
+    except DamagedResultsError as exc:
+        _log(f"results not compacted: {exc}")
 
 
 def _record_cluster(storage: Storage, name: str, nodes: list[dict], resources, concurrency: int) -> None:

@@ -28,7 +28,6 @@ sees every row exactly once, and a trial row's students with it.
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import math
 import re
@@ -42,6 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from undistill.errors import UndistillError
+from undistill.memory import cyclic_gc_paused
 from undistill.storage import Storage
 
 from . import schema
@@ -308,13 +308,8 @@ def rows_of(table: pa.Table) -> list[dict]:
     `table.to_pylist()` gives, maps made dicts, several times faster (a sweep of 10,000 trials
     has 120,000 student rows; see BENCHMARKS.md)."""
     names = tuple(table.column_names)
-    collecting = gc.isenabled()
-    gc.disable()  # the objects made hold no cycles: collecting as they pile up doubles the time
-    try:
+    with cyclic_gc_paused():  # collecting as the rows pile up doubles the time
         return list(map(_row_maker(names), *(_values(table.column(n)) for n in names)))
-    finally:
-        if collecting:
-            gc.enable()
 
 
 @functools.lru_cache(maxsize=16)

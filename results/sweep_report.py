@@ -28,7 +28,7 @@ import math
 from undistill.record import SweepRecord
 
 from .clones import Clones, clones, defense_label, protects_nothing, short_names
-from .pareto import _finite, pareto_front
+from .pareto import pareto_front
 from .plots import (
     clones_figure,
     curves_figure,
@@ -40,7 +40,7 @@ from .plots import (
 )
 from .replicates import mean_front, replicated
 from .report import reference_point, render, render_replicated
-from .report_md import Sweep, markdown
+from .report_md import Sweep, _num, markdown
 
 
 def build_report(name: str, stored: SweepRecord, trials: list[dict], students: list[dict],
@@ -139,10 +139,6 @@ def _paper_point(stored: SweepRecord, trials: list[dict]) -> dict | None:
                 and all(_close(knobs.get(k), v) for k, v in space.start.items()):
             return t
     return None
-
-
-def _num(value) -> str:
-    return f"{value:.2f}" if _finite(value) else "–"
 
 
 def _close(a, b) -> bool:

@@ -2,6 +2,7 @@
 
     errors     the exception root (`UndistillError`) and bad input (`ConfigError`)
     files      atomic local writes
+    memory     the cyclic garbage collector paused around work on many rows
     storage    a sweep's files on a local folder, NFS or a bucket (`Storage`; pyarrow.fs)
     space      what a defense's knobs are and the range a sweep searches (`Knob`, `DefenseSpace`)
     outcomes   typed results: a candidate, each student × attack's outcome, the trial's
