@@ -203,15 +203,15 @@ def resume(name, storage, address, study_storage, shared_storage, data_root, fmt
 
     opts = _run(options_from_stored, storage, name, address, study_storage=study_storage,
                 shared_storage=shared_storage, data_root=_absolute(data_root))
-    _finish(_run_sweep(opts), opts, storage, fmt)
+    _finish(_run_sweep(opts, "resume"), opts, storage, fmt)
 
 
-def _run_sweep(opts) -> dict:
+def _run_sweep(opts, command: str = "sweep") -> dict:
     """Run it with everything printed meanwhile on stderr (Ray's own warnings included), so that
     stdout carries only the front: `--format json` output stays parseable."""
     from orchestrator import run_sweep
 
-    return _run_quiet(run_sweep, opts)
+    return _run_quiet(run_sweep, opts, command)
 
 
 def _run_quiet(fn, *args):
@@ -484,6 +484,7 @@ def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
     from collections import Counter
 
     from orchestrator.layout import read_json, read_state, read_sweep
+    from orchestrator.lease import read_holder
     from orchestrator.live import running
     from results import STATUSES, ResultStore, pareto_front, render
     from results.usage import node_usage
@@ -498,6 +499,7 @@ def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
     nodes, active_s = node_usage(rows, every.students, upstream, runs)
     finished = bool(_run(read_state, where, name).get("finished"))
     now = [] if finished else _run(running, where, name)
+    holder = _run(read_holder, where, name)
     info = {
         "sweep": name,
         "preset": stored.preset_name,
@@ -512,6 +514,9 @@ def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
             r["best_attack"] for r in rows if r["status"] == "ok" and r["best_attack"]).most_common()),
         "finished": finished,
         "running_now": len(now),
+        # the lease (orchestrator.lease): who drives it now, if anyone
+        "driver": "–" if holder is None else holder.describe() + (
+            f" (gone: {holder.gone()})" if holder.gone() else ""),
         "compute_s": round(sum(r["compute_s"] or 0.0 for r in rows), 1),
         "active_s": round(active_s, 1),
         "created_at": stored.created_at,

@@ -39,6 +39,7 @@ from .sweep import (
     _resolve_run,
     check_options,
     compact_finished,
+    hold_lease,
     run_upstream_phases,
 )
 
@@ -92,7 +93,8 @@ def run_confirm(opts: SweepOptions, seeds: int, max_teacher_drop: float | None =
     _log(f"confirm {opts.name!r}: {len(front)} front candidates × {seeds} further "
          f"seed{'s' if seeds > 1 else ''}: {len(wanted) - len(todo)} replicates done, {len(todo)} to run")
     if todo:
-        _run(opts, storage, todo)
+        with hold_lease(storage, opts.name, "confirm"):
+            _run(opts, storage, todo)
     rows = store.sweep_rows()
     ids = {t["trial_id"] for t in front}
     candidates = [c for c in replicated(rows.trials, rows.students, rows.replicate_trials, rows.replicate_students)

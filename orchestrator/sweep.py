@@ -34,6 +34,7 @@ from ._resources import Resources, check_amount
 from ._worker import PhaseRuntime
 from .curves import epoch_rows
 from .layout import TUNE_DIR, read_json, read_state, read_sweep, write_json
+from .lease import Lease
 from .plan import Plan, make_plan
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -261,9 +262,24 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_sweep(opts: SweepOptions) -> SweepResult:
-    """Run (or resume, or just re-read) the sweep."""
+def run_sweep(opts: SweepOptions, command: str = "sweep") -> SweepResult:
+    """Run (or resume, or just re-read) the sweep, holding its lease (`lease`): a second driver
+    of a running sweep is refused before it writes anything. `command`: what the lease's holder
+    is shown as (sweep, resume)."""
     storage = check_options(opts)
+    with hold_lease(storage, opts.name, command):
+        return _run_sweep(opts, storage)
+
+
+def hold_lease(storage: Storage, name: str, command: str) -> Lease:
+    """The sweep's lease, to hold with `with`. If another driver takes it over (this one was
+    thought dead), this one stops as Ctrl-C stops it: two drivers must never both write."""
+    import _thread
+
+    return Lease(storage, name, command, say=_log, on_lost=lambda _holder: _thread.interrupt_main())
+
+
+def _run_sweep(opts: SweepOptions, storage: Storage) -> SweepResult:
     store = ResultStore(storage, opts.name)
     if read_state(storage, opts.name).get("finished"):
         _log(f"sweep {opts.name!r} is already finished: nothing to train")
