@@ -13,7 +13,7 @@ from typing import Any
 from undistill.errors import ConfigError
 from undistill.space import FOCUS_TEACHER_DROP, DefenseSpace, KnobRange, SearchSpace
 from undistill.tables import check_keys as _check_keys
-from undistill.tables import check_positive as _positive
+from undistill.tables import check_within as _within
 from undistill.tables import is_a as _is
 
 SAMPLERS = ("front", "tpe", "gp", "nsga2", "random")  # front: the default (orchestrator.strategy)
@@ -97,6 +97,23 @@ RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": None, "concurrency
                      "checkpoint_every_s": None, "batch_attacks": True}
 
 
+# The ends of the ranges a preset's numbers are checked against (with why, in the message).
+# A million trials of the smoke preset alone, at 15 s each on two cores, would take half a year.
+MAX_TRIALS = 1_000_000
+MAX_TRIALS_WHY = ": a million trials would take months"
+# MNIST-1D's generator makes about 2,000 samples a second on one core: 10 million take 80 minutes,
+# in every process that finds no cached copy
+MAX_SAMPLES = 10_000_000
+MAX_SAMPLES_WHY = ": MNIST-1D's generator makes about 2,000 a second, so 10 million take 80 minutes"
+# [resources]: (low, high, low end open, why). A bundle is placed on one node: none has a thousand
+# cores or 64 GPUs. Ray's own rules (a fraction up to 1, else whole) are checked when a sweep
+# starts, as they are for the flags (`orchestrator._resources.check_amount`).
+_RESOURCE_RANGES = {
+    "cpus_per_trial": (0, 1_024, True, ": a bundle is placed on one node"),
+    "gpus_per_trial": (0, 64, False, ": a bundle is placed on one node"),
+    "concurrency": (1, MAX_TRIALS, False, ""),
+    "checkpoint_every_s": (0, 86_400, False, ": a day at most (0 saves after every epoch)"),
+}
 MAX_SEED = 2**32 - 1  # numpy's and torch's generators take seeds up to this
 
 
@@ -120,12 +137,19 @@ def _range(where: str, value: list, *, integer: bool, low: float, high: float, w
 def _model(where: str, table: object, num_classes: int, input_shape: tuple[int, ...]) -> ModelEntry:
     """A model entry, checked by building the model once (cheap, on the CPU), so that a bad
     option value fails here rather than inside a Ray worker after the sweep has started."""
-    from trainables.models import create_model, list_models  # torch: only when validating
+    # torch: only when validating
+    from trainables.models import MAX_PARAMETERS, create_model, list_models, parameter_count
 
     if not isinstance(table, dict) or not isinstance(table.get("arch"), str):
         raise ConfigError(f"{where}: expected a table with arch = one of {', '.join(list_models())}")
     options = {k: v for k, v in table.items() if k not in ("arch", "schedule")}
     try:
+        # counted first without allocating: a slip such as a width of 60,000 would otherwise be
+        # built here, tens of gigabytes, before it could be refused
+        count = parameter_count(table["arch"], num_classes, input_shape, **options)
+        if count > MAX_PARAMETERS:
+            raise ConfigError(f"{table['arch']} with {options} has {count:,} parameters, past {MAX_PARAMETERS:,} "
+                              "(30 times the largest network here); make it smaller")
         create_model(table["arch"], num_classes, input_shape, **options)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -147,7 +171,7 @@ def _schedule(where: str, table: dict) -> dict:
 
 def parse_preset(name: str, doc: dict) -> Preset:
     """Validate a parsed TOML document and build the `Preset` it describes."""
-    from trainables.data import DatasetSpec, dataset_shape, list_datasets
+    from trainables.data import DatasetSpec, check_fits_memory, dataset_shape, list_datasets
     from trainables.loop import Schedule
 
     _check_keys("preset", doc, _TOP, ("dataset", "teacher", "teacher_schedule", "students",
@@ -156,10 +180,13 @@ def parse_preset(name: str, doc: dict) -> Preset:
     dataset = {**DatasetSpec().to_dict(), **doc["dataset"]}  # defaults filled in, then checked
     if dataset["name"] not in list_datasets():
         raise ConfigError(f"dataset.name: unknown dataset {dataset['name']!r}; known: {', '.join(list_datasets())}")
-    if not 0 < dataset["val_fraction"] < 1:
-        raise ConfigError(f"dataset.val_fraction must be between 0 and 1, got {dataset['val_fraction']!r}")
+    # at most half held out: the rest trains
+    _within("dataset.val_fraction", dataset["val_fraction"], 0, 0.5, low_open=True,
+            why=": the share of the training set held out to pick each phase's best epoch")
     if dataset["num_samples"] < 100:
         raise ConfigError(f"dataset.num_samples must be ≥ 100, got {dataset['num_samples']!r}")
+    check_fits_memory(dataset["name"], dataset["num_samples"])  # with the numbers, before the range's end
+    _within("dataset.num_samples", dataset["num_samples"], 100, MAX_SAMPLES, why=MAX_SAMPLES_WHY)
     if dataset["num_samples"] * dataset["val_fraction"] < 20:
         raise ConfigError("dataset.val_fraction × num_samples must be ≥ 20: the validation split "
                           "picks every phase's best epoch")
@@ -191,15 +218,13 @@ def parse_preset(name: str, doc: dict) -> Preset:
 
     _check_keys("search", search, {**_SEARCH, **dict.fromkeys(list_defenses(), dict)}, ("trials",))
     trials = search["trials"]
-    if trials < 1:
-        raise ConfigError(f"search.trials must be ≥ 1, got {trials!r}")
+    _within("search.trials", trials, 1, MAX_TRIALS, why=MAX_TRIALS_WHY)
     resources = doc.get("resources", {})
     _check_keys("resources", resources, _RESOURCES)
     resources = {**RESOURCE_DEFAULTS, **resources}
-    if resources["concurrency"] is not None and resources["concurrency"] < 1:
-        raise ConfigError(f"resources.concurrency must be ≥ 1, got {resources['concurrency']!r}")
-    if resources["checkpoint_every_s"] is not None:
-        _positive("resources.checkpoint_every_s", resources["checkpoint_every_s"], allow_zero=True)
+    for key, (low, high, low_open, why) in _RESOURCE_RANGES.items():
+        if resources[key] is not None:
+            _within(f"resources.{key}", resources[key], low, high, low_open=low_open, why=why)
     sampler = search.get("sampler", "front")
     if sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")

@@ -24,6 +24,9 @@ from undistill.errors import ConfigError
 _DATASETS: dict[str, Callable[[DatasetSpec, Path | None, Path | None], dict[str, np.ndarray]]] = {}
 _SHAPES: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (classes, input shape)
 _FROM_ROOT: set[str] = set()  # datasets read from a local folder (--data-root) rather than generated
+# name -> the most memory a process takes per generated sample while it makes and holds the
+# dataset (`check_fits_memory`)
+_PEAK_BYTES: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class DeviceData:
         return tuple(self.train_x.shape[1:])
 
 
-def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...], from_root: bool = False):
+def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...], from_root: bool = False,
+                     peak_bytes_per_sample: int | None = None):
     def wrap(fn):
         if name in _DATASETS:
             raise ValueError(f"dataset {name!r} is registered twice")
@@ -76,6 +80,8 @@ def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...], 
         _SHAPES[name] = (num_classes, input_shape)
         if from_root:
             _FROM_ROOT.add(name)
+        if peak_bytes_per_sample is not None:
+            _PEAK_BYTES[name] = peak_bytes_per_sample
         return fn
 
     return wrap
@@ -93,6 +99,32 @@ def check_data_root(name: str, root: str | Path | None) -> None:
         cifar_data.check_root(name, root)
 
 
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system, or no such names
+        return None
+
+
+def show_bytes(n: float) -> str:
+    """Bytes as people read them: 4.0 TB, 125 GB (decimal units, as memory is sold)."""
+    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.{1 if n < 10 * size else 0}f} {unit}"
+    return f"{n / 1e3:.0f} kB"
+
+
+def check_fits_memory(name: str, num_samples: int, where: str = "dataset.num_samples") -> None:
+    """A ConfigError, before anything is generated, when making `num_samples` samples of a
+    generated dataset takes more memory than this machine has (each process of a trial makes,
+    or reads from the cache, and holds its own copy: one at least must fit)."""
+    need, have = _PEAK_BYTES.get(name, 0) * num_samples, machine_memory()
+    if have is not None and need > have:
+        raise ConfigError(f"{where} {num_samples}: its arrays need {show_bytes(need)} while they are made, "
+                          f"this machine has {show_bytes(have)} of memory; give fewer samples")
+
+
 def dataset_shape(name: str) -> tuple[int, tuple[int, ...]]:
     """(number of classes, input shape of one sample) of a registered dataset."""
     if name not in _SHAPES:
@@ -100,7 +132,10 @@ def dataset_shape(name: str) -> tuple[int, tuple[int, ...]]:
     return _SHAPES[name]
 
 
-@register_dataset("mnist1d", num_classes=10, input_shape=(1, 40))
+# 1.6 kB a sample at most: the generator's float64 arrays and their intermediates (1.2-1.3 kB a
+# sample, measured with tracemalloc at 2,000 and 8,000 samples), then the float32 arrays and the
+# tensors made of them (168 bytes a sample each)
+@register_dataset("mnist1d", num_classes=10, input_shape=(1, 40), peak_bytes_per_sample=1_600)
 def _make_mnist1d(spec: DatasetSpec, cache_dir: Path | None, data_root: Path | None) -> dict[str, np.ndarray]:
     """MNIST-1D, generated offline by the `mnist1d` package (about 4 s for 10,000 samples).
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from undistill.errors import ConfigError
-from undistill.tables import check_keys, check_positive, is_a
+from undistill.tables import check_keys, check_within, is_a
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DeviceData
@@ -33,6 +33,13 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 # epoch it was in. Each save copies model, optimizer and best weights (uploaded, on a bucket).
 CHECKPOINT_EVERY_S = 30.0
 LR_SCHEDULES = ("onecycle", "multistep", "cosine", "constant")
+# The ranges a schedule's numbers must lie in (`check_schedule_table`). MAX_EPOCHS: fifty times
+# the longest schedule here (the DAFL code's CIFAR student, 2,000 epochs); a larger count is a
+# typo or an --epochs-scale gone wrong, and would only show as a phase that never ends.
+MAX_LR = 10.0
+MAX_EPOCHS = 100_000
+MAX_EPOCHS_WHY = ": fifty times the longest schedule here (DAFL's 2,000 epochs)"
+MAX_BATCH = 65_536
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,17 @@ def check_schedule_table(where: str, table: object) -> dict:
         raise ConfigError(
             f"{where}.lr_schedule: {table['lr_schedule']!r} is not one of {', '.join(LR_SCHEDULES)}"
         )
-    check_positive(f"{where}.lr", table["lr"])
-    check_positive(f"{where}.weight_decay", table.get("weight_decay", 0.0), allow_zero=True)
-    for key in ("epochs", "batch_size"):
-        if table[key] < 1:
-            raise ConfigError(f"{where}.{key} must be ≥ 1, got {table[key]!r}")
+    check_within(f"{where}.lr", table["lr"], 0, MAX_LR, low_open=True,
+                 why=": past it every optimizer here diverges")
+    check_within(f"{where}.weight_decay", table.get("weight_decay", 0.0), 0, 1,
+                 why=": an L2 weight past 1 outweighs the loss")
+    # torch's SGD refuses a negative momentum; at 1 or above its velocity never decays
+    check_within(f"{where}.momentum", table.get("momentum", 0.0), 0, 1, high_open=True)
+    check_within(f"{where}.gamma", table.get("gamma", 0.1), 0, 1, low_open=True,
+                 why=": the factor lr is multiplied by at each milestone, a decay")
+    check_within(f"{where}.epochs", table["epochs"], 1, MAX_EPOCHS, why=MAX_EPOCHS_WHY)
+    check_within(f"{where}.batch_size", table["batch_size"], 1, MAX_BATCH,
+                 why=": a batch and its activations are held on one device at once")
     milestones = table.get("milestones", [])
     if not all(is_a(m, int) and 0 < m < table["epochs"] for m in milestones):
         raise ConfigError(f"{where}.milestones must be epochs between 1 and epochs−1, got {milestones!r}")

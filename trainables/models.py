@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable
 
 import torch
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from undistill.errors import ConfigError
+from undistill.tables import check_within, is_a
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _LAZY_MODULES = ("trainables.cifar_models",)  # imported (and so registered) on first need
@@ -49,13 +51,44 @@ def model_options(name: str) -> dict[str, object]:
     return {p: v.default for p, v in params.items() if p not in ("num_classes", "input_shape")}
 
 
+# The range of each built-in model's option, by its name: (low, high, high end open). Widths to
+# 2^16 channels or units, as many layers as a thousand: past them a network takes more memory
+# or time than any machine here has (`MAX_PARAMETERS` bounds what they multiply to). An option
+# of another name (a model registered elsewhere) is checked for its type alone.
+OPTION_RANGES = {"width": (1, 65_536, False), "hidden": (1, 65_536, False), "kernel": (1, 1_001, False),
+                 "depth": (0, 1_000, False), "dropout": (0.0, 1.0, True)}
+# 30 times the largest network here (ResNeXt-29 8×64d, 34 M parameters): past it a model is a
+# slip (a width of 60,000), and building it to check it would take minutes and gigabytes
+MAX_PARAMETERS = 1_000_000_000
+
+
 def check_model_kwargs(name: str, kwargs: dict) -> None:
+    """Each option `name` takes, of its default's type (an int where it is an int: 3.0 and
+    true are not), within its range; a one-line ConfigError naming the option otherwise."""
     options = model_options(name)
-    for key in kwargs:
+    for key, value in kwargs.items():
         if key not in options:
             raise ConfigError(
                 f"model {name!r} has no option {key!r}; it takes: {', '.join(options) or 'none'}"
             )
+        default = options[key]
+        kind = type(default) if isinstance(default, (bool, int, float, str)) else None
+        if kind is not None and not is_a(value, kind):
+            raise ConfigError(f"model {name!r} option {key}: expected {kind.__name__}, got "
+                              f"{type(value).__name__} {value!r}")
+        if kind in (int, float) and key in OPTION_RANGES:
+            low, high, high_open = OPTION_RANGES[key]
+            check_within(f"model {name!r} option {key}", value, low, high, high_open=high_open)
+        elif kind is float and not math.isfinite(value):
+            raise ConfigError(f"model {name!r} option {key} must be a finite number, got {value!r}")
+
+
+def parameter_count(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> int:
+    """How many parameters the model has, counted without allocating them (on torch's meta
+    device): a model too large to build can be refused before it is built."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes, input_shape, **kwargs)
+    return sum(p.numel() for p in model.parameters())
 
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
@@ -138,7 +171,7 @@ class _MLP(nn.Module):
     def __init__(self, num_classes: int, input_shape: tuple[int, ...], hidden: int, depth: int):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
-        width = int(torch.tensor(input_shape).prod())
+        width = math.prod(input_shape)  # (not a tensor: the model is also built on the meta device)
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden

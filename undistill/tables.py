@@ -39,3 +39,20 @@ def is_a(value: Any, kind: type) -> bool:
 def check_positive(where: str, value: float, *, allow_zero: bool = False) -> None:
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{where} must be {'≥' if allow_zero else '>'} 0, got {value!r}")
+
+
+def check_within(where: str, value: float, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False, why: str = "") -> None:
+    """A one-line ConfigError unless `value` is a number within [low, high] (an end open where
+    asked: `(0, 10]`); nan and inf never are, nor a bool. `why` ends the message: why the range is what it is."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # (an int too large for a float is finite and compares exactly: no math.isfinite on it)
+    if not (number and (isinstance(value, int) or math.isfinite(value))
+            and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)):
+        span = f"{'(' if low_open else '['}{show_bound(low)}, {show_bound(high)}{')' if high_open else ']'}"
+        raise ConfigError(f"{where} must be within {span}, got {value!r}{why}")
+
+
+def show_bound(x: float) -> str:
+    """A range's end as people write it: 100000, not 1e+05; 0.1, not 0.1000000001."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"

@@ -117,8 +117,8 @@ def test_preset_keys_defaults_and_one_line_errors():
     assert [a.label for a in suite] == ["kd-T4", "skeptical-T1", "skeptical-T4"]
     assert suite[1].needs_exits and not suite[1].trains_on_real_data
     for bad, says in [({}, "missing required key 'temperatures'"), ({"temperatures": []}, "must list temperatures"),
-                      ({"temperatures": [4.0], "kd_exit": 0}, "kd_exit must be ≥ 1"),
-                      ({"temperatures": [4.0], "kd_delay": -1}, "kd_delay must be ≥ 0"),
+                      ({"temperatures": [4.0], "kd_exit": 0}, "kd_exit must be within \\[1, 100\\], got 0"),
+                      ({"temperatures": [4.0], "kd_delay": -1}, "kd_delay must be within \\[0, 100000\\], got -1"),
                       ({"temperatures": [4.0], "alpha": 1.5}, "within \\[0, 1\\]"),
                       ({"temperatures": [4.0], "loc": 2}, "unknown key 'loc'")]:
         with pytest.raises(ConfigError, match=says):

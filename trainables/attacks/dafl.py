@@ -18,11 +18,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from undistill.errors import ConfigError
-from undistill.tables import check_keys, check_positive
+from undistill.tables import check_keys, check_within
 
 from ..data_free import DataFreeSpec, DataFreeSteps
-from ..loop import Schedule, check_schedule_table, scale_schedule_table
+from ..loop import MAX_LR, Schedule, check_schedule_table, scale_schedule_table
 from ._base import Attack, Prepared, register_attack
+from .kd import TEMPERATURES, TEMPERATURES_WHY
 
 # The code's student under its defaults (the MNIST run): Adam at --lr_S 2e-3, no weight decay,
 # no lr steps (those are CIFAR's), --n_epochs 200, --batch_size 512.
@@ -31,6 +32,19 @@ REFERENCE_STUDENT_SCHEDULE = Schedule(optimizer="adam", lr=2e-3, weight_decay=0.
 _SPEC_KEYS = {"latent_dim": int, "generator_width": int, "generator_lr": float, "one_hot_weight": float,
               "entropy_weight": float, "activation_weight": float, "iterations": int, "kd_temperature": float}
 _KEYS = {**_SPEC_KEYS, "student_schedule": dict}
+# Each number's range: (low, high, low end open, why). The sizes are bounded ten times past the
+# code's largest (latent 1,000 and width 128 on CIFAR, 120 iterations): the generator's first
+# layer alone holds latent × width × a quarter of the input (CIFAR: 64 positions) weights.
+_RANGES = {
+    "latent_dim": (1, 10_000, False, ": ten times the code's CIFAR latent (1,000)"),
+    "generator_width": (2, 1_024, False, ": the generator's BatchNorm needs 2 channels; eight times the code's 128"),
+    "iterations": (1, 100_000, False, ""),
+    "generator_lr": (0, MAX_LR, True, ": past it Adam diverges"),
+    "kd_temperature": (*TEMPERATURES, False, TEMPERATURES_WHY),
+    "one_hot_weight": (0, 1_000, False, ""),
+    "entropy_weight": (0, 1_000, False, ""),
+    "activation_weight": (0, 1_000, False, ""),
+}
 
 
 @register_attack
@@ -50,15 +64,9 @@ class DAFL(Attack):
         if data_free is None:
             return {}
         check_keys("attack.data_free", data_free, _KEYS)
-        for key, least in (("latent_dim", 1), ("iterations", 1), ("generator_width", 2)):
-            if key in data_free and data_free[key] < least:
-                raise ConfigError(f"attack.data_free.{key} must be ≥ {least}, got {data_free[key]!r}")
-        for key in ("generator_lr", "kd_temperature"):
+        for key, (low, high, low_open, why) in _RANGES.items():
             if key in data_free:
-                check_positive(f"attack.data_free.{key}", data_free[key])
-        for key in ("one_hot_weight", "entropy_weight", "activation_weight"):
-            if key in data_free:
-                check_positive(f"attack.data_free.{key}", data_free[key], allow_zero=True)
+                check_within(f"attack.data_free.{key}", data_free[key], low, high, low_open=low_open, why=why)
         schedule = REFERENCE_STUDENT_SCHEDULE.to_dict()
         if "student_schedule" in data_free:  # a whole schedule, as [student_schedule] is
             where = "attack.data_free.student_schedule"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from undistill.errors import ConfigError
-from undistill.tables import check_positive, is_a
+from undistill.tables import check_within, is_a
 
 from ..losses import kd_loss
 from ._base import Attack, Prepared, register_attack
@@ -46,8 +46,7 @@ class KD(AtTemperature):
     @classmethod
     def resolve(cls, table):
         temperatures = check_temperatures("kd_temperatures", table["kd_temperatures"])
-        if not 0 <= table["kd_alpha"] <= 1:
-            raise ConfigError(f"attack.kd_alpha must be within [0, 1], got {table['kd_alpha']!r}")
+        check_within("attack.kd_alpha", table["kd_alpha"], 0, 1)
         return {"kd_temperatures": temperatures, "kd_alpha": float(table["kd_alpha"])}
 
     @classmethod
@@ -67,13 +66,19 @@ class KD(AtTemperature):
         return Prepared(data, loss_fn)
 
 
+# A distillation temperature's range, as τ_A's (`defenses.nasty`): the soft term is scaled by T²,
+# past 100 ten thousand times the label term, below 0.1 a hundredth of it.
+TEMPERATURES = (0.1, 100.0)
+TEMPERATURES_WHY = " (τ_A's range: the loss is scaled by T²)"
+
+
 def check_temperatures(key: str, temperatures, *, empty: bool = False) -> list[float]:
     """`attack.<key>`: a list of positive temperatures (empty only where `empty`), none twice
     (its attacks are named `<name>-T<t:g>`), sorted."""
     if (not temperatures and not empty) or not all(is_a(t, float) for t in temperatures):
         raise ConfigError(f"attack.{key} must list temperatures, got {temperatures!r}")
     for t in temperatures:
-        check_positive(f"attack.{key}", t)
+        check_within(f"attack.{key}", t, *TEMPERATURES, why=TEMPERATURES_WHY)
     if len({f"{t:g}" for t in temperatures}) != len(temperatures):
         raise ConfigError(f"attack.{key} lists a temperature twice: {temperatures!r}")
     return sorted(float(t) for t in temperatures)

@@ -33,10 +33,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from undistill.errors import ConfigError
-from undistill.tables import check_keys
+from undistill.tables import check_keys, check_within
 
-from ..loop import LossFn, SplitSteps
+from ..loop import MAX_EPOCHS, LossFn, SplitSteps
 from ..losses import cross_entropy, skeptical_loss
 from ._base import Prepared, register_attack
 from .kd import AtTemperature, check_temperatures, teacher_targets
@@ -65,12 +64,10 @@ class Skeptical(AtTemperature):
         check_keys("attack.skeptical", given, _KEYS, required=("temperatures",))
         out = {**DEFAULTS, **given}
         out["temperatures"] = check_temperatures("skeptical.temperatures", given["temperatures"])
-        if not 0 <= out["alpha"] <= 1:
-            raise ConfigError(f"attack.skeptical.alpha must be within [0, 1], got {out['alpha']!r}")
-        if out["kd_exit"] < 1:
-            raise ConfigError(f"attack.skeptical.kd_exit must be ≥ 1 (an auxiliary exit), got {out['kd_exit']!r}")
-        if out["kd_delay"] < 0:
-            raise ConfigError(f"attack.skeptical.kd_delay must be ≥ 0, got {out['kd_delay']!r}")
+        check_within("attack.skeptical.alpha", out["alpha"], 0, 1)
+        # a student with fewer auxiliary exits is taught at its shallowest: no network here has 100
+        check_within("attack.skeptical.kd_exit", out["kd_exit"], 1, 100, why=" (an auxiliary exit, 1 the deepest)")
+        check_within("attack.skeptical.kd_delay", out["kd_delay"], 0, MAX_EPOCHS, why=" (epochs, as a schedule's)")
         return {"skeptical": {**out, "alpha": float(out["alpha"])}}
 
     @classmethod
