@@ -167,6 +167,7 @@ def trial_context(plan: Plan, upstream: dict, max_teacher_drop: float | None = N
         attack_templates=plan.attack_templates,
         baselines=baselines,
         max_teacher_drop=max_teacher_drop,
+        normal_teacher_job=plan.teacher,  # recomputed by a trial that finds it lost (`_worker`)
     )
 
 

@@ -5,9 +5,12 @@ and when it ran. The same function serves the upstream DAG, a trial's own phase 
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from trainables.loop import CHECKPOINT_EVERY_S
@@ -141,8 +144,12 @@ def _train_batch(store: ArtifactStore, jobs: list[PhaseJob], teacher_weights: Pa
 
 
 def _teacher_weights(store: ArtifactStore, job: PhaseJob, runtime: PhaseRuntime) -> Path | None:
-    """The teacher's weights from the store (None: it diverged, nothing to distil from)."""
+    """The teacher's weights from the store (None: it diverged, nothing to distil from). A
+    teacher lost or damaged since it was published (a deleted file, a bad disk) is computed again
+    from `job.teacher_job`; the phase fails only when it cannot be."""
     fetched = store.fetch(job.teacher_key)
+    if fetched is None and job.teacher_job is not None:
+        fetched = _recompute(store, job.teacher_job, runtime)
     if fetched is None:  # not a result but a fault (lost or unreadable): the phase fails
         raise ArtifactMissing(f"{job.name}: its teacher {job.teacher_key} is not intact in "
                               f"{runtime.storage.uri('_artifacts')}")
@@ -150,15 +157,38 @@ def _teacher_weights(store: ArtifactStore, job: PhaseJob, runtime: PhaseRuntime)
     return files[MODEL_FILE] if teacher["status"] == "ok" else None
 
 
+def _recompute(store: ArtifactStore, teacher: PhaseJob, runtime: PhaseRuntime) -> tuple[dict, dict] | None:
+    """The teacher's artifact, computed again under its lock: of the processes that find it lost
+    at once (a trial's students, concurrent trials) one computes it, the others wait, then find it
+    published. A defended teacher's own teacher may need computing again too: its lock is taken
+    inside this one, always in that order (a phase's before its teacher's), so none waits in a
+    cycle. The phase that needs it holds no lock meanwhile."""
+    with store.lock(teacher.key) as history:
+        fetched = store.fetch(teacher.key)
+        if fetched is None:
+            line = f"recomputing {teacher.name} {teacher.key}: its artifact was missing or damaged"
+            # the worker's log (the driver's too where Ray logs to it); the lock file keeps one
+            # line per recomputation, the live entry and the result (`recomputed`) say it too
+            print(line, file=sys.stderr, flush=True)
+            history.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {socket.gethostname()} "
+                          f"pid {os.getpid()}: {line}\n")
+            history.flush()
+            run_job(teacher, runtime, recompute=True)
+            fetched = store.fetch(teacher.key)
+    return fetched
+
+
 def _skipped(job: PhaseJob) -> dict:
     return {"phase": job.config.method, "status": "skipped", "test_acc": None,
             "best_epoch": -1, "wall_s": 0.0, "cached": False}
 
 
-def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
+def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps, recompute: bool = False) -> dict:
     """The phase's result: from the artifact store if it is already there (`cached`), else
     trained here and published. `_deps` are the results of phases it waits for (Ray passes
-    them once they exist); the teacher's weights are read from the store by key."""
+    them once they exist); the teacher's weights are read from the store by key, and computed
+    again if they were lost. `recompute`: this phase is such a teacher (its live entry and
+    result say so)."""
     storage, cpus, gpus = runtime.storage, runtime.resources.cpus, runtime.resources.gpus
     store = ArtifactStore(storage)
     found = store.get(job.key)
@@ -172,7 +202,7 @@ def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
     where = {**placement(), "cpus": cpus, "gpus": gpus, "started_at": time.time()}
     scratch = store.scratch(job.key)
     checkpoint, on_checkpoint = store.partial(job.key)
-    ticker = runtime.ticker(job.name, job.key)
+    ticker = runtime.ticker(f"{job.name} (recomputed)" if recompute else job.name, job.key)
     try:
         result = run_phase(job.config, scratch, teacher_weights=teacher_weights,
                            data_cache=data_cache(storage), checkpoint=checkpoint,
@@ -182,5 +212,5 @@ def run_job(job: PhaseJob, runtime: PhaseRuntime, *_deps) -> dict:
     finally:
         if ticker is not None:
             ticker.close()
-    result.update(where, finished_at=time.time())
+    result.update(where, finished_at=time.time(), **({"recomputed": True} if recompute else {}))
     return {**store.publish(job.key, scratch, result), "cached": False}

@@ -8,23 +8,30 @@ checksum makes the artifact count as missing, and it is recomputed, never used.
 
 On a bucket, files are read through a node-local cache (checked against the manifest), so each
 node downloads a teacher once however many students it distils.
+
+A teacher whose artifact is lost or damaged after it was published is computed again by the
+first phase that needs it, under `lock`, so that it is computed once while the others wait.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from undistill.storage import Storage
 
 MANIFEST = "MANIFEST.json"
 RESULT = "result.json"
 FOLDER = "_artifacts"
+LOCKS = ".locks"
 
 
 def node_cache_root() -> Path:
@@ -123,6 +130,28 @@ class ArtifactStore:
             return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[TextIO]:
+        """Held while `key` is computed again (see `_worker`), so that processes that find it
+        lost at the same moment compute it once: the first computes, the others wait here, then
+        find it published. On a local or NFS storage it is a `flock` on
+        `_artifacts/.locks/<key>.lock`, which the kernel releases when its holder dies, however
+        (on NFS, once the dead client's lease expires). A bucket has no cheap lock: it is held on
+        the node only, so processes on one node wait for each other, but two nodes may both
+        compute the phase, and `publish` keeps the first intact copy.
+
+        Yields the lock file, open for appending: its holder notes there each time it computes
+        the phase again, which keeps a history of the key's recomputations."""
+        folder = self.storage.local_path(FOLDER, LOCKS) if self.storage.is_local else self._cache / LOCKS
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{key}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # blocks while another process holds it
+            try:
+                yield f
+            finally:
+                f.flush()
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def drop_partial(self, key: str) -> None:
         """Remove `key`'s mid-training checkpoint, and a save a kill cut short (atomic_write's)."""

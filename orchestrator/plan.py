@@ -79,7 +79,7 @@ def make_plan(preset: Preset) -> Plan:
             cfg = PhaseConfig("attack", dataset, student, attack.student_schedule(student_schedule), seed,
                               teacher_model=teacher_model, attack=attack)
             templates.append(cfg)
-            normal_attacks.append(Node(attack_name(cfg), cfg, cfg.key(teacher.key), teacher.key))
+            normal_attacks.append(Node(attack_name(cfg), cfg, cfg.key(teacher.key), teacher.key, teacher))
 
     defenses = {name: create_defense(name) for name in preset.space.names}
     template = None

@@ -36,21 +36,25 @@ class TrialContext:
     # attack name (see `attack_name`) -> each row's baselines
     baselines: dict[str, Baselines] = field(default_factory=dict)
     max_teacher_drop: float | None = None  # points; a teacher losing more is not distilled
+    # how to compute the normal teacher again should its artifact be lost or damaged mid-sweep
+    # (None: a phase that finds it so fails with `ArtifactMissing`)
+    normal_teacher_job: PhaseJob | None = None
 
 
 def candidate_jobs(candidate: Candidate, ctx: TrialContext) -> tuple[PhaseJob | None, list[PhaseJob]]:
     """The candidate's phases: its teacher (None when the defense trains none) and its students."""
     defense = ctx.defenses[candidate.defense]
-    teacher, teacher_key = None, ctx.normal_teacher_key
+    normal = ctx.normal_teacher_job
+    teacher, teacher_key, teacher_job = None, ctx.normal_teacher_key, normal
     if defense.trains_teacher:
         cfg = replace(ctx.defense_template, defense=defense, knobs=candidate.knobs)
-        teacher = PhaseJob(defense.name, cfg, cfg.key(ctx.normal_teacher_key), ctx.normal_teacher_key)
-        teacher_key = teacher.key
+        teacher = PhaseJob(defense.name, cfg, cfg.key(ctx.normal_teacher_key), ctx.normal_teacher_key, normal)
+        teacher_key, teacher_job = teacher.key, teacher
     view = (defense, candidate.knobs) if defense.transforms_logits else (None, ())
     students = []
     for template in ctx.attack_templates:
         cfg = replace(template, defense=view[0], knobs=view[1])
-        students.append(PhaseJob(attack_name(cfg), cfg, cfg.key(teacher_key), teacher_key))
+        students.append(PhaseJob(attack_name(cfg), cfg, cfg.key(teacher_key), teacher_key, teacher_job))
     return teacher, students
 
 

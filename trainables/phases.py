@@ -21,7 +21,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,12 +144,18 @@ class PhaseConfig:
 @dataclass(frozen=True)
 class PhaseJob:
     """A phase to run: its config, its content key and the key of the teacher it needs, if any.
-    Runners (in-process, Ray tasks, child tasks of a trial) find finished phases by key."""
+    Runners (in-process, Ray tasks, child tasks of a trial) find finished phases by key.
+
+    `teacher_job` is how to compute that teacher again (its own `teacher_job` names the normal
+    teacher's, for a defended one): a runner that finds the teacher's artifact lost or damaged
+    recomputes it instead of failing. It is no part of the phase's identity: the key hashes the
+    config and the teacher's key only, and jobs compare without it."""
 
     name: str  # human label: "teacher", "scratch mlp", "kd-T4 cnn1d(width=16)"
     config: PhaseConfig
     key: str
     teacher_key: str | None = None
+    teacher_job: PhaseJob | None = field(default=None, compare=False, repr=False)
 
 
 def provenance() -> dict:

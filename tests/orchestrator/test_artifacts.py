@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from orchestrator.artifacts import FOLDER, MANIFEST, ArtifactStore
+from orchestrator.artifacts import FOLDER, LOCKS, MANIFEST, ArtifactStore
 from results import Storage
 
 
@@ -60,3 +60,52 @@ def test_partial_checkpoints_live_on_the_storage(tmp_path):
     store = ArtifactStore(Storage(tmp_path))
     path, upload = store.partial("k")
     assert upload is None and path == tmp_path / FOLDER / ".partial" / "k.ckpt"
+
+
+def _compute_once(root: str, key: str, start, out) -> None:
+    """One of several processes that need `key` at once: under the store's lock, compute (here,
+    publish slowly) only if it is not there yet; report whether this one computed it."""
+    import time
+
+    store = ArtifactStore(Storage(root))
+    start.wait()
+    with store.lock(key) as history:
+        computed = store.get(key) is None
+        if computed:
+            history.write("computed\n")
+            time.sleep(0.5)  # long enough for the other to be waiting on the lock
+            _publish(store, key)
+    out.put((computed, store.file(key, "model.pt").read_bytes()))
+
+
+def test_processes_that_need_the_same_phase_at_once_compute_it_once(tmp_path):
+    """Two processes find a phase missing at the same moment: one computes it, the other waits
+    on the lock and then finds it published, cached."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_compute_once, args=(str(tmp_path), "teacher-abc", start, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(computed for computed, _ in results) == [False, True]
+    assert all(weights == b"weights" for _, weights in results)
+    lock = tmp_path / FOLDER / LOCKS / "teacher-abc.lock"
+    assert lock.read_text() == "computed\n"  # the lock file keeps the one computation
+    assert ArtifactStore(Storage(tmp_path)).get("teacher-abc") is not None
+
+
+def test_a_bucket_locks_on_the_node(tmp_path, monkeypatch):
+    """A bucket has no cheap lock: the lock file lives in the node's cache, never on the bucket."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node"))  # the node's scratch
+    store = ArtifactStore(Storage("mock:///bucket/sweeps"))
+    assert not store.storage.is_local
+    with store.lock("k") as history:
+        history.write("x\n")
+    assert list((tmp_path / "node").rglob(f"{LOCKS}/k.lock"))

@@ -111,6 +111,28 @@ def test_a_driver_killed_at_any_point_resumes_with_every_trial_done_once(tmp_pat
         assert all(s["cached"] for s in students if s["trial_id"] == trial["trial_id"])
 
 
+def test_a_teacher_lost_mid_sweep_is_computed_again_once_and_every_trial_finishes(tmp_path):
+    """The normal teacher's weights deleted once the upstream phases are done, before any trial
+    reads them: the trials that need them compute them again, once (one process under the
+    key's lock, the others waiting on it), and the sweep finishes its budget, no trial `error`."""
+    storage = tmp_path / "sweeps"
+    upstream = storage / "smoke" / "upstream.json"
+    sweep = _sweep(storage)
+    deadline = time.time() + 600
+    while not upstream.is_file():  # written whole (atomically), seconds before a trial starts
+        assert sweep.poll() is None, _stderr(sweep)[-3000:]
+        assert time.time() < deadline, "the upstream phases never finished"
+        time.sleep(0.01)
+    (teacher,) = [p["key"] for p in json.loads(upstream.read_text())["phases"] if p["name"] == "teacher"]
+    (storage / "_artifacts" / teacher / "model.pt").unlink()
+    assert sweep.wait(timeout=900) == 0, _stderr(sweep)[-3000:]
+
+    _check_complete(storage)  # every trial ok, each once; Optuna agrees
+    assert json.loads((storage / "_artifacts" / teacher / "result.json").read_text())["recomputed"] is True
+    history = (storage / "_artifacts" / ".locks" / f"{teacher}.lock").read_text().splitlines()
+    assert len(history) == 1 and "its artifact was missing or damaged" in history[0], history
+
+
 def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_a_moved_copy_resumes_in_place(tmp_path):
     """`timeout`, Slurm and Kubernetes stop a job with SIGTERM: the driver stops its trials,
     keeps what finished, says how to resume and exits 1, without Ray's C++ signal dump. The

@@ -138,3 +138,40 @@ def test_the_attacks_on_one_student_train_as_one_batch_each_stored_under_its_own
              for job in kd[0]]
     for a, b in zip(together, alone, strict=True):
         assert not b["batched"] and abs(a["test_acc"] - b["test_acc"]) <= 0.5
+
+
+def test_a_teacher_lost_after_it_was_published_is_computed_again_by_the_phase_that_needs_it(tmp_path):
+    """The normal teacher's weights deleted and a nasty teacher's corrupted after both were
+    published: a student of the nasty teacher computes both again (the nasty one needs the
+    normal one), each once, and trains; the next student finds them intact. A phase with no way
+    to compute its teacher (no `teacher_job`) still fails with `ArtifactMissing`."""
+    import json
+
+    from _presets import one_attack_smoke
+
+    from orchestrator._worker import ArtifactMissing
+
+    storage, runtime = Storage(tmp_path / "sweeps"), _in_process(Storage(tmp_path / "sweeps"))
+    plan = make_plan(load_preset(config_file=one_attack_smoke(tmp_path, epochs=2)))
+    normal = run_job(plan.teacher, runtime)
+    ctx = TrialContext(plan.teacher.key, normal["test_acc"], plan.defenses, plan.defense_template,
+                       plan.attack_templates, normal_teacher_job=plan.teacher)
+    nasty, students = candidate_jobs(Candidate.of("nasty", omega=0.1, tau_a=4.0), ctx)
+    assert students[0].teacher_job is nasty and nasty.teacher_job is plan.teacher
+    run_job(nasty, runtime)
+    artifacts = tmp_path / "sweeps" / "_artifacts"
+    (artifacts / plan.teacher.key / "model.pt").unlink()
+    weights = artifacts / nasty.key / "model.pt"
+    weights.write_bytes(b"x" * weights.stat().st_size)
+
+    with pytest.raises(ArtifactMissing, match="is not intact"):
+        run_job(replace(students[0], teacher_job=None), runtime)
+    first = run_job(students[0], runtime)
+    assert first["status"] == "ok" and not first["cached"]
+    second = run_job(students[1], runtime)
+    assert second["status"] == "ok" and not second["cached"]
+    for job in (plan.teacher, nasty):
+        assert json.loads((artifacts / job.key / "result.json").read_text())["recomputed"] is True
+        history = (artifacts / ".locks" / f"{job.key}.lock").read_text().splitlines()
+        assert len(history) == 1 and f"recomputing {job.name} {job.key}" in history[0]
+    assert storage.exists("_artifacts", nasty.key, "MANIFEST.json")
