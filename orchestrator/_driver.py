@@ -18,15 +18,19 @@ from undistill.record import versions
 from undistill.space import SearchSpace
 from undistill.storage import Storage
 
+from ._disk import check_room, found, full, is_full, trial_bytes
 from ._here import Here, driving, here
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
 from ._progress import Progress, duration
 from ._trial import OUTCOME, tune_trial
+from ._tunefs import tune_filesystem
 from ._worker import PhaseRuntime
 from .curves import trial_epoch_rows
 from .layout import TUNE_DIR
 from .plan import Plan
 from .search import DefenseSearch
+
+ROOM_CHECK_S = 5.0  # how often the driver looks at the storage's free space while trials run
 
 
 class SweepCallback(tune.Callback):
@@ -62,6 +66,8 @@ class SweepCallback(tune.Callback):
         if self.storage is None:
             raise RuntimeError("a restored SweepCallback runs only inside `_here.driving`")
         self._t0 = time.time()
+        self._room = bound.room if bound is not None else 0
+        self._room_checked = time.monotonic()
         self._display = Progress(self.storage, self.sweep, self.space)
         store = ResultStore(self.storage, self.sweep)
         self._rows = {r["trial_id"]: r for r in store.trial_rows()}
@@ -88,6 +94,9 @@ class SweepCallback(tune.Callback):
         self._record(trial, trial.last_result, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        if is_full(trial.get_error()):  # not the candidate's fault: it runs again after `resume`
+            raise full(self.storage, self.sweep, self._room)
+        check_room(self.storage, self.sweep, self._room)  # a trial's phases may fail on a full disk
         cause = str(trial.get_error() or "the trial raised an error").strip().splitlines()
         self._record(trial, None, cause[-1][:500] if cause else "the trial raised an error")
 
@@ -106,7 +115,12 @@ class SweepCallback(tune.Callback):
             curves = trial_epoch_rows(self.storage, self.sweep, trial.trial_id, candidate, self.context)
         kill_point(BEFORE_TRIAL_WRITE)
         store = ResultStore(self.storage, self.sweep)
-        store.write_trial(row, students, curves)
+        try:
+            store.write_trial(row, students, curves)
+        except OSError as exc:  # raised out of Tune's loop: Tune keeps the trial to run again
+            if is_full(exc):
+                raise full(self.storage, self.sweep, self._room) from None
+            raise
         try:
             store.compact()  # a few files per table, however long the sweep
         except DamagedResultsError as exc:  # the rows are written; merging them can wait
@@ -122,6 +136,9 @@ class SweepCallback(tune.Callback):
                           f"{row['status']:<10} {self._times(rows)}")
 
     def on_step_end(self, iteration, trials, **info):
+        if self._room and time.monotonic() - self._room_checked > ROOM_CHECK_S:
+            self._room_checked = time.monotonic()
+            check_room(self.storage, self.sweep, self._room)  # stop before a write fails
         if self._display is not None:  # what runs now, at most once a second (a minute in a log)
             self._display.tick(lambda: self._header(list(self._rows.values())))
 
@@ -202,16 +219,19 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
                                                          batch=opts.preset.resources.get("batch_attacks", True)),
                                     runtime.resources.placement_group_factory())
     experiment = storage.path(opts.name, TUNE_DIR)
+    fs = tune_filesystem(storage.fs)  # Tune's state replaced whole or not at all
+    room = trial_bytes(storage, plan.teacher.key, 1 + len(context.attack_templates))
+    check_room(storage, opts.name, room)
     # where this run writes: the storage given now, whatever Tune's saved state remembers
-    bound = Here(storage, open_study_storage(opts.study_storage, storage, opts.name))
-    if tune.Tuner.can_restore(experiment, storage_filesystem=storage.fs):
+    bound = Here(storage, open_study_storage(opts.study_storage, storage, opts.name), room)
+    if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         # Errored trials are not resumed: they used up their retries (FailureConfig), have an
         # `error` row, and the searcher has told Optuna they failed.
         with driving(bound):  # restore unpickles the searcher, study storage and callbacks
-            tuner = tune.Tuner.restore(experiment, trainable, storage_filesystem=storage.fs)
+            tuner = tune.Tuner.restore(experiment, trainable, storage_filesystem=fs)
             print(f"resuming {opts.name!r} from {storage.uri(opts.name, TUNE_DIR)}", file=sys.stderr,
                   flush=True)
-            tuner.fit()
+            _fit(tuner, bound, opts.name)
         _record_searched(opts, storage)
         return
 
@@ -228,7 +248,7 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=storage.path(opts.name),
-            storage_filesystem=storage.fs,
+            storage_filesystem=fs,
             verbose=0,
             callbacks=[SweepCallback(opts.name, storage, columns, preset.trials, preset.space, prune,
                                      context)],
@@ -236,8 +256,22 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
         ),
     )
     with driving(bound):
-        tuner.fit()
+        _fit(tuner, bound, opts.name)
     _record_searched(opts, storage)
+
+
+def _fit(tuner, bound: Here, name: str) -> None:
+    """`tuner.fit()`; a full storage, whichever write found it (ours, Tune's, the study's), as
+    one StorageFullError."""
+    try:
+        tuner.fit()
+    except Exception as exc:
+        stop = found(exc)
+        if stop is not None:
+            raise stop from None
+        if is_full(exc):
+            raise full(bound.storage, name, bound.room) from None
+        raise
 
 
 def _record_searched(opts, storage: Storage) -> None:

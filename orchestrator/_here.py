@@ -24,6 +24,7 @@ from undistill.storage import Storage
 class Here:
     storage: Storage  # the sweep's storage as given now
     study_storage: optuna.storages.BaseStorage  # the study's, resolved from it (see `_study`)
+    room: int = 0  # bytes a trial writes: less free than this stops the run (see `_disk`)
 
 
 _here: Here | None = None

@@ -24,6 +24,8 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import Preset, start_points, suggest_candidate
 from undistill.space import focus_drop
 
+from ._disk import check_room
+from ._here import here
 from ._trial import OBJECTIVES, OUTCOME
 from .strategy import FrontSampler, candidate_key
 
@@ -177,6 +179,9 @@ class DefenseSearch(OptunaSearch):
             logger.warning("marked %d Optuna trial(s) left RUNNING by an earlier driver as FAIL", failed)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        bound = here()
+        if error and bound is not None:  # a full disk is not the candidate's fault: leave it
+            check_room(bound.storage, self._study_name, bound.room)  # RUNNING, to run again
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
