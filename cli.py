@@ -65,6 +65,22 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+class _WholeNumber(click.ParamType):
+    """A count given as a flag: digits only, as one line of bad input otherwise (click's own
+    refusal is a usage message of several). `--trials 1e20` is not read as a float."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return int(str(value).strip(), 10)
+        except ValueError:
+            raise BadInput(f"{param.opts[0] if param else 'the flag'} {value}: not a whole number; "
+                           "write it in digits") from None
+
+
 def _run(fn, *args, **kwargs):
     """Call library code; turn undistill's errors into click's (exit 2 for bad input, 1 else)."""
     from undistill.errors import ConfigError, UndistillError
@@ -124,7 +140,7 @@ def main():
 @click.option("--max-teacher-drop", type=float,
               help="Points of teacher accuracy a defense may cost; a nasty teacher that loses "
                    "more is not distilled (status infeasible).")
-@click.option("--concurrency", type=int, help="At most this many trials at once (default: as "
+@click.option("--concurrency", type=_WholeNumber(), help="At most this many trials at once (default: as "
                                                 "many as the cluster's resources hold).")
 @_resource_options
 @click.option("--shared-storage", is_flag=True,
@@ -134,7 +150,7 @@ def main():
 @click.option("--epochs-scale", type=float, default=1.0, show_default=True,
               help="Multiply every schedule's epochs (and lr milestones) by this, for a quick "
                    "look at a paper-scale preset; the result is its own config.")
-@click.option("--trials", type=int, help="Run this many trials instead of the preset's.")
+@click.option("--trials", type=_WholeNumber(), help="Run this many trials instead of the preset's.")
 @click.option("--sampler", help="Search with this sampler instead of the preset's: front (the "
                                 "default: range ends first, then a model), tpe, gp, nsga2 or random "
                                 "(see BENCHMARKS.md).")
@@ -157,8 +173,6 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
     from search_spaces import adjust, load_preset
 
     chosen = _run(load_preset, None if config_file else preset, config_file)
-    if trials is not None and trials < 1:
-        raise BadInput(f"--trials {trials} must be ≥ 1")
     if confirm_seeds is not None:
         from orchestrator.confirm import check_seeds
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from results import ResultStore, pareto_front
 from results.store import DamagedResultsError
 from search_spaces import Preset
-from search_spaces._schema import parse_preset
+from search_spaces._schema import MAX_TRIALS, parse_preset
 from trainables.data import check_data_root
 from trainables.loop import CHECKPOINT_EVERY_S
 from trainables.phases import PHASE_CODE_VERSION
@@ -26,7 +26,8 @@ from undistill.errors import ConfigError, DamagedSweepError, UndistillError
 from undistill.outcomes import PLACEMENT_KEYS
 from undistill.record import RECORD_FORMAT, RunOptions, SweepRecord, versions
 from undistill.space import check_max_teacher_drop
-from undistill.storage import Storage
+from undistill.storage import Storage, is_uri
+from undistill.tables import check_within
 
 from . import live
 from ._progress import Progress, duration
@@ -80,8 +81,10 @@ class SweepOptions:
         students = len(self.preset.students)
         if gpus is None:
             gpus = math.floor(10_000 / (1 + students)) / 10_000 if cluster_gpus >= 1 else 0.0
-        return Resources(check_amount("--cpus-per-trial", cpus, allow_zero=False),
-                         check_amount("--gpus-per-trial", gpus, allow_zero=True), students=students)
+        return Resources(check_amount("--cpus-per-trial" if self.cpus_per_trial is not None
+                                      else "resources.cpus_per_trial", cpus, allow_zero=False),
+                         check_amount("--gpus-per-trial" if self.gpus_per_trial is not None
+                                      else "resources.gpus_per_trial", gpus, allow_zero=True), students=students)
 
     def concurrency_cap(self) -> int | None:
         return self.concurrency or self.preset.resources.get("concurrency")
@@ -125,26 +128,90 @@ def check_options(opts: SweepOptions) -> Storage:
         raise ConfigError(f"sweep name {opts.name!r}: use letters, digits, '.', '_' and '-', "
                           "starting with a letter or digit")
     check_max_teacher_drop(opts.max_teacher_drop)
-    if opts.concurrency is not None and opts.concurrency < 1:
-        raise ConfigError(f"--concurrency {opts.concurrency} must be ≥ 1")
-    opts.resources()
+    if opts.concurrency is not None:
+        check_within("--concurrency", opts.concurrency, 1, MAX_TRIALS)
+    resources = opts.resources()
+    if opts.address is None:
+        _check_local_cpus(opts, resources)
     check_data_root(opts.preset.dataset["name"], opts.data_root)
     storage = Storage(opts.storage)
     storage.check_writable()
+    started = False
     if storage.exists(opts.name, "sweep.json"):
         stored = read_sweep(storage, opts.name)
         if _has_started(storage, opts.name):
+            started = True
             _check_current(stored, opts.name)
             if stored.fingerprint != opts.fingerprint():
                 raise ConfigError(
                     f"sweep {opts.name!r} already exists in {storage} with a different config; "
                     f"resume it with `resume {opts.name}` or choose another --name"
                 )
-    if opts.study_storage is not None:  # a mistyped URL fails here, not after the upstream phases
+            _check_run_kept(storage, opts, stored.run)
+    if started and opts.study_storage is not None:
+        _check_study_moved(storage, opts, stored.run)
+    elif opts.study_storage is not None:  # a mistyped URL fails here, not after the upstream phases
         from ._study import open_study_storage
 
         open_study_storage(opts.study_storage, storage, opts.name)
     return storage
+
+
+def _check_local_cpus(opts: SweepOptions, resources: Resources) -> None:
+    """A local sweep places every bundle on this machine: one that asks for more CPUs than it has
+    cores cannot be given them (our Ray would be handed the slots, and the cores shared)."""
+    cores = os.cpu_count() or 1
+    if resources.cpus > cores:
+        flag = "--cpus-per-trial" if opts.cpus_per_trial is not None else "resources.cpus_per_trial"
+        raise ConfigError(f"{flag} {resources.cpus:g}: each process of a trial would hold {resources.cpus:g} "
+                          f"CPUs, this machine has {cores} cores; give at most {cores}, or join a cluster "
+                          "with --address")
+
+
+def _check_run_kept(storage: Storage, opts: SweepOptions, run: RunOptions) -> None:
+    """A started sweep keeps the resources and concurrency it started with (`_fixed_run`); a
+    finished one trains nothing more, so a flag that asks for others would change nothing:
+    refused either way, before anything is written, rather than ignored without a word."""
+    if not read_state(storage, opts.name).get("finished"):
+        _fixed_run(storage, opts)
+        return
+    for flag, asked, was in (("--cpus-per-trial", opts.cpus_per_trial, run.cpus_per_trial),
+                             ("--gpus-per-trial", opts.gpus_per_trial, run.gpus_per_trial),
+                             ("--concurrency", opts.concurrency, run.concurrency_cap)):
+        if asked is not None and asked != was:
+            raise ConfigError(_finished_flag(opts.name, flag, asked, was))
+
+
+def _finished_flag(name: str, flag: str, asked, was) -> str:
+    return (f"sweep {name!r} is finished: {flag} {asked} would change nothing (it ran with "
+            f"{was if was is not None else 'the default'}); leave the flag out, or start a new sweep "
+            "under another --name")
+
+
+def _check_study_moved(storage: Storage, opts: SweepOptions, run: RunOptions) -> None:
+    """`--study-storage` on a started sweep says where its study was moved to: it must be there
+    (Tune's saved searcher reopens it), checked without creating anything; a finished sweep
+    asks its study nothing more."""
+    if opts.study_storage == run.study_storage:
+        return
+    if read_state(storage, opts.name).get("finished"):
+        raise ConfigError(_finished_flag(opts.name, "--study-storage", opts.study_storage, run.study_storage))
+    was = run.study_storage or "the default, in the sweep's folder"
+    missing = (f"--study-storage {opts.study_storage} holds no study of sweep {opts.name!r} (it started "
+               f"with {was}); give where its study was moved to, or leave the flag out")
+    spec = opts.study_storage
+    # a journal file, or an SQLite database: opening either would create it
+    path = spec.removeprefix("sqlite:///") if spec.startswith("sqlite:///") else None
+    if not is_uri(spec) or spec.startswith("file://"):
+        path = str(Storage(spec).local_path())
+    if path is not None and not os.path.exists(path):
+        raise ConfigError(missing)
+    from ._study import open_study_storage
+
+    try:
+        open_study_storage(opts.study_storage, storage, opts.name).get_study_id_from_name(opts.name)
+    except KeyError:
+        raise ConfigError(missing) from None
 
 
 def _check_current(stored: SweepRecord, name: str) -> None:

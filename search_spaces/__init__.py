@@ -11,8 +11,9 @@ from importlib import resources
 from pathlib import Path
 
 from undistill.errors import ConfigError
+from undistill.tables import check_within
 
-from ._schema import PROTOCOLS, SAMPLERS, Preset, parse_preset
+from ._schema import MAX_TRIALS, MAX_TRIALS_WHY, PROTOCOLS, SAMPLERS, Preset, parse_preset
 
 __all__ = ["PROTOCOLS", "SAMPLERS", "Preset", "adjust", "list_presets", "load_preset", "start_points",
            "suggest_candidate"]
@@ -90,7 +91,9 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
     attack on every candidate; `protocol`: see `PROTOCOLS`). The result is
     another config (its own identity), validated like any preset."""
     if not (math.isfinite(epochs_scale) and epochs_scale > 0):
-        raise ConfigError(f"--epochs-scale {epochs_scale} must be > 0")
+        raise ConfigError(f"--epochs-scale {epochs_scale} must be a finite number > 0")
+    if trials is not None:
+        check_within("--trials", trials, 1, MAX_TRIALS, why=MAX_TRIALS_WHY)
     if sampler is not None and sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
     if (epochs_scale == 1.0 and trials is None and sampler in (None, preset.sampler)
@@ -100,10 +103,20 @@ def adjust(preset: Preset, *, epochs_scale: float = 1.0, trials: int | None = No
     doc["description"] = preset.description
     doc["resources"] = {k: v for k, v in preset.resources.items() if v is not None}
     from trainables.attacks import scale_attack_epochs
-    from trainables.loop import scale_schedule_table
+    from trainables.loop import MAX_EPOCHS, MAX_EPOCHS_WHY, scale_schedule_table
 
-    own = [student["schedule"] for student in doc["students"] if "schedule" in student]
-    for schedule in [doc["teacher_schedule"], doc["student_schedule"], *own]:
+    own = [(f"students[{i}].schedule", student["schedule"]) for i, student in enumerate(doc["students"])
+           if "schedule" in student]
+    data_free = doc["attack"].get("data_free")
+    every = [("teacher_schedule", doc["teacher_schedule"]), ("student_schedule", doc["student_schedule"]), *own,
+             *([("attack.data_free.student_schedule", data_free["student_schedule"])] if data_free else [])]
+    for where, schedule in every:
+        # checked before scaling: the flag is named, and a count past a float's range never rounded
+        if schedule["epochs"] * epochs_scale > MAX_EPOCHS:
+            raise ConfigError(f"--epochs-scale {epochs_scale:g} makes {where}.epochs "
+                              f"{schedule['epochs'] * epochs_scale:.4g}, past {MAX_EPOCHS}{MAX_EPOCHS_WHY}; "
+                              "give a smaller scale")
+    for schedule in [doc["teacher_schedule"], doc["student_schedule"], *(table for _, table in own)]:
         scale_schedule_table(schedule, epochs_scale)
     scale_attack_epochs(doc["attack"], epochs_scale)  # the data-free attack's student schedule
     if trials is not None:

@@ -100,7 +100,7 @@ RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": None, "concurrency
 # The ends of the ranges a preset's numbers are checked against (with why, in the message).
 # A million trials of the smoke preset alone, at 15 s each on two cores, would take half a year.
 MAX_TRIALS = 1_000_000
-MAX_TRIALS_WHY = ": a million trials would take months"
+MAX_TRIALS_WHY = " (a million trials would take months)"
 # MNIST-1D's generator makes about 2,000 samples a second on one core: 10 million take 80 minutes,
 # in every process that finds no cached copy
 MAX_SAMPLES = 10_000_000

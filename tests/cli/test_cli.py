@@ -58,6 +58,9 @@ TOML_EDITS = {
     "malformed": ("seed = 0", "seed = = 0"),
     "flat": ('hidden = 32\n\n[[students]]\narch = "cnn1d"\nwidth = 8\n',
              'hidden = 32\ndepth = 1\n\n[attack.skeptical]\ntemperatures = [4.0]\n'),
+    "huge": ("num_samples = 4000", "num_samples = 1000000000000"),
+    "nanlr": ("lr = 0.01", "lr = nan"),  # the first: [teacher_schedule]'s
+    "floatwidth": ("width = 32", "width = 32.0"),  # the teacher's
 }
 BAD_INPUT = [
     (["sweep", "--preset", "nope"], 2, "unknown preset 'nope'; known: "),
@@ -141,6 +144,29 @@ BAD_INPUT = [
      "--max-teacher-drop -1.0 must be within [0, 100) points"),
     (["confirm", "smoke", "--seeds", "2", "--max-teacher-drop", "0.5"], 2,
      "sweep 'smoke' has no finished trial on its front yet within --max-teacher-drop; sweep first"),
+    # every number of a preset within its range, nan and inf never; an int where an int is meant
+    (["sweep", "--config", "{TOML:nanlr}"], 2, "teacher_schedule.lr must be within (0, 10], got nan"),
+    (["sweep", "--config", "{TOML:floatwidth}"], 2,
+     "teacher: model 'cnn1d' option width: expected int, got float 32.0"),
+    # sizes the machine cannot hold or the sweep never finish, refused before compute
+    (["sweep", "--config", "{TOML:huge}"], 2,
+     "dataset.num_samples 1000000000000: its arrays need 1.6 PB while they are made, this machine has"),
+    (["sweep", "--preset", "smoke", "--trials", "1e20"], 2, "--trials 1e20: not a whole number; write it in digits"),
+    (["sweep", "--preset", "smoke", "--trials", "2000000"], 2,
+     "--trials must be within [1, 1000000], got 2000000 (a million trials would take months)"),
+    (["sweep", "--preset", "smoke", "--epochs-scale", "1e9"], 2,
+     "--epochs-scale 1e+09 makes teacher_schedule.epochs 1.2e+10, past 100000"),
+    (["sweep", "--preset", "smoke", "--epochs-scale", "nan"], 2, "--epochs-scale nan must be a finite number > 0"),
+    (["sweep", "--preset", "smoke", "--name", "other", "--cpus-per-trial", "4096"], 2,
+     "--cpus-per-trial 4096: each process of a trial would hold 4096 CPUs, this machine has"),
+    # flags a started or finished sweep cannot honour, refused before anything is written
+    (["sweep", "--preset", "smoke", "--concurrency", "3"], 2,
+     "--concurrency cannot change while resuming 'smoke' (its trials started with the default)"),
+    (["sweep", "--preset", "smoke", "--name", "done", "--concurrency", "3"], 2,
+     "sweep 'done' is finished: --concurrency 3 would change nothing (it ran with the default)"),
+    (["resume", "done", "--study-storage", "{EMPTY}/study.log"], 2, "sweep 'done' is finished: --study-storage"),
+    (["resume", "smoke", "--study-storage", "{EMPTY}/moved.log"], 2,
+     "holds no study of sweep 'smoke' (it started with the default, in the sweep's folder)"),
 ]
 
 
@@ -159,12 +185,13 @@ def started_sweep(tmp_path_factory):
     from trainables.phases import PHASE_CODE_VERSION
     from undistill.record import RunOptions, SweepRecord
 
-    for name, code in (("smoke", PHASE_CODE_VERSION), ("oldcode", 4)):
+    for name, code in (("smoke", PHASE_CODE_VERSION), ("oldcode", 4), ("done", PHASE_CODE_VERSION)):
         write_json(storage, name, "sweep.json", SweepRecord(
             name=name, preset_name="smoke", preset=opts.identity()["preset"], max_teacher_drop=None,
             fingerprint=opts.fingerprint(), trials=4, run=RunOptions(1.0, 0.0, 2), created_at="then",
             space=opts.preset.space, phase_code=code).to_json())
         (root / name / "tune").mkdir()
+    write_json(storage, "done", "state.json", {"finished": True, "trials": 4})  # and 'done' has finished
     # and sweep 'olddafl', started before DAFL was made as published (a generator run of some steps)
     before = opts.identity()["preset"]
     before = {**before, "attack": {**before["attack"], "data_free": {"generator_steps": 60, "batch_size": 256}}}
@@ -222,6 +249,17 @@ def test_bad_input_is_one_line_and_a_nonzero_exit_with_nothing_written(started_s
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert _snapshot(started_sweep) == before  # nothing existing overwritten, nothing added
+
+
+@pytest.mark.parametrize("name", ["smoke", "done"])
+def test_a_refused_study_storage_creates_no_file(started_sweep, tmp_path, name):
+    """`--study-storage` on a started sweep (where its study is not) or a finished one is refused,
+    and opening it to check would have made an empty journal: nothing is made."""
+    journal = tmp_path / "elsewhere" / "study.log"
+    result = CliRunner().invoke(cli.main, ["resume", name, "--study-storage", str(journal),
+                                           "--storage", str(started_sweep)])
+    assert result.exit_code == 2 and "--study-storage" in result.output
+    assert not journal.exists() and not journal.parent.exists()
 
 
 def test_the_readme_errors_table_lists_exactly_what_the_program_prints():
