@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 
 from undistill.storage import Storage
 
+from .layout import NUMBER, Maybe, wrong_shape
+
 LIVE_DIR = "live"
 STALE_S = 900.0  # an entry not updated for this long belongs to a phase that is gone
+# an entry as `EpochTicker` writes it: one of another shape is not shown (see `running`)
+ENTRY = {"phase": str, "key": str, "epoch": int, "epochs": int, "hostname": str, "started_at": NUMBER,
+         "updated_at": NUMBER, "defense": Maybe((str, None)), "knobs": Maybe(dict)}
 WRITE_EVERY_S = 2.0  # a phase rewrites its entry at most this often (and at its last epoch)
 
 
@@ -76,13 +81,15 @@ class EpochTicker:
 
 
 def running(storage: Storage, sweep: str, now: float | None = None) -> list[Running]:
-    """The phases of `sweep` training now, longest-running first (unreadable or stale entries
-    are left out: they are only a display)."""
+    """The phases of `sweep` training now, longest-running first (unreadable, damaged or stale
+    entries are left out: they are only a display, and the sweep's next run clears them)."""
     now = time.time() if now is None else now
     out = []
     for name in storage.list(sweep, LIVE_DIR, suffix=".json"):
         try:
             entry = json.loads(storage.read_bytes(sweep, LIVE_DIR, name))
+            if wrong_shape(entry, ENTRY) is not None:
+                continue  # not an entry: junk, or a file of another kind
             one = Running(**entry)
         except (OSError, ValueError, TypeError):
             continue  # written as we read it, or removed: the next look sees it

@@ -50,6 +50,11 @@ TRIALS_DIR, STUDENTS_DIR, EPOCHS_DIR = "trials", "students", "epochs"
 # each table's schema, and the column that names the source (file) of each of its rows
 TABLES = {TRIALS_DIR: (schema.TRIALS, "trial_id"), STUDENTS_DIR: (schema.STUDENTS, "trial_id"),
           EPOCHS_DIR: (schema.EPOCHS, "source")}
+# columns every schema version of each table has had (see `schema`): a file that lacks one is
+# not the store's, whatever its name, and its rows must not be read as rows of nulls
+CORE = {TRIALS_DIR: ("sweep", "trial_id", "defense", "status", "teacher_acc", "teacher_drop", "student_acc"),
+        STUDENTS_DIR: ("sweep", "trial_id", "defense", "student_arch", "status", "student_acc"),
+        EPOCHS_DIR: ("sweep", "source", "phase", "epoch")}
 COMPACT_MIN_FILES = 64  # per-trial files that make `compact` merge them into a part
 MAX_PARTS = 8  # parts past which `compact` merges a table into one
 _PART = re.compile(r"part-(\d+)\.parquet")
@@ -252,6 +257,10 @@ class ResultStore:
                 physical = fragment.physical_schema
             except (OSError, pa.ArrowException, ValueError) as exc:
                 raise self._damaged(kind, name, exc) from None
+            lacking = [c for c in CORE[kind] if c not in physical.names]
+            if lacking:
+                raise self._damaged(kind, name, ValueError(f"not a {kind} table: it lacks the columns "
+                                                           f"{', '.join(lacking)}"))
             footer = physical.metadata or {}
             if footer.get(schema.FOOTER_FINGERPRINT.encode()):
                 fingerprints.add(footer[schema.FOOTER_FINGERPRINT.encode()].decode())
@@ -266,7 +275,10 @@ class ResultStore:
             except (OSError, pa.ArrowException, ValueError) as exc:
                 raise self._diagnose(kind, names, exc) from None
             if key:  # an older schema: as the current one
-                table = _conform(table.drop_columns([_RANK]), target).append_column(_RANK, table.column(_RANK))
+                try:
+                    table = _conform(table.drop_columns([_RANK]), target).append_column(_RANK, table.column(_RANK))
+                except (pa.ArrowException, ValueError, TypeError, AttributeError) as exc:  # columns of other types
+                    raise self._damaged(kind, fragments[0].path.rpartition("/")[2], exc) from None
             tables.append(table)
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         if len(names) > 1:  # one file is in order: a part is written so
