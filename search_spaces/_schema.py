@@ -241,6 +241,9 @@ def parse_preset(name: str, doc: dict) -> Preset:
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)} (validation: best "
                           "epoch on a held-out split; paper: the reference code's, best epoch on the test set)")
+    _check_last_batch(DatasetSpec(**dataset, protocol=protocol), [
+        ("teacher_schedule", teacher_schedule), ("student_schedule", student_schedule),
+        *((f"students[{i}].schedule", s.schedule) for i, s in enumerate(students) if s.schedule)])
     resolved = {
         "seed": doc.get("seed", 0),
         # written out only when not the default: a sweep recorded before it existed keeps its identity
@@ -281,6 +284,20 @@ def parse_preset(name: str, doc: dict) -> Preset:
         resources=resources,
         resolved=resolved,
     )
+
+
+def _check_last_batch(spec, schedules: list[tuple[str, dict]]) -> None:
+    """A schedule that trains on the training split must not leave a last batch of one sample:
+    BatchNorm on a network's features (the plain CNN's classifier) cannot train on one, and the
+    phase would fail mid-epoch, after the sweep had started. (DAFL's batches are generated, whole.)"""
+    from trainables.data import training_split_size
+
+    samples = training_split_size(spec)
+    for where, table in schedules:
+        size = table["batch_size"]
+        if samples % size == 1:
+            raise ConfigError(f"{where}.batch_size {size}: the training split's {samples} samples leave a last "
+                              "batch of one, on which BatchNorm cannot train; give another batch size")
 
 
 def _attack(table: object) -> dict:

@@ -125,6 +125,17 @@ def check_fits_memory(name: str, num_samples: int, where: str = "dataset.num_sam
                           f"this machine has {show_bytes(have)} of memory; give fewer samples")
 
 
+def training_split_size(spec: DatasetSpec) -> int:
+    """How many samples `load_dataset` puts in the training split of `spec`, without making them."""
+    if spec.name in _FROM_ROOT:
+        total = 50_000  # CIFAR-10's and CIFAR-100's training sets
+    else:  # MNIST-1D: as many per class as fit, then the generator's own train/test split
+        from mnist1d.data import get_dataset_args
+
+        total = int((spec.num_samples // 10) * 10 * get_dataset_args().train_split)
+    return total - (0 if spec.protocol == "paper" else int(round(total * spec.val_fraction)))
+
+
 def dataset_shape(name: str) -> tuple[int, tuple[int, ...]]:
     """(number of classes, input shape of one sample) of a registered dataset."""
     if name not in _SHAPES:

@@ -61,6 +61,7 @@ TOML_EDITS = {
     "huge": ("num_samples = 4000", "num_samples = 1000000000000"),
     "nanlr": ("lr = 0.01", "lr = nan"),  # the first: [teacher_schedule]'s
     "floatwidth": ("width = 32", "width = 32.0"),  # the teacher's
+    "lastbatch": ("batch_size = 128", "batch_size = 2879"),  # [teacher_schedule]'s: 2880 samples train
 }
 BAD_INPUT = [
     (["sweep", "--preset", "nope"], 2, "unknown preset 'nope'; known: "),
@@ -151,6 +152,8 @@ BAD_INPUT = [
     # sizes the machine cannot hold or the sweep never finish, refused before compute
     (["sweep", "--config", "{TOML:huge}"], 2,
      "dataset.num_samples 1000000000000: its arrays need 1.6 PB while they are made, this machine has"),
+    (["sweep", "--config", "{TOML:lastbatch}"], 2,
+     "teacher_schedule.batch_size 2879: the training split's 2880 samples leave a last batch of one"),
     (["sweep", "--preset", "smoke", "--trials", "1e20"], 2, "--trials 1e20: not a whole number; write it in digits"),
     (["sweep", "--preset", "smoke", "--trials", "2000000"], 2,
      "--trials must be within [1, 1000000], got 2000000 (a million trials would take months)"),
