@@ -91,7 +91,13 @@ def _run(fn, *args, **kwargs):
         raise BadInput(str(exc)) from None
     except UndistillError as exc:
         raise click.ClickException(str(exc)) from None
-    except OSError as exc:  # storage: a bucket that refuses a read, a folder gone
+    except OSError as exc:  # storage: a bucket that refuses a read, a folder gone, a full disk
+        import errno
+
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f"{exc.filename} could not be written" if exc.filename else "a write failed"
+            raise click.ClickException(f"storage full: {where} (no space left); free space there, "
+                                       "then run the same command again") from None
         raise click.ClickException(f"storage: {str(exc).strip().splitlines()[0]}") from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; run the same command again, or `resume NAME`, "
@@ -497,7 +503,7 @@ def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
     """`status NAME`'s output in `fmt`, and whether the sweep has finished."""
     from collections import Counter
 
-    from orchestrator.layout import read_json, read_state, read_sweep
+    from orchestrator.layout import read_state, read_sweep
     from orchestrator.lease import read_holder
     from orchestrator.live import running
     from results import STATUSES, ResultStore, pareto_front, render
@@ -508,8 +514,7 @@ def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
     every = _run(store.sweep_rows)
     rows = every.trials
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-    upstream = _run(read_json, where, name, "upstream.json", {"phases": []})["phases"]
-    runs = _run(read_json, where, name, "cluster.json", {"runs": []})["runs"]
+    upstream, runs, notes = _usage_files(where, name)
     nodes, active_s = node_usage(rows, every.students, upstream, runs)
     finished = bool(_run(read_state, where, name).get("finished"))
     now = [] if finished else _run(running, where, name)
@@ -535,6 +540,9 @@ def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
         "active_s": round(active_s, 1),
         "created_at": stored.created_at,
     }
+    if fmt != "table":  # the notes on stderr: stdout stays parseable
+        for note in notes:
+            click.echo(note, err=True)
     if fmt == "csv":
         return render([info], fmt, columns=tuple(info)), finished
     if fmt == "json":
@@ -549,7 +557,25 @@ def _status_text(where, name: str, fmt: str) -> tuple[str, bool]:
         shown = [{**n, "utilisation": "–" if n["utilisation"] is None else f"{n['utilisation']:.0%}"}
                  for n in nodes]
         lines.append(render(shown, "table", columns=tuple(nodes[0])))
+    lines += ["", *notes] if notes else []
     return "\n".join(lines), finished
+
+
+def _usage_files(where, name: str) -> tuple[list[dict], list[dict], list[str]]:
+    """upstream.json's phases and cluster.json's runs, for `status`'s where-it-ran; a damaged
+    one is left out, with a note, rather than failing the whole status: they feed nothing else,
+    and the sweep's next run writes them anew."""
+    from orchestrator.layout import read_cluster_runs, read_upstream
+    from undistill.errors import DamagedSweepError
+
+    read, notes = [], []
+    for reader in (read_upstream, read_cluster_runs):
+        try:
+            read.append(reader(where, name))
+        except DamagedSweepError as exc:
+            read.append([])
+            notes.append(f"{exc}; where it ran is shown without it")
+    return read[0], read[1], notes
 
 
 def _replicate_status(rows) -> dict:

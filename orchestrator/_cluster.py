@@ -43,7 +43,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return False
-    quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
+    # workers' output reaches the driver, which keeps it in the sweep's log (`_quiet`)
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=True)
     try:
         if address:
             check_reachable(address)

@@ -93,6 +93,17 @@ class SweepCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, trial.last_result, None)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A trial failed and Tune runs it again (FailureConfig): one line; Ray's traceback is in
+        the sweep's log (`_quiet`)."""
+        cause = str(trial.get_error() or "it failed").strip().splitlines()
+        candidate = Candidate.from_params(trial.config) if "defense" in trial.config else None
+        what = f"{candidate.defense} {self.space.describe(candidate.defense, dict(candidate.knobs))}" \
+            if candidate is not None else "?"
+        self._display.say(f"trial {trial.trial_id} ({what}) failed "
+                          f"({(cause[-1] if cause else 'it failed')[:160]}); retrying it: its finished "
+                          "phases come from the artifact store, the rest from their checkpoints")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         if is_full(trial.get_error()):  # not the candidate's fault: it runs again after `resume`
             raise full(self.storage, self.sweep, self._room)
@@ -231,9 +242,19 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
             tuner = tune.Tuner.restore(experiment, trainable, storage_filesystem=fs)
             print(f"resuming {opts.name!r} from {storage.uri(opts.name, TUNE_DIR)}", file=sys.stderr,
                   flush=True)
-            _fit(tuner, bound, opts.name)
-        _record_searched(opts, storage)
-        return
+            grid = _fit(tuner, bound, opts.name)
+        done = len(ResultStore(storage, opts.name).trial_rows())
+        if done >= opts.preset.trials or not _spent(grid):  # finished, or stopped (Ctrl-C): resume goes on
+            _record_searched(opts, storage)
+            return
+        # Every trial Tune's state holds has ended, yet the budget is not reached (trials of a run
+        # whose rows were never written): restoring it again would never get further. The study
+        # and the rows are what count: a new Tune run searches for the rest.
+        spent = f"{TUNE_DIR}.spent-{time.strftime('%Y%m%dT%H%M%S')}"
+        storage.fs.move(storage.path(opts.name, TUNE_DIR), storage.path(opts.name, spent))
+        print(f"sweep {opts.name!r}: Tune's state ended with {done} of {opts.preset.trials} trials; "
+              f"searching for the rest in a new Tune run (the old state kept in {spent}/)",
+              file=sys.stderr, flush=True)
 
     preset = opts.preset
     columns = sweep_columns(opts, plan, context)
@@ -260,11 +281,16 @@ def search(opts, plan: Plan, upstream: dict, runtime: PhaseRuntime, concurrency:
     _record_searched(opts, storage)
 
 
-def _fit(tuner, bound: Here, name: str) -> None:
-    """`tuner.fit()`; a full storage, whichever write found it (ours, Tune's, the study's), as
-    one StorageFullError."""
+def _spent(grid) -> bool:
+    """Whether every trial of a finished `fit` ended (none stopped half-way by Ctrl-C)."""
+    return all(result.metrics.get("final") or result.error is not None for result in grid)
+
+
+def _fit(tuner, bound: Here, name: str):
+    """`tuner.fit()`'s ResultGrid; a full storage, whichever write found it (ours, Tune's, the
+    study's), as one StorageFullError."""
     try:
-        tuner.fit()
+        return tuner.fit()
     except Exception as exc:
         stop = found(exc)
         if stop is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from undistill.errors import UndistillError
 from undistill.outcomes import Candidate
 from undistill.storage import Storage
 
+from ._quiet import say_from_worker
 from ._resources import Resources
 from .artifacts import ArtifactStore, node_cache_root
 from .live import EpochTicker
@@ -169,7 +169,7 @@ def _recompute(store: ArtifactStore, teacher: PhaseJob, runtime: PhaseRuntime) -
             line = f"recomputing {teacher.name} {teacher.key}: its artifact was missing or damaged"
             # the worker's log (the driver's too where Ray logs to it); the lock file keeps one
             # line per recomputation, the live entry and the result (`recomputed`) say it too
-            print(line, file=sys.stderr, flush=True)
+            say_from_worker(line)
             history.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {socket.gethostname()} "
                           f"pid {os.getpid()}: {line}\n")
             history.flush()

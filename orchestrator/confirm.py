@@ -28,6 +28,7 @@ from undistill.outcomes import Candidate, SweepColumns
 from undistill.space import check_max_teacher_drop
 
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
+from ._quiet import quiet_ray
 from ._worker import PhaseRuntime
 from .curves import epoch_rows, trial_epoch_rows
 from .layout import read_sweep
@@ -108,21 +109,29 @@ def _run(opts: SweepOptions, storage, todo: list[tuple[dict, int]]) -> None:
     record = read_sweep(storage, opts.name)
     started_ray = _cluster.connect(opts.address, num_cpus=opts.resources().local_cpus())
     try:
-        nodes = _cluster.alive_nodes()
-        resources, concurrency = _resolve_run(opts, record.run, nodes)
-        _cluster.check_storage_shared(nodes, storage, opts.shared_storage)
-        runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval(), opts.name)
-        batch = opts.preset.resources.get("batch_attacks", True)
-        plans = {s: make_plan(replace(opts.preset, seed=s)) for s in sorted({s for _, s in todo})}
-        upstream = _run_upstream(plans, runtime, batch)
-        store = ResultStore(storage, opts.name)
-        for seed, plan in plans.items():  # each seed's upstream curves, beside the sweep's own
-            store.write_epochs(f"upstream-seed{seed}", epoch_rows(opts.name, plan.upstream, upstream))
-        _run_replicates(opts, record, plans, upstream, runtime, concurrency, batch, todo)
-        compact_finished(store)
+        with quiet_ray(storage, opts.name):
+            _drive(opts, storage, record, todo)
     finally:
         if started_ray:
             _cluster.shutdown()
+
+
+def _drive(opts: SweepOptions, storage, record, todo: list[tuple[dict, int]]) -> None:
+    """On the connected cluster: every seed's upstream phases, then the replicates."""
+    from . import _cluster
+
+    nodes = _cluster.alive_nodes()
+    resources, concurrency = _resolve_run(opts, record.run, nodes)
+    _cluster.check_storage_shared(nodes, storage, opts.shared_storage)
+    runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval(), opts.name)
+    batch = opts.preset.resources.get("batch_attacks", True)
+    plans = {s: make_plan(replace(opts.preset, seed=s)) for s in sorted({s for _, s in todo})}
+    upstream = _run_upstream(plans, runtime, batch)
+    store = ResultStore(storage, opts.name)
+    for seed, plan in plans.items():  # each seed's upstream curves, beside the sweep's own
+        store.write_epochs(f"upstream-seed{seed}", epoch_rows(opts.name, plan.upstream, upstream))
+    _run_replicates(opts, record, plans, upstream, runtime, concurrency, batch, todo)
+    compact_finished(store)
 
 
 def _run_upstream(plans: dict[int, Plan], runtime: PhaseRuntime, batch: bool) -> dict[str, dict]:

@@ -31,10 +31,11 @@ from undistill.tables import check_within
 
 from . import live
 from ._progress import Progress, duration
+from ._quiet import quiet_ray
 from ._resources import Resources, check_amount
 from ._worker import PhaseRuntime
 from .curves import epoch_rows
-from .layout import TUNE_DIR, read_json, read_state, read_sweep, write_json
+from .layout import TUNE_DIR, read_cluster_runs, read_state, read_sweep, write_json
 from .lease import Lease
 from .plan import Plan, make_plan
 
@@ -81,6 +82,7 @@ class SweepOptions:
         students = len(self.preset.students)
         if gpus is None:
             gpus = math.floor(10_000 / (1 + students)) / 10_000 if cluster_gpus >= 1 else 0.0
+        # named as the user gave it: the flag, or the preset's key
         return Resources(check_amount("--cpus-per-trial" if self.cpus_per_trial is not None
                                       else "resources.cpus_per_trial", cpus, allow_zero=False),
                          check_amount("--gpus-per-trial" if self.gpus_per_trial is not None
@@ -354,25 +356,13 @@ def _run_sweep(opts: SweepOptions, storage: Storage) -> SweepResult:
         return SweepResult(pareto_front(rows), rows, store.location)
     fixed = _fixed_run(storage, opts)
     _check_tune_agrees(storage, opts.name, store)
-    from . import _cluster, _driver
+    from . import _cluster
 
     # an unreachable cluster fails before any write
     started_ray = _cluster.connect(opts.address, num_cpus=opts.resources().local_cpus())
     try:
-        nodes = _cluster.alive_nodes()
-        resources, concurrency = _resolve_run(opts, fixed, nodes)
-        _cluster.check_storage_shared(nodes, storage, opts.shared_storage)
-        if started_ray:  # our local Ray has more CPU slots than cores (see Resources.local_cpus)
-            nodes = [{**n, "cores": os.cpu_count() or 1} for n in nodes]
-        _create(storage, opts, resources, concurrency)
-        live.clear(storage, opts.name)  # what an earlier, killed run left as running
-        _record_cluster(storage, opts.name, nodes, resources, concurrency)
-        _log(f"cluster: {_cluster.describe(nodes)}; each trial holds {resources.describe()}; "
-             f"{concurrency} trial{'s' if concurrency > 1 else ''} at once")
-        plan = make_plan(opts.preset)
-        runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval(), opts.name)
-        upstream = _run_upstream(plan, runtime, opts.name, opts.preset.resources.get("batch_attacks", True))
-        _driver.search(opts, plan, upstream, runtime, concurrency)
+        with quiet_ray(storage, opts.name):  # Ray's tracebacks to a log file, a line each here
+            _drive(opts, storage, fixed, started_ray)
     finally:
         if started_ray:
             _cluster.shutdown()
@@ -387,6 +377,27 @@ def _run_sweep(opts: SweepOptions, storage: Storage) -> SweepResult:
     return SweepResult(pareto_front(rows), rows, store.location)
 
 
+def _drive(opts: SweepOptions, storage: Storage, fixed: RunOptions | None, started_ray: bool) -> None:
+    """On the connected cluster: check the sweep fits, record it, run the upstream phases once,
+    then the search to the budget."""
+    from . import _cluster, _driver
+
+    nodes = _cluster.alive_nodes()
+    resources, concurrency = _resolve_run(opts, fixed, nodes)
+    _cluster.check_storage_shared(nodes, storage, opts.shared_storage)
+    if started_ray:  # our local Ray has more CPU slots than cores (see Resources.local_cpus)
+        nodes = [{**n, "cores": os.cpu_count() or 1} for n in nodes]
+    _create(storage, opts, resources, concurrency)
+    live.clear(storage, opts.name)  # what an earlier, killed run left as running
+    _record_cluster(storage, opts.name, nodes, resources, concurrency)
+    _log(f"cluster: {_cluster.describe(nodes)}; each trial holds {resources.describe()}; "
+         f"{concurrency} trial{'s' if concurrency > 1 else ''} at once")
+    plan = make_plan(opts.preset)
+    runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval(), opts.name)
+    upstream = _run_upstream(plan, runtime, opts.name, opts.preset.resources.get("batch_attacks", True))
+    _driver.search(opts, plan, upstream, runtime, concurrency)
+
+
 def compact_finished(store: ResultStore) -> None:
     """Each table of a finished sweep (or `confirm`) in one file; a damaged file leaves them as
     they are, with a line: every row is written, merging them can wait."""
@@ -397,8 +408,9 @@ def compact_finished(store: ResultStore) -> None:
 
 
 def _record_cluster(storage: Storage, name: str, nodes: list[dict], resources, concurrency: int) -> None:
-    """Append this run's nodes to `cluster.json`: `status` reports utilisation against them."""
-    runs = read_json(storage, name, "cluster.json", default={"runs": []})["runs"]
+    """Append this run's nodes to `cluster.json`: `status` reports utilisation against them. A
+    damaged one is a one-line error, not overwritten: what it held may still be read by hand."""
+    runs = read_cluster_runs(storage, name)
     runs.append({"started_at": _now(), "nodes": nodes, "bundle": resources.bundle(),
                  "bundles_per_trial": resources.bundles, "concurrency": concurrency})
     write_json(storage, name, "cluster.json", {"runs": runs})
@@ -430,6 +442,10 @@ def run_upstream_phases(nodes, runtime: PhaseRuntime, batch: bool = True, width:
     try:
         return dag.run_upstream(nodes, runtime, done, batch=batch, on_tick=tick)
     except Exception as exc:  # a task's traceback is Ray's; the user needs the phase and cause
+        from ._disk import full, is_full
+
+        if is_full(exc):
+            raise full(runtime.storage, runtime.sweep or "", None) from None
         raise SweepError(f"an upstream phase failed: {str(exc).strip().splitlines()[-1]}") from None
 
 
