@@ -175,6 +175,8 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
           gpus_per_trial, cpus_per_trial, study_storage, shared_storage, data_root, epochs_scale,
           trials, sampler, protocol, full_suite, confirm_seeds, fmt):
     """Run a sweep (or finish an interrupted one) and print its Pareto front."""
+    if name:  # a running sweep is refused at once: before torch, Ray and the preset load
+        _refuse_if_running(storage, name)
     from orchestrator import SweepOptions
     from search_spaces import adjust, load_preset
 
@@ -219,11 +221,19 @@ def sweep(preset, config_file, name, storage, address, max_teacher_drop, concurr
 @_format_option
 def resume(name, storage, address, study_storage, shared_storage, data_root, fmt):
     """Finish the sweep NAME with the config, resources and concurrency it was started with."""
+    _refuse_if_running(storage, name)  # at once: before torch, Ray and the preset load
     from orchestrator import options_from_stored
 
     opts = _run(options_from_stored, storage, name, address, study_storage=study_storage,
                 shared_storage=shared_storage, data_root=_absolute(data_root))
     _finish(_run_sweep(opts, "resume"), opts, storage, fmt)
+
+
+def _refuse_if_running(storage: str, name: str) -> None:
+    """One line, exit 1, when a driver runs sweep NAME now (see orchestrator.lease)."""
+    from orchestrator.lease import check_free
+
+    _run(check_free, _open_storage(storage), name)
 
 
 def _run_sweep(opts, command: str = "sweep") -> dict:
@@ -265,6 +275,7 @@ def confirm(name, seeds, storage, address, max_teacher_drop, shared_storage, dat
     """Re-run the front of sweep NAME under further seeds and print the front on the means, each
     number as mean ± sd [95 % interval]. Resumable and idempotent: a replicate already written is
     never run again."""
+    _refuse_if_running(storage, name)  # at once: before torch, Ray and the preset load
     from orchestrator import options_from_stored
     from orchestrator.confirm import check_seeds
 

@@ -81,6 +81,14 @@ def read_holder(storage: Storage, sweep: str) -> Holder | None:
         return None
 
 
+def check_free(storage: Storage, sweep: str) -> None:
+    """Refuse now if a live driver holds the sweep's lease: what the CLI calls first, before it
+    pays for reading and checking a preset (`Lease.acquire` decides, atomically, later)."""
+    holder = read_holder(storage, sweep)
+    if holder is not None and holder.gone() is None:
+        raise _refusal(sweep, holder)
+
+
 def _process_started(pid: int) -> str:
     """The start time of process `pid` on this host ('' if it does not exist): with the pid, it
     names one process, whatever pids the system reuses later."""
