@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalStorage
 
-from undistill.errors import ConfigError
+from undistill.errors import ConfigError, DamagedSweepError
 from undistill.storage import Storage, is_uri
 
 from ._here import here
@@ -88,6 +88,8 @@ def _in_sweep_driven(kind: type, saved) -> optuna.storages.BaseStorage:
 
 def open_study_storage(spec: str | None, storage: Storage, sweep: str) -> optuna.storages.BaseStorage:
     """The study's storage for `--study-storage spec` (None: the default for `storage`)."""
+    if spec is None and storage.is_local:
+        _check_sqlite(storage, sweep)
     try:
         if spec is None:
             if storage.is_local:
@@ -109,6 +111,25 @@ def open_study_storage(spec: str | None, storage: Storage, sweep: str) -> optuna
                           f"({exc}); pip install it (psycopg2-binary for PostgreSQL, "
                           "PyMySQL for MySQL)") from None
     except Exception as exc:  # SQLAlchemy and the journal raise many kinds; the user needs one line
-        where = spec or storage.uri(sweep)
+        where = spec or storage.uri(sweep, "study.db" if storage.is_local else "study.journal")
         raise ConfigError(f"the Optuna study cannot be opened at {where}: "
                           f"{str(exc).strip().splitlines()[0][:300]}") from None
+
+
+_SQLITE = b"SQLite format 3\x00"  # the first bytes of every SQLite database
+
+
+def _check_sqlite(storage: Storage, sweep: str) -> None:
+    """A `study.db` that is no database, as one line that names it, before Optuna opens it:
+    Optuna would make an emptied one a new, empty study, and report junk from deep inside the
+    search. Empty before trials start (`tune/` not there) is a study not made yet. Only the
+    header is read: a database a killed driver left with a hot journal is SQLite's to recover."""
+    size = storage.size(sweep, "study.db")
+    if size is None or (size == 0 and not storage.exists(sweep, "tune")):
+        return
+    with open(storage.local_path(sweep, "study.db"), "rb") as f:
+        head = f.read(len(_SQLITE))
+    if head != _SQLITE:
+        what = "empty" if size == 0 else "not an SQLite database"
+        raise DamagedSweepError(f"{storage.uri(sweep, 'study.db')} is damaged ({what}); restore it from a "
+                                "backup: it is the sweep's Optuna study, which `resume` goes on from")
