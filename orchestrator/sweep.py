@@ -171,9 +171,10 @@ def _check_local_cpus(opts: SweepOptions, resources: Resources) -> None:
 
 
 def _check_run_kept(storage: Storage, opts: SweepOptions, run: RunOptions) -> None:
-    """A started sweep keeps the resources and concurrency it started with (`_fixed_run`); a
-    finished one trains nothing more, so a flag that asks for others would change nothing:
-    refused either way, before anything is written, rather than ignored without a word."""
+    """A started sweep keeps the resources and concurrency it started with: another is refused
+    here (`_fixed_run`), before anything is written. A finished one trains nothing more: its
+    front is printed as it is, with a line for each flag that asked for another (it changes
+    nothing), rather than ignoring it without a word."""
     if not read_state(storage, opts.name).get("finished"):
         _fixed_run(storage, opts)
         return
@@ -181,23 +182,25 @@ def _check_run_kept(storage: Storage, opts: SweepOptions, run: RunOptions) -> No
                              ("--gpus-per-trial", opts.gpus_per_trial, run.gpus_per_trial),
                              ("--concurrency", opts.concurrency, run.concurrency_cap)):
         if asked is not None and asked != was:
-            raise ConfigError(_finished_flag(opts.name, flag, asked, was))
+            _log(_finished_flag(opts.name, flag, asked, was))
 
 
 def _finished_flag(name: str, flag: str, asked, was) -> str:
-    return (f"sweep {name!r} is finished: {flag} {asked} would change nothing (it ran with "
-            f"{was if was is not None else 'the default'}); leave the flag out, or start a new sweep "
-            "under another --name")
+    return (f"sweep {name!r} is finished: {flag} {asked} changes nothing (it ran with "
+            f"{was if was is not None else 'the default'})")
 
 
 def _check_study_moved(storage: Storage, opts: SweepOptions, run: RunOptions) -> None:
     """`--study-storage` on a started sweep says where its study was moved to: it must be there
-    (Tune's saved searcher reopens it), checked without creating anything; a finished sweep
-    asks its study nothing more."""
+    (Tune's saved searcher reopens it), checked without creating anything. A finished sweep
+    asks its study nothing more: the flag changes nothing, and is not opened (which would make
+    an empty journal), only said so."""
     if opts.study_storage == run.study_storage:
         return
     if read_state(storage, opts.name).get("finished"):
-        raise ConfigError(_finished_flag(opts.name, "--study-storage", opts.study_storage, run.study_storage))
+        _log(_finished_flag(opts.name, "--study-storage", opts.study_storage,
+                            run.study_storage or "the default, in the sweep's folder"))
+        return
     was = run.study_storage or "the default, in the sweep's folder"
     missing = (f"--study-storage {opts.study_storage} holds no study of sweep {opts.name!r} (it started "
                f"with {was}); give where its study was moved to, or leave the flag out")

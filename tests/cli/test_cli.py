@@ -165,9 +165,6 @@ BAD_INPUT = [
     # flags a started or finished sweep cannot honour, refused before anything is written
     (["sweep", "--preset", "smoke", "--concurrency", "3"], 2,
      "--concurrency cannot change while resuming 'smoke' (its trials started with the default)"),
-    (["sweep", "--preset", "smoke", "--name", "done", "--concurrency", "3"], 2,
-     "sweep 'done' is finished: --concurrency 3 would change nothing (it ran with the default)"),
-    (["resume", "done", "--study-storage", "{EMPTY}/study.log"], 2, "sweep 'done' is finished: --study-storage"),
     (["resume", "smoke", "--study-storage", "{EMPTY}/moved.log"], 2,
      "holds no study of sweep 'smoke' (it started with the default, in the sweep's folder)"),
 ]
@@ -254,15 +251,25 @@ def test_bad_input_is_one_line_and_a_nonzero_exit_with_nothing_written(started_s
     assert _snapshot(started_sweep) == before  # nothing existing overwritten, nothing added
 
 
-@pytest.mark.parametrize("name", ["smoke", "done"])
-def test_a_refused_study_storage_creates_no_file(started_sweep, tmp_path, name):
-    """`--study-storage` on a started sweep (where its study is not) or a finished one is refused,
-    and opening it to check would have made an empty journal: nothing is made."""
+@pytest.mark.parametrize("name,code", [("smoke", 2), ("done", 0)])
+def test_a_study_storage_a_sweep_cannot_use_creates_no_file(started_sweep, tmp_path, name, code):
+    """`--study-storage` where a started sweep's study is not is refused; on a finished sweep it
+    changes nothing, and says so beside the front. Opening it would have made an empty journal:
+    neither makes one."""
     journal = tmp_path / "elsewhere" / "study.log"
     result = CliRunner().invoke(cli.main, ["resume", name, "--study-storage", str(journal),
                                            "--storage", str(started_sweep)])
-    assert result.exit_code == 2 and "--study-storage" in result.output
+    assert result.exit_code == code, result.output
+    assert ("holds no study of sweep 'smoke'" if code else
+            f"sweep 'done' is finished: --study-storage {journal} changes nothing") in result.output
     assert not journal.exists() and not journal.parent.exists()
+
+
+def test_a_run_flag_on_a_finished_sweep_says_it_changes_nothing(started_sweep):
+    result = CliRunner().invoke(cli.main, ["sweep", "--preset", "smoke", "--name", "done", "--concurrency", "3",
+                                           "--storage", str(started_sweep)])
+    assert result.exit_code == 0, result.output
+    assert "sweep 'done' is finished: --concurrency 3 changes nothing (it ran with the default)" in result.output
 
 
 def test_the_readme_errors_table_lists_exactly_what_the_program_prints():
