@@ -141,10 +141,7 @@ class SweepCallback(tune.Callback):
         self._post(row, {attack_name_of(s): s["student_acc"] for s in students
                          if s["status"] == "ok" and s["student_acc"] is not None})
         rows = list(self._rows.values())
-        knobs = self.space.describe(row["defense"], row["knobs"] or {})
-        accs = f"teacher {_pct(row['teacher_acc'])} · clone {_pct(row['student_acc'])}"
-        self._display.say(f"[{len(rows):>3}/{self.total}] {row['defense'] or '?':<6} {knobs:<24} {accs}  "
-                          f"{row['status']:<10} {self._times(rows)}")
+        self._display.say(f"{trial_line(len(rows), self.total, row, self.space)} {self._times(rows)}")
 
     def on_step_end(self, iteration, trials, **info):
         if self._room and time.monotonic() - self._room_checked > ROOM_CHECK_S:
@@ -166,6 +163,14 @@ class SweepCallback(tune.Callback):
         new = len(rows) - self._done_at_start
         eta = f"ETA {duration(elapsed / new * max(0, self.total - len(rows)))}" if new > 0 else "ETA –"
         return f"front {len(pareto_front(rows))} · {duration(elapsed)} elapsed · {eta}"
+
+
+def trial_line(done: int, total: int, row: dict, space: SearchSpace) -> str:
+    """A finished trial's progress line up to its status, e.g.
+    `[  3/16] nasty  ω=0.015 τ_A=4  teacher 91.20 · clone 80.15  ok`."""
+    knobs = space.describe(row["defense"], row["knobs"] or {})
+    accs = f"teacher {_pct(row['teacher_acc'])} · clone {_pct(row['student_acc'])}"
+    return f"[{done:>3}/{total}] {row['defense'] or '?':<6} {knobs:<24} {accs}  {row['status']:<10}"
 
 
 def attack_name_of(student_row: dict) -> str:

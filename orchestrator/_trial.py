@@ -34,11 +34,16 @@ def tune_trial(config: dict, context: TrialContext, runtime: PhaseRuntime, board
     """`board`: the sweep's name when its trials prune their attacks (see `_board`), else None;
     `batch`: the attacks on one student architecture train as one stack (`run_batch`)."""
     outcome = evaluate(Candidate.from_params(config), context, runtime, board, batch)
-    # Tune's metrics are floats (a missing one is NaN there); the outcome itself travels whole,
-    # pickled by Ray, to the driver's callback.
-    tune.report({"teacher_acc": _metric(outcome.teacher_acc), "student_acc": _metric(outcome.student_acc),
-                 "teacher_drop": _metric(outcome.teacher_drop), "status": outcome.status,
-                 OUTCOME: outcome, "final": True})
+    tune.report(final_report(outcome))
+
+
+def final_report(outcome: CandidateOutcome) -> dict:
+    """A trial's final result as Tune reports it and the searcher reads it (`search.told`).
+    Tune's metrics are floats (a missing one is NaN there); the outcome itself travels whole,
+    pickled by Ray, to the driver's callback."""
+    return {"teacher_acc": _metric(outcome.teacher_acc), "student_acc": _metric(outcome.student_acc),
+            "teacher_drop": _metric(outcome.teacher_drop), "status": outcome.status,
+            OUTCOME: outcome, "final": True}
 
 
 def evaluate(candidate: Candidate, context: TrialContext, runtime: PhaseRuntime, board: str | None = None,

@@ -28,6 +28,7 @@ from undistill.outcomes import Candidate, SweepColumns
 from undistill.space import check_max_teacher_drop
 
 from ._killpoints import BEFORE_TRIAL_WRITE, kill_point
+from ._outside import Outside, row_candidate, run_outside
 from ._quiet import quiet_ray
 from ._worker import PhaseRuntime
 from .curves import epoch_rows, trial_epoch_rows
@@ -151,43 +152,20 @@ def _run_upstream(plans: dict[int, Plan], runtime: PhaseRuntime, batch: bool) ->
 
 def _run_replicates(opts: SweepOptions, record, plans: dict[int, Plan], upstream: dict[str, dict],
                     runtime: PhaseRuntime, concurrency: int, batch: bool, todo: list[tuple[dict, int]]) -> None:
-    """Each replicate as a task in its own placement group, `concurrency` at once; its rows are
-    written as it finishes."""
-    import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
+    """Each replicate as a task in its own placement group, `concurrency` at once (`_outside`);
+    its rows are written as it finishes."""
     from ._driver import _pct, sweep_columns, trial_context
-    from ._trial import evaluate
 
-    res = runtime.resources
-    # a lost worker is retried: its phases resume by key; on a GPU a fresh process each time
-    # (CUDA binds to the GPU it first sees, see `_worker.remote_phase`)
-    task = ray.remote(max_retries=2, max_calls=1 if res.gpus else 0)(evaluate)
     contexts = {s: trial_context(plan, upstream) for s, plan in plans.items()}  # no teacher gate
     columns = {s: sweep_columns(opts, plan, contexts[s]) for s, plan in plans.items()}
     store = ResultStore(runtime.storage, opts.name)
     t0, total, finished = time.time(), len(todo), 0
-    queue, pending = list(todo), {}
-    while queue or pending:
-        while queue and len(pending) < concurrency:
-            trial, seed = queue.pop(0)
-            group = placement_group([res.bundle() for _ in range(res.bundles)], strategy="PACK")
-            where = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0,
-                                                     placement_group_capture_child_tasks=True)
-            ref = task.options(num_cpus=res.cpus, num_gpus=res.gpus, scheduling_strategy=where,
-                               name=f"replicate {replicate_id(trial['trial_id'], seed)}").remote(
-                _candidate(trial, record.space), contexts[seed], runtime, None, batch)
-            pending[ref] = (trial, seed, group)
-        (ready,), _ = ray.wait(list(pending), num_returns=1)
-        trial, seed, group = pending.pop(ready)
-        try:
-            outcome, error = ray.get(ready), None
-        except Exception as exc:  # noqa: BLE001 (recorded as the replicate's error; a rerun tries again)
-            outcome, error = None, (str(exc).strip().splitlines() or ["the replicate failed"])[-1][:500]
-        remove_placement_group(group)
+
+    def done(run: Outside, outcome, error) -> None:
+        nonlocal finished
+        trial, seed = run.tag
         row, students = _rows(opts, columns[seed], trial, seed, outcome, error)
-        curves = trial_epoch_rows(runtime.storage, opts.name, row["trial_id"], _candidate(trial, record.space),
+        curves = trial_epoch_rows(runtime.storage, opts.name, row["trial_id"], run.candidate,
                                   contexts[seed], replicate_of=trial["trial_id"])
         kill_point(BEFORE_TRIAL_WRITE)
         store.write_trial(row, students, curves)
@@ -195,17 +173,13 @@ def _run_replicates(opts: SweepOptions, record, plans: dict[int, Plan], upstream
         elapsed = time.time() - t0
         eta = elapsed / finished * (total - finished)
         knobs = record.space.describe(row["defense"], row["knobs"] or {})
-        clone = row["student_acc"]
         print(f"[{finished:>3}/{total}] seed {seed} {row['defense']:<6} {knobs:<24} teacher "
-              f"{_pct(row['teacher_acc'])} · clone {_pct(clone)}  {row['status']:<8} "
+              f"{_pct(row['teacher_acc'])} · clone {_pct(row['student_acc'])}  {row['status']:<8} "
               f"{elapsed:.0f}s elapsed · ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
-
-def _candidate(trial: dict, space) -> Candidate:
-    """The trial's candidate, its knobs of their own types again (Parquet holds them as floats)."""
-    defense = space.get(trial["defense"])
-    return Candidate.of(trial["defense"], **{k: defense.knob(k).cast(v) if defense and defense.knob(k) else v
-                                             for k, v in (trial["knobs"] or {}).items()})
+    runs = [Outside(f"replicate {replicate_id(trial['trial_id'], seed)}", row_candidate(trial, record.space),
+                    contexts[seed], (trial, seed)) for trial, seed in todo]
+    run_outside(runs, runtime, concurrency, batch, done)
 
 
 def _rows(opts: SweepOptions, columns: SweepColumns, trial: dict, seed: int, outcome, error):

@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import warnings
+from dataclasses import dataclass
 from functools import partial
 
 import optuna
@@ -191,31 +192,58 @@ class DefenseSearch(OptunaSearch):
             # the first outcome, and touching the finished trial would raise.
             self._completed_trials.add(trial_id)
             return None
-        final = bool(result and result.get("final"))
-        status = result.get("status") if final else None
         ot_trial.set_user_attr("tune_trial_id", trial_id)  # the Parquet row's trial_id
-        if status:
-            ot_trial.set_user_attr("status", status)
-            outcome = result.get(OUTCOME)
-            if outcome is not None and outcome.best_attack is not None:
-                ot_trial.set_user_attr("best_attack", outcome.best_attack)
-            if _finite(result.get("teacher_drop")):
-                ot_trial.set_user_attr("teacher_drop", result["teacher_drop"])
-        limit = self._max_teacher_drop
-        # dominated: attacks were skipped once it was beaten; its clone is a lower bound, told
-        # as it is (the candidate is off the front either way)
-        if status in ("ok", "dominated") and all(_finite(result.get(m)) for m in OBJECTIVES):
-            if limit is not None:
-                ot_trial.set_constraint(DROP_CONSTRAINT, result["teacher_drop"] - limit)
-            return super().on_trial_complete(trial_id, {m: result[m] for m in OBJECTIVES})
-        if status == "infeasible" and limit is not None:
-            ot_trial.set_constraint(DROP_CONSTRAINT, result["teacher_drop"] - limit)
-        elif status == "diverged":
-            ot_trial.set_constraint(DIVERGED_CONSTRAINT, 1.0)
-        # Partial or non-finite results never enter the study as COMPLETE: gated and diverged
-        # trials are PRUNED (with their violated constraint), anything else is a FAIL.
-        gated = status in ("infeasible", "diverged")
-        return super().on_trial_complete(trial_id, None, error=error or not gated)
+        verdict = told(result, self._max_teacher_drop)
+        for key, value in verdict.user_attrs.items():
+            ot_trial.set_user_attr(key, value)
+        for key, value in verdict.constraints.items():
+            ot_trial.set_constraint(key, value)
+        if verdict.state == optuna.trial.TrialState.COMPLETE:
+            return super().on_trial_complete(trial_id, verdict.values)
+        return super().on_trial_complete(trial_id, None,
+                                         error=error or verdict.state == optuna.trial.TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class Told:
+    """What the study is told of a trial: its state, its objectives (COMPLETE only), its user
+    attributes and constraints."""
+
+    state: optuna.trial.TrialState
+    values: dict[str, float] | None
+    user_attrs: dict
+    constraints: dict[str, float]
+
+
+def told(result: dict | None, max_teacher_drop: float | None) -> Told:
+    """What a trial's final result (`_trial.final_report`; None: it failed) tells the study: the
+    searcher's tell, and the one a trial run again outside Tune adds (`_retry`)."""
+    final = bool(result and result.get("final"))
+    status = result.get("status") if final else None
+    attrs, constraints = {}, {}
+    if status:
+        attrs["status"] = status
+        outcome = result.get(OUTCOME)
+        if outcome is not None and outcome.best_attack is not None:
+            attrs["best_attack"] = outcome.best_attack
+        if _finite(result.get("teacher_drop")):
+            attrs["teacher_drop"] = result["teacher_drop"]
+    limit = max_teacher_drop
+    # dominated: attacks were skipped once it was beaten; its clone is a lower bound, told
+    # as it is (the candidate is off the front either way)
+    if status in ("ok", "dominated") and all(_finite(result.get(m)) for m in OBJECTIVES):
+        if limit is not None:
+            constraints[DROP_CONSTRAINT] = result["teacher_drop"] - limit
+        return Told(optuna.trial.TrialState.COMPLETE, {m: result[m] for m in OBJECTIVES}, attrs, constraints)
+    if status == "infeasible" and limit is not None:
+        constraints[DROP_CONSTRAINT] = result["teacher_drop"] - limit
+    elif status == "diverged":
+        constraints[DIVERGED_CONSTRAINT] = 1.0
+    # Partial or non-finite results never enter the study as COMPLETE: gated and diverged
+    # trials are PRUNED (with their violated constraint), anything else is a FAIL.
+    gated = status in ("infeasible", "diverged")
+    return Told(optuna.trial.TrialState.PRUNED if gated else optuna.trial.TrialState.FAIL, None, attrs,
+                constraints)
 
 
 def _already_told(search: DefenseSearch, ot_trial) -> bool:

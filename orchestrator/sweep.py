@@ -352,20 +352,25 @@ def hold_lease(storage: Storage, name: str, command: str) -> Lease:
 
 
 def _run_sweep(opts: SweepOptions, storage: Storage) -> SweepResult:
+    from ._retry import lost_artifact
+
     store = ResultStore(storage, opts.name)
-    if read_state(storage, opts.name).get("finished"):
-        _log(f"sweep {opts.name!r} is already finished: nothing to train")
+    finished = read_state(storage, opts.name).get("finished")
+    if finished:
         rows = store.trial_rows()
-        return SweepResult(pareto_front(rows), rows, store.location)
+        if not any(lost_artifact(r) for r in rows):
+            _log(f"sweep {opts.name!r} is already finished: nothing to train")
+            return SweepResult(pareto_front(rows), rows, store.location)
     fixed = _fixed_run(storage, opts)
-    _check_tune_agrees(storage, opts.name, store)
+    if not finished:  # a finished sweep's Tune state is not read again
+        _check_tune_agrees(storage, opts.name, store)
     from . import _cluster
 
     # an unreachable cluster fails before any write
     started_ray = _cluster.connect(opts.address, num_cpus=opts.resources().local_cpus())
     try:
         with quiet_ray(storage, opts.name):  # Ray's tracebacks to a log file, a line each here
-            _drive(opts, storage, fixed, started_ray)
+            _drive(opts, storage, fixed, started_ray, search=not finished)
     finally:
         if started_ray:
             _cluster.shutdown()
@@ -380,10 +385,12 @@ def _run_sweep(opts: SweepOptions, storage: Storage) -> SweepResult:
     return SweepResult(pareto_front(rows), rows, store.location)
 
 
-def _drive(opts: SweepOptions, storage: Storage, fixed: RunOptions | None, started_ray: bool) -> None:
+def _drive(opts: SweepOptions, storage: Storage, fixed: RunOptions | None, started_ray: bool,
+           search: bool = True) -> None:
     """On the connected cluster: check the sweep fits, record it, run the upstream phases once,
-    then the search to the budget."""
-    from . import _cluster, _driver
+    then the search to the budget (`search`: False for a finished sweep), then the trials that
+    failed only for a missing artifact again (`_retry`)."""
+    from . import _cluster, _driver, _retry
 
     nodes = _cluster.alive_nodes()
     resources, concurrency = _resolve_run(opts, fixed, nodes)
@@ -397,8 +404,12 @@ def _drive(opts: SweepOptions, storage: Storage, fixed: RunOptions | None, start
          f"{concurrency} trial{'s' if concurrency > 1 else ''} at once")
     plan = make_plan(opts.preset)
     runtime = PhaseRuntime(storage, resources, opts.data_root, opts.checkpoint_interval(), opts.name)
-    upstream = _run_upstream(plan, runtime, opts.name, opts.preset.resources.get("batch_attacks", True))
-    _driver.search(opts, plan, upstream, runtime, concurrency)
+    batch = opts.preset.resources.get("batch_attacks", True)
+    upstream = _run_upstream(plan, runtime, opts.name, batch)
+    if search:
+        _driver.search(opts, plan, upstream, runtime, concurrency)
+    if len(ResultStore(storage, opts.name).trial_rows()) >= opts.preset.trials:  # not stopped by Ctrl-C
+        _retry.retry_lost(opts, plan, upstream, runtime, concurrency, batch)
 
 
 def compact_finished(store: ResultStore) -> None:
