@@ -52,6 +52,12 @@ class _QuietFile(logging.FileHandler):
     def handleError(self, record):  # noqa: N802 (logging's name)
         pass
 
+    def _open(self):
+        # its folder made with the file, on its first line: a run that logs nothing (a bad
+        # flag refused once Ray is up) leaves no trace in the sweep's folder
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
     def close(self):
         with contextlib.suppress(OSError):  # its last flush, on a full disk
             super().close()
@@ -80,7 +86,6 @@ def quiet_ray(storage: Storage, sweep: str) -> Iterator[Path]:
     """Route Ray's log records and its workers' output as described above, for the span of the
     block (Ray connected); yields the log file's path (created on its first line)."""
     path = log_path(storage, sweep)
-    path.parent.mkdir(parents=True, exist_ok=True)
     to_file = _QuietFile(path, delay=True, encoding="utf-8")
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     ray_logger = logging.getLogger("ray")

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from _presets import one_attack_smoke
+from _readme import fault_message
 from click.testing import CliRunner
 
 import cli
@@ -186,6 +187,8 @@ def test_resume_refuses_a_damaged_state_json_rather_than_train_a_finished_sweep_
     result = _invoke(("resume", NAME), storage, tmp_path)  # `no_training` fails it if Ray starts
     _check(result, ("resume", NAME), target)
     assert result.exit_code == 1 and "delete it: `resume` then writes it anew" in result.output, result.output
+    if state == b"[]":  # valid JSON of the wrong shape: README's words for it
+        assert fault_message("A bookkeeping file") in result.output, result.output
 
 
 def test_damaged_live_entries_are_left_out_of_status_while_the_sweep_runs(finished, tmp_path):

@@ -16,6 +16,7 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 from _presets import one_attack_smoke
+from _readme import fault_message
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -131,6 +132,7 @@ def test_a_teacher_lost_mid_sweep_is_computed_again_once_and_every_trial_finishe
     assert json.loads((storage / "_artifacts" / teacher / "result.json").read_text())["recomputed"] is True
     history = (storage / "_artifacts" / ".locks" / f"{teacher}.lock").read_text().splitlines()
     assert len(history) == 1 and "its artifact was missing or damaged" in history[0], history
+    assert fault_message("A teacher lost") in _stderr(sweep)  # the worker's line, shown by the driver
 
 
 def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_a_moved_copy_resumes_in_place(tmp_path):
@@ -160,7 +162,8 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_a_moved_copy_resumes_in_place(
     for row in (lagging / "smoke" / "results" / "trials").glob("*.parquet"):
         row.unlink()
     refused = _resume(lagging)
-    assert refused.returncode == 1 and "different moments" in refused.stderr, refused.stderr[-2000:]
+    assert refused.returncode == 1 and fault_message("Tune's state and the results") in refused.stderr, \
+        refused.stderr[-2000:]
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
     copy = tmp_path / "copy"
@@ -225,6 +228,10 @@ def test_a_worker_killed_mid_phase_is_retried_from_its_checkpoint(tmp_path):
     nasty = _kill_worker(sweep, "ray::ImplicitFunc", "nasty-*.ckpt", partials)
     students = _kill_worker(sweep, "ray::kd-T", "kd-*.ckpt", partials)
     assert sweep.wait(timeout=900) == 0, _stderr(sweep)[-3000:]
+    # recovered faults are a line each; Ray's tracebacks are in the sweep's log
+    err = _stderr(sweep)
+    assert fault_message("A trial failed") in err and "Traceback" not in err, err[-3000:]
+    assert any((storage / "slow" / "logs").glob("driver-*.log"))
 
     trials = pq.read_table(storage / "slow" / "results" / "trials").to_pylist()
     assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)

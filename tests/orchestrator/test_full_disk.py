@@ -13,6 +13,7 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 from _presets import one_attack_smoke
+from _readme import fault_message
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -65,7 +66,8 @@ def test_a_disk_that_fills_mid_sweep_stops_it_cleanly_and_resume_finishes_it(sma
     assert sweep.wait(timeout=300) == 1, log.read_text()[-3000:]
     said = log.read_text()
     last = said.strip().splitlines()[-1]
-    assert f"storage {storage} is full" in last and "`python cli.py resume smoke`" in last, said[-3000:]
+    assert f"storage {storage} is full" in last and fault_message("The storage filled") in last, said[-3000:]
+    assert "`python cli.py resume smoke`" in last
     assert "Traceback" not in said, said[-3000:]  # Ray's go to the sweep's log file, not here
 
     # nothing the driver or Tune keeps is torn: each is the old version or the new one, whole

@@ -9,15 +9,20 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pyarrow.parquet as pq
 import pytest
 from _presets import one_attack_smoke
+from _readme import fault_message
 
+from orchestrator import SweepOptions
 from orchestrator import lease as lease_mod
+from orchestrator.layout import read_sweep, write_json
 from orchestrator.lease import LEASE, Lease, SweepBusyError, read_holder
+from search_spaces._schema import parse_preset
 from undistill.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +62,7 @@ def test_a_lease_whose_process_ended_is_taken_over_and_the_taker_says_so(tmp_pat
     taker, said = _lease(tmp_path, "resume")
     with taker:
         assert read_holder(Storage(tmp_path), "x").token == taker.holder.token
-    assert len(said) == 1 and f"taking over the lease of `sweep` (pid {int(dead.stdout)}" in said[0]
+    assert len(said) == 1 and f"{fault_message('The lease of a driver')} `sweep` (pid {int(dead.stdout)}" in said[0]
     assert "has ended" in said[0]
 
 
@@ -111,6 +116,10 @@ def test_a_lease_of_a_new_sweep_leaves_no_folder_when_nothing_else_was_written(t
     assert not (tmp_path / "x").exists()  # the lease alone made it: nothing to keep
 
 
+def _study(storage):
+    return optuna.load_study(study_name="smoke", storage=f"sqlite:///{storage / 'smoke' / 'study.db'}")
+
+
 def _cli(*args, **kwargs):
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, text=True, **kwargs)
 
@@ -139,6 +148,7 @@ def test_a_second_driver_of_a_running_sweep_is_refused_within_5_s_and_ctrl_c_the
             took = time.time() - t0
             assert second.returncode == 1, second.stderr
             assert f"sweep 'smoke' is running: `sweep` (pid {first.pid} on {socket.gethostname()}" in second.stderr
+            assert fault_message("A second driver") in second.stderr
             assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
             assert took < within_s, f"{' '.join(args[:2])} took {took:.1f}s to refuse"
         status = subprocess.run([sys.executable, str(ROOT / "cli.py"), "status", "smoke", "--storage",
@@ -156,7 +166,7 @@ def test_a_second_driver_of_a_running_sweep_is_refused_within_5_s_and_ctrl_c_the
         if first.poll() is None:
             first.kill()
     said = (tmp_path / "first.log").read_text()
-    assert "`python cli.py resume smoke` continues it" in said and "Traceback" not in said, said[-3000:]
+    assert "`python cli.py resume smoke` " + fault_message("Ctrl-C") in said and "Traceback" not in said, said[-3000:]
     assert not (storage / "smoke" / LEASE).exists()
     kept = {p.name for p in (storage / "smoke" / "results" / "trials").glob("[!.]*.parquet")}
     assert 1 <= len(kept) < 4
@@ -167,7 +177,23 @@ def test_a_second_driver_of_a_running_sweep_is_refused_within_5_s_and_ctrl_c_the
     trials = pq.read_table(storage / "smoke" / "results" / "trials").to_pylist()
     assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
     assert all(t["status"] == "ok" for t in trials)
-    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{storage / 'smoke' / 'study.db'}")
-    states = [t.state.name for t in study.trials]
+    states = [t.state.name for t in _study(storage).trials]
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states
     assert not (storage / "smoke" / LEASE).exists()
+
+    # A Tune state whose trials have all ended short of the budget (here the budget is raised by
+    # hand) would make every `resume` stop at once: the rest is searched in a new Tune run.
+    record = read_sweep(Storage(storage), "smoke")
+    preset = {**record.preset, "search": {**record.preset["search"], "trials": 5}}
+    fingerprint = SweepOptions(parse_preset("smoke", preset), "smoke", str(storage),
+                               max_teacher_drop=record.max_teacher_drop).fingerprint()
+    write_json(Storage(storage), "smoke", "sweep.json",
+               replace(record, preset=preset, trials=5, fingerprint=fingerprint).to_json())
+    (storage / "smoke" / "state.json").unlink()
+    more = subprocess.run([sys.executable, str(ROOT / "cli.py"), "resume", "smoke", "--storage", str(storage)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "Tune's state ended with 4 of 5 trials; " + fault_message("Tune's state can give") in more.stderr
+    trials = pq.read_table(storage / "smoke" / "results" / "trials").to_pylist()
+    assert len(trials) == 5 and len({t["trial_id"] for t in trials}) == 5
+    assert [t.state.name for t in _study(storage).trials].count("COMPLETE") == 5
