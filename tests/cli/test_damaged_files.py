@@ -6,18 +6,14 @@ names the file, and not a byte of any other file changed. One real sweep, made o
 import hashlib
 import io
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _presets import one_attack_smoke
 from _readme import fault_message
 from click.testing import CliRunner
 
@@ -57,16 +53,11 @@ DAMAGES = {
 }
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """The storage of one real smoke sweep (one KD attack), run to its end: about a minute."""
-    folder = tmp_path_factory.mktemp("damaged")
-    config, storage = one_attack_smoke(folder), folder / "sweeps"
-    run = subprocess.run([sys.executable, str(ROOT / "cli.py"), "sweep", "--config", str(config),
-                          "--storage", str(storage)], capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "RAY_AUTH_MODE": "disabled"}, cwd=ROOT)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return storage
+@pytest.fixture
+def finished(finished_smoke) -> Path:
+    """The storage of one real smoke sweep (one KD attack), run to its end (conftest's, shared:
+    each test damages a copy)."""
+    return finished_smoke
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """One driver per sweep: the lease (orchestrator/lease.py). Its rules on real files and real
 processes, then for real: a second `sweep`, a `resume` and a `confirm` of a running sweep are
-refused within 5 s, naming the holder; Ctrl-C (SIGINT) then stops the first mid-sweep, and
-`resume` finishes the budget with every trial exactly once."""
+refused within 5 s, naming the holder; Ctrl-C (SIGINT) then stops the first mid-sweep, a
+`resume` is stopped by a disk that fills up, and the next `resume` finishes the budget with
+every trial exactly once."""
 
 import json
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,9 +126,64 @@ def _cli(*args, **kwargs):
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, text=True, **kwargs)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs, room for the smoke sweep and quick to fill; None where a tmpfs cannot be
+    mounted (not root): the full-disk step is then left out, and says so."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        warnings.warn(f"a tmpfs cannot be mounted here ({made.stderr.strip()}): no full-disk step", stacklevel=1)
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Write a file until the disk refuses; its path (remove it to give the space back)."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 1 << 12):  # megabytes, then the last pages
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler
+
+
+def _fill_mid_resume(storage: Path, disk: Path, log: Path) -> None:
+    """`resume`, the disk filled as its trials start: it stops with one line naming the storage,
+    no state file torn (ours or Tune's); then the space is given back."""
+    with open(log, "w") as err:
+        resuming = _cli("resume", "smoke", "--storage", str(storage), stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 300
+    while "resuming 'smoke'" not in log.read_text():
+        assert resuming.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.1)
+    filler = _fill(disk)
+    assert resuming.wait(timeout=300) == 1, log.read_text()[-3000:]
+    said = log.read_text()
+    last = said.strip().splitlines()[-1]
+    assert f"storage {storage} is full" in last and fault_message("The storage filled") in last, said[-3000:]
+    assert "`python cli.py resume smoke`" in last and "Traceback" not in said, said[-3000:]
+    for state in [*(storage / "smoke").glob("*.json"), *(storage / "smoke" / "tune").glob("experiment_state-*.json")]:
+        json.loads(state.read_text())  # the old version or the new one, whole
+    filler.unlink()
+
+
 @pytest.mark.slow
-def test_a_second_driver_of_a_running_sweep_is_refused_within_5_s_and_ctrl_c_then_resume_finish_it(tmp_path):
-    storage = tmp_path / "sweeps"
+def test_one_sweep_through_a_second_driver_ctrl_c_a_full_disk_and_a_budget_tune_cannot_reach(small_disk, tmp_path):
+    """One real sweep, end to end through the faults a driver meets: a second `sweep`, `resume`
+    and `confirm` refused while it runs; Ctrl-C mid-sweep; a `resume` whose disk fills up (on a
+    real tmpfs); the `resume` that finishes it; and a budget its Tune state cannot reach."""
+    storage = (small_disk or tmp_path) / "sweeps"
     config = one_attack_smoke(tmp_path)
     log = open(tmp_path / "first.log", "w+")  # noqa: SIM115 (the process writes it)
     first = _cli("sweep", "--config", str(config), "--storage", str(storage), stdout=subprocess.DEVNULL,
@@ -171,6 +228,8 @@ def test_a_second_driver_of_a_running_sweep_is_refused_within_5_s_and_ctrl_c_the
     kept = {p.name for p in (storage / "smoke" / "results" / "trials").glob("[!.]*.parquet")}
     assert 1 <= len(kept) < 4
 
+    if small_disk is not None:
+        _fill_mid_resume(storage, small_disk, tmp_path / "full.log")
     resumed = subprocess.run([sys.executable, str(ROOT / "cli.py"), "resume", "smoke", "--storage", str(storage)],
                              cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -15,7 +15,6 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 from _outcomes import outcome
-from _presets import one_attack_smoke
 from _readme import fault_message
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
@@ -65,11 +64,9 @@ def _lost(storage, row: dict, students: list[dict]) -> None:
 
 
 @pytest.mark.slow
-def test_resume_retries_a_trial_that_failed_only_for_a_missing_artifact_under_its_own_id(tmp_path):
+def test_resume_retries_a_trial_that_failed_only_for_a_missing_artifact_under_its_own_id(finished_smoke, tmp_path):
     storage = tmp_path / "sweeps"
-    config = one_attack_smoke(tmp_path)
-    swept = _cli("sweep", "--config", str(config), "--storage", str(storage))
-    assert swept.returncode == 0, swept.stderr[-3000:]
+    shutil.copytree(finished_smoke, storage, symlinks=True)  # a finished sweep of its own to damage
     store = ResultStore(Storage(str(storage)), "smoke")
     before = {r["trial_id"]: r for r in store.trial_rows()}
     (lost,) = [r for r in before.values() if r["defense"] == "nasty"][:1]

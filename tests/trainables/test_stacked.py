@@ -90,7 +90,10 @@ def test_the_last_epochs_weights_match_one_by_one_exactly_enough(data, teacher_l
     assert [e.epoch for e in together.epochs] == [e.epoch for e in alone.epochs] == [1, 2]
     for a, b in zip(together.epochs, alone.epochs, strict=True):
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3) and a.lr == b.lr
-        assert abs(a.val_acc - b.val_acc) <= 0.5
+        # the same weights to within WEIGHT_TOLERANCE (below) may still put a validation sample
+        # lying on a tie between two classes either side: two of its 240 samples, 0.83 points,
+        # on this machine's CPU (AMD EPYC), none on the one this test was written on
+        assert abs(a.val_acc - b.val_acc) <= 1.0
     worst = max((together.state_dict[n].float() - w.float()).abs().max().item()
                 for n, w in alone.state_dict.items() if _compared(n))
     assert worst <= WEIGHT_TOLERANCE
