@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from collections.abc import Iterator
 
 from undistill.errors import UndistillError
 from undistill.storage import Storage
@@ -45,29 +46,26 @@ def trial_bytes(storage: Storage, teacher_key: str, phases: int) -> int:
     return phases * size + MARGIN
 
 
-def is_full(exc: BaseException | None) -> bool:
-    """Whether `exc`, or anything in its chain (Tune and Ray wrap a trial's errors), is a write
-    that failed for want of space: an OSError, or SQLite's own words for it."""
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc` and what it wraps: Tune and Ray wrap a trial's or a callback's errors (a Ray task's
+    error holds its own as `cause`)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _FULL:
-            return True
-        if any(text in str(exc) for text in _FULL_TEXT):
-            return True
+        yield exc
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-    return False
+
+
+def is_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or anything in its chain, is a write that failed for want of space: an
+    OSError, or SQLite's own words for it."""
+    return any((isinstance(e, OSError) and e.errno in _FULL) or any(text in str(e) for text in _FULL_TEXT)
+               for e in _chain(exc))
 
 
 def found(exc: BaseException | None) -> StorageFullError | None:
     """The StorageFullError somewhere in `exc`'s chain (Tune wraps what a callback raised)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, StorageFullError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((e for e in _chain(exc) if isinstance(e, StorageFullError)), None)
 
 
 def full(storage: Storage, sweep: str, needed: int | None) -> StorageFullError:

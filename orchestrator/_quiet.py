@@ -16,7 +16,6 @@ Ray version lacks them, its output is left as Ray prints it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import re
 import sys
@@ -133,4 +132,4 @@ def _route_worker_output(to_file: logging.Handler):
         dispatcher.handlers = [(name, handler) for name, handler in handlers]
         ray_worker.print_to_stdstream = original
 
-    return functools.partial(undo)
+    return undo

@@ -16,7 +16,6 @@ first phase that needs it, under `lock`, so that it is computed once while the o
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from undistill.files import locked
 from undistill.storage import Storage
 
 MANIFEST = "MANIFEST.json"
@@ -144,14 +144,8 @@ class ArtifactStore:
         Yields the lock file, open for appending: its holder notes there each time it computes
         the phase again, which keeps a history of the key's recomputations."""
         folder = self.storage.local_path(FOLDER, LOCKS) if self.storage.is_local else self._cache / LOCKS
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{key}.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # blocks while another process holds it
-            try:
-                yield f
-            finally:
-                f.flush()
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with locked(folder / f"{key}.lock") as f:
+            yield f
 
     def drop_partial(self, key: str) -> None:
         """Remove `key`'s mid-training checkpoint, and a save a kill cut short (atomic_write's)."""

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from undistill.errors import UndistillError
+from undistill.files import locked
 from undistill.storage import Storage
 
 LEASE = "lease.json"
@@ -201,16 +202,8 @@ class Lease:
         if not self.storage.is_local:
             yield
             return
-        import fcntl
-
-        path = self.storage.local_path(self.sweep, ".lease.lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with locked(self.storage.local_path(self.sweep, ".lease.lock")):
+            yield
 
     def _drop_new_folder(self) -> None:
         """A sweep folder this driver created only for its lease goes again when nothing else

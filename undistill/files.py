@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -28,3 +29,20 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.close(folder)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[TextIO]:
+    """An exclusive `flock` of `path` (made with its folder if need be) for the span of the block;
+    yields the file, open for appending. The kernel releases it when its holder dies, however (on
+    NFS, which maps it to a POSIX lock, once the dead client's lease expires)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # blocks while another process holds it
+        try:
+            yield f
+        finally:
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
